@@ -1,0 +1,590 @@
+//! Raw settings → a validated `Config`; every problem is reported at once.
+//!
+//! Stage two of the command line. Nothing runs on a half-valid configuration: a run
+//! either gets a complete `Config` or exits 2 with one line per problem, before any
+//! request. The names that end up in a URL path or in the PromQL query are checked
+//! here to be DNS-1123 labels, so nothing can be injected through them.
+
+use crate::cli::{Raw, SETTINGS, flag_name};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvictionMode {
+    Evict,
+    Delete,
+}
+
+impl EvictionMode {
+    pub fn verb(self) -> &'static str {
+        match self {
+            EvictionMode::Evict => "evict",
+            EvictionMode::Delete => "delete",
+        }
+    }
+}
+
+/// The numbers the decision needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionSettings {
+    pub window_secs: u64,
+    pub threshold: f64,
+    pub min_pods: usize,
+    pub stabilization_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prometheus {
+    /// Base URL without a trailing slash; any path prefix is kept.
+    pub url: String,
+    pub timeout: Duration,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kube {
+    /// API server base URL without a trailing slash.
+    pub url: String,
+    pub service_account_dir: PathBuf,
+    pub timeout: Duration,
+}
+
+/// Everything but the cluster: what `plan` on saved files needs too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub prometheus: Prometheus,
+    pub namespace: String,
+    pub selector: String,
+    pub deployment: Option<String>,
+    pub decision: DecisionSettings,
+    pub dry_run: bool,
+    pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
+    pub mode: EvictionMode,
+    pub metrics_file: Option<PathBuf>,
+    pub push_url: Option<String>,
+}
+
+/// What a live run needs beyond `Config`: where the cluster is and which Deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub deployment: String,
+    pub kube: Kube,
+}
+
+/// Collects problems instead of stopping at the first one.
+struct Checker<'a> {
+    raw: &'a Raw,
+    problems: Vec<String>,
+}
+
+impl<'a> Checker<'a> {
+    fn value(&self, var: &str) -> Option<&'a str> {
+        self.raw
+            .get(var)
+            .or_else(|| SETTINGS.iter().find(|s| s.var == var).and_then(|s| s.default))
+    }
+
+    fn problem(&mut self, var: &str, expected: &str, got: &str) {
+        self.problems.push(format!(
+            "{var} (--{}): expected {expected}, got {got:?}",
+            flag_name(var)
+        ));
+    }
+
+    fn parsed<T>(&mut self, var: &str, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let v = self.value(var)?;
+        let parsed = parse(v);
+        if parsed.is_none() {
+            self.problem(var, expected, v);
+        }
+        parsed
+    }
+}
+
+const DNS_LABEL: &str =
+    "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric, at most 63 characters)";
+
+/// Validates everything `plan` on saved files uses; `DEPLOYMENT_NAME` is optional there.
+pub fn offline(raw: &Raw) -> Result<Config, Vec<String>> {
+    let mut c = Checker {
+        raw,
+        problems: Vec::new(),
+    };
+    let config = common(&mut c);
+    match (config, c.problems.is_empty()) {
+        (Some(config), true) => Ok(config),
+        _ => Err(c.problems),
+    }
+}
+
+/// Validates everything a live run uses.
+pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
+    let mut c = Checker {
+        raw,
+        problems: Vec::new(),
+    };
+    let config = common(&mut c);
+    if c.value("DEPLOYMENT_NAME").is_none() {
+        c.problems.push(format!(
+            "DEPLOYMENT_NAME (--deployment-name): required, expected {DNS_LABEL}"
+        ));
+    }
+    let kube_url = match c.value("KUBE_API_URL") {
+        Some(_) => c.parsed("KUBE_API_URL", "an http(s) URL without credentials", http_url),
+        None => match (&raw.service_host, &raw.service_port) {
+            (Some(host), port) => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                let port = port.as_deref().unwrap_or("443");
+                let url = format!("https://{host}:{port}");
+                let parsed = http_url(&url);
+                if parsed.is_none() {
+                    c.problems.push(format!(
+                        "KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT: expected a host and a port, got {url:?}"
+                    ));
+                }
+                parsed
+            }
+            (None, _) => {
+                c.problems
+                    .push("KUBE_API_URL (--kube-api-url): not running in a cluster: set KUBE_API_URL".into());
+                None
+            }
+        },
+    };
+    let sa_dir = c.value("KUBE_SERVICE_ACCOUNT_DIR").map(PathBuf::from);
+    let kube_timeout = c.parsed("KUBE_TIMEOUT", "a duration > 0 such as 10s", positive_duration);
+    let deployment = config.as_ref().and_then(|c| c.deployment.clone());
+    match (
+        config,
+        deployment,
+        kube_url,
+        sa_dir,
+        kube_timeout,
+        c.problems.is_empty(),
+    ) {
+        (Some(config), Some(deployment), Some(url), Some(service_account_dir), Some(timeout), true) => Ok((
+            config,
+            Cluster {
+                deployment,
+                kube: Kube {
+                    url,
+                    service_account_dir,
+                    timeout,
+                },
+            },
+        )),
+        _ => Err(c.problems),
+    }
+}
+
+fn common(c: &mut Checker) -> Option<Config> {
+    let url = c.parsed("PROMETHEUS_ENDPOINT", "an http(s) URL without credentials", http_url);
+    let timeout = c.parsed("PROMETHEUS_TIMEOUT", "a duration > 0 such as 30s", positive_duration);
+    let token_file = c.value("PROMETHEUS_BEARER_TOKEN_FILE").map(PathBuf::from);
+    let ca_file = c.value("PROMETHEUS_CA_FILE").map(PathBuf::from);
+    let namespace = c.parsed("KUBE_NAMESPACE", DNS_LABEL, dns_label);
+    let selector = c.parsed(
+        "KUBE_LABEL_SELECTOR",
+        "a non-empty label selector such as app=consumer",
+        label_selector,
+    );
+    // `None` when the value is invalid, `Some(None)` when it is unset.
+    let deployment = match c.value("DEPLOYMENT_NAME") {
+        Some(_) => c.parsed("DEPLOYMENT_NAME", DNS_LABEL, dns_label).map(Some),
+        None => Some(None),
+    };
+    let window = c.parsed(
+        "METRICS_TIME_WINDOW",
+        "a duration > 0 in whole seconds such as 5m",
+        |v| {
+            let d = positive_duration(v)?;
+            (d.subsec_nanos() == 0).then_some(d.as_secs())
+        },
+    );
+    let threshold = c.parsed("CPU_VARIANCE_THRESHOLD", "a finite number > 0 such as 0.3", |v| {
+        v.trim().parse::<f64>().ok().filter(|t| t.is_finite() && *t > 0.0)
+    });
+    let min_pods = c.parsed("MIN_PODS_REQUIRED", "an integer >= 1", |v| {
+        v.trim().parse::<usize>().ok().filter(|n| *n >= 1)
+    });
+    let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
+    let log_level = c.parsed("LOG_LEVEL", "error, warn, info, debug or trace", |v| {
+        Some(match v.to_ascii_lowercase().as_str() {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            _ => return None,
+        })
+    });
+    let log_format = c.parsed("LOG_FORMAT", "text or json", |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    });
+    let mode = c.parsed("EVICTION_MODE", "evict or delete", |v| {
+        match v.to_ascii_lowercase().as_str() {
+            "evict" => Some(EvictionMode::Evict),
+            "delete" => Some(EvictionMode::Delete),
+            _ => None,
+        }
+    });
+    let stabilization = c.parsed("STABILIZATION_WINDOW", "a duration >= 0 such as 10m", |v| {
+        parse_duration(v).map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    });
+    let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
+    let push_url = match c.value("METRICS_PUSH_URL") {
+        Some(_) => c
+            .parsed("METRICS_PUSH_URL", "an http(s) URL without credentials", http_url)
+            .map(Some),
+        None => Some(None),
+    };
+    Some(Config {
+        prometheus: Prometheus {
+            url: url?,
+            timeout: timeout?,
+            token_file,
+            ca_file,
+        },
+        namespace: namespace?,
+        selector: selector?,
+        deployment: deployment?,
+        decision: DecisionSettings {
+            window_secs: window?,
+            threshold: threshold?,
+            min_pods: min_pods?,
+            stabilization_secs: stabilization?,
+        },
+        dry_run: dry_run?,
+        log_level: log_level?,
+        log_format: log_format?,
+        mode: mode?,
+        metrics_file,
+        push_url: push_url?,
+    })
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn dns_label(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    ok.then(|| v.to_string())
+}
+
+/// A label selector is validated by the API server; here we only refuse what can
+/// never be one (empty, control characters), so a typo fails before any request.
+fn label_selector(v: &str) -> Option<String> {
+    let v = v.trim();
+    let ok = !v.is_empty() && !v.chars().any(char::is_control) && v.split(',').all(|req| !req.trim().is_empty());
+    ok.then(|| v.to_string())
+}
+
+/// An http(s) URL with a host, no credentials, no query or fragment; returned without
+/// a trailing slash. Credentials are refused so that no URL we print can hold a secret.
+pub fn http_url(v: &str) -> Option<String> {
+    let v = v.trim();
+    let rest = v.strip_prefix("http://").or_else(|| v.strip_prefix("https://"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || v.contains(['?', '#']) || v.contains(char::is_whitespace) {
+        return None;
+    }
+    ureq::http::Uri::try_from(v).ok()?;
+    Some(v.trim_end_matches('/').to_string())
+}
+
+fn boolean(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn positive_duration(v: &str) -> Option<Duration> {
+    parse_duration(v).filter(|d| !d.is_zero())
+}
+
+/// Go's `time.ParseDuration` for non-negative values: `300ms`, `1.5h`, `2h45m`, `0`.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let mut s = v.trim();
+    s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut total_nanos: u128 = 0;
+    while !s.is_empty() {
+        let int_len = s.bytes().take_while(u8::is_ascii_digit).count();
+        let (int, rest) = s.split_at(int_len);
+        let (frac, rest) = match rest.strip_prefix('.') {
+            Some(r) => {
+                let n = r.bytes().take_while(u8::is_ascii_digit).count();
+                r.split_at(n)
+            }
+            None => ("", rest),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let (unit, rest) = rest.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+        let mut nanos = int.checked_mul(unit_nanos)?;
+        let mut scale = unit_nanos;
+        for d in frac.bytes().take(18) {
+            scale /= 10;
+            nanos += u128::from(d - b'0') * scale;
+        }
+        total_nanos = total_nanos.checked_add(nanos)?;
+        s = rest;
+    }
+    let secs = u64::try_from(total_nanos / 1_000_000_000).ok()?;
+    Some(Duration::new(secs, (total_nanos % 1_000_000_000) as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn raw(pairs: &[(&'static str, &str)]) -> Raw {
+        let values: BTreeMap<&'static str, String> = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Raw {
+            values,
+            service_host: None,
+            service_port: None,
+        }
+    }
+
+    /// A live configuration from these settings plus a deployment and an API URL.
+    fn check(pairs: &[(&'static str, &str)]) -> Result<(Config, Cluster), Vec<String>> {
+        let mut all = vec![
+            ("DEPLOYMENT_NAME", "ingestion-consumer"),
+            ("KUBE_API_URL", "https://127.0.0.1:6443"),
+        ];
+        all.extend_from_slice(pairs);
+        live(&raw(&all))
+    }
+
+    fn problem(pairs: &[(&'static str, &str)]) -> String {
+        let problems = check(pairs).expect_err("expected a problem");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        problems[0].clone()
+    }
+
+    #[test]
+    fn defaults_are_the_specs() {
+        let (c, cluster) = check(&[]).unwrap();
+        assert_eq!(c.prometheus.url, "http://localhost:9090");
+        assert_eq!(c.prometheus.timeout, Duration::from_secs(30));
+        assert_eq!(c.namespace, "posthog");
+        assert_eq!(c.selector, "app=consumer");
+        assert_eq!(
+            c.decision,
+            DecisionSettings {
+                window_secs: 300,
+                threshold: 0.3,
+                min_pods: 3,
+                stabilization_secs: 600
+            }
+        );
+        assert!(!c.dry_run);
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.mode, EvictionMode::Evict);
+        assert_eq!((c.metrics_file, c.push_url), (None, None));
+        assert_eq!(cluster.kube.timeout, Duration::from_secs(10));
+        assert_eq!(
+            cluster.kube.service_account_dir,
+            PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount")
+        );
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let (c, cluster) = check(&[
+            ("PROMETHEUS_ENDPOINT", "http://vmselect:8481/select/0/prometheus/"),
+            ("PROMETHEUS_TIMEOUT", "1m30s"),
+            ("PROMETHEUS_BEARER_TOKEN_FILE", "/t"),
+            ("PROMETHEUS_CA_FILE", "/ca"),
+            ("KUBE_NAMESPACE", "kafka"),
+            ("KUBE_LABEL_SELECTOR", "app in (a,b),tier!=x"),
+            ("METRICS_TIME_WINDOW", "2m"),
+            ("CPU_VARIANCE_THRESHOLD", "0.25"),
+            ("MIN_PODS_REQUIRED", "5"),
+            ("DRY_RUN", "YES"),
+            ("LOG_LEVEL", "Debug"),
+            ("LOG_FORMAT", "JSON"),
+            ("KUBE_SERVICE_ACCOUNT_DIR", "/sa"),
+            ("KUBE_TIMEOUT", "500ms"),
+            ("EVICTION_MODE", "Delete"),
+            ("STABILIZATION_WINDOW", "0"),
+            ("METRICS_FILE", "/m/rebalancer.prom"),
+            ("METRICS_PUSH_URL", "http://vm:8428/api/v1/import/prometheus"),
+        ])
+        .unwrap();
+        assert_eq!(c.prometheus.url, "http://vmselect:8481/select/0/prometheus");
+        assert_eq!(c.prometheus.timeout, Duration::from_secs(90));
+        assert_eq!(c.prometheus.token_file, Some(PathBuf::from("/t")));
+        assert_eq!(c.prometheus.ca_file, Some(PathBuf::from("/ca")));
+        assert_eq!(c.namespace, "kafka");
+        assert_eq!(c.selector, "app in (a,b),tier!=x");
+        assert_eq!(
+            c.decision,
+            DecisionSettings {
+                window_secs: 120,
+                threshold: 0.25,
+                min_pods: 5,
+                stabilization_secs: 0
+            }
+        );
+        assert!(c.dry_run);
+        assert_eq!(c.log_level, log::LevelFilter::Debug);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.mode, EvictionMode::Delete);
+        assert_eq!(c.metrics_file, Some(PathBuf::from("/m/rebalancer.prom")));
+        assert_eq!(c.push_url.as_deref(), Some("http://vm:8428/api/v1/import/prometheus"));
+        assert_eq!(cluster.kube.service_account_dir, PathBuf::from("/sa"));
+        assert_eq!(cluster.kube.timeout, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn each_bad_value_is_named_with_what_was_expected() {
+        let cases: &[(&'static str, &str, &str)] = &[
+            ("PROMETHEUS_ENDPOINT", "vm:8428", "http(s) URL"),
+            (
+                "PROMETHEUS_ENDPOINT",
+                "http://user:secret@vm:8428",
+                "without credentials",
+            ),
+            ("PROMETHEUS_ENDPOINT", "ftp://vm", "http(s) URL"),
+            ("PROMETHEUS_TIMEOUT", "0s", "duration > 0"),
+            ("PROMETHEUS_TIMEOUT", "30", "duration > 0"),
+            ("KUBE_NAMESPACE", "Posthog", "DNS-1123"),
+            ("KUBE_NAMESPACE", "a\"}or", "DNS-1123"),
+            ("KUBE_LABEL_SELECTOR", " ", "label selector"),
+            ("KUBE_LABEL_SELECTOR", "a=b,", "label selector"),
+            ("DEPLOYMENT_NAME", "consumer\",namespace=~\".*", "DNS-1123"),
+            ("DEPLOYMENT_NAME", &"a".repeat(64), "DNS-1123"),
+            ("METRICS_TIME_WINDOW", "90500ms", "whole seconds"),
+            ("METRICS_TIME_WINDOW", "-5m", "whole seconds"),
+            ("CPU_VARIANCE_THRESHOLD", "0", "> 0"),
+            ("CPU_VARIANCE_THRESHOLD", "NaN", "finite"),
+            ("CPU_VARIANCE_THRESHOLD", "inf", "finite"),
+            ("MIN_PODS_REQUIRED", "0", ">= 1"),
+            ("MIN_PODS_REQUIRED", "2.5", ">= 1"),
+            ("DRY_RUN", "maybe", "true, false"),
+            ("LOG_LEVEL", "verbose", "error, warn"),
+            ("LOG_FORMAT", "logfmt", "text or json"),
+            ("KUBE_API_URL", "127.0.0.1:8001", "http(s) URL"),
+            ("KUBE_TIMEOUT", "never", "duration > 0"),
+            ("EVICTION_MODE", "kill", "evict or delete"),
+            ("STABILIZATION_WINDOW", "ten minutes", "duration >= 0"),
+            ("METRICS_PUSH_URL", "vm/api", "http(s) URL"),
+        ];
+        for (var, value, expected) in cases {
+            let p = problem(&[(var, value)]);
+            assert!(p.starts_with(&format!("{var} (--{})", flag_name(var))), "{p}");
+            assert!(p.contains(expected), "{var}={value}: {p}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let problems = live(&raw(&[
+            ("KUBE_NAMESPACE", "A"),
+            ("DRY_RUN", "x"),
+            ("MIN_PODS_REQUIRED", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("DEPLOYMENT_NAME") && p.contains("required"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("not running in a cluster: set KUBE_API_URL"))
+        );
+    }
+
+    #[test]
+    fn the_in_cluster_address_comes_from_the_service_variables() {
+        let mut r = raw(&[("DEPLOYMENT_NAME", "c")]);
+        r.service_host = Some("10.96.0.1".into());
+        r.service_port = Some("443".into());
+        assert_eq!(live(&r).unwrap().1.kube.url, "https://10.96.0.1:443");
+        r.service_host = Some("fd00::1".into());
+        assert_eq!(live(&r).unwrap().1.kube.url, "https://[fd00::1]:443");
+        r.values.insert("KUBE_API_URL", "http://127.0.0.1:8001/".into());
+        assert_eq!(live(&r).unwrap().1.kube.url, "http://127.0.0.1:8001");
+    }
+
+    #[test]
+    fn offline_plans_need_no_cluster() {
+        let c = offline(&raw(&[])).unwrap();
+        assert_eq!(c.deployment, None);
+        assert!(offline(&raw(&[("DEPLOYMENT_NAME", "Bad")])).is_err());
+    }
+
+    #[test]
+    fn durations_follow_go() {
+        let d = |s| parse_duration(s);
+        assert_eq!(d("0"), Some(Duration::ZERO));
+        assert_eq!(d("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(d("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(d("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(d("2us"), Some(Duration::from_micros(2)));
+        assert_eq!(d(".5s"), Some(Duration::from_millis(500)));
+        for bad in [
+            "",
+            "s",
+            "5",
+            "5x",
+            "1h-5m",
+            "-1s",
+            "5 m",
+            "1..5s",
+            "99999999999999999999h",
+        ] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
+    }
+}

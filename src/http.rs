@@ -1,0 +1,266 @@
+//! The HTTP seam: one ureq `Agent` per server, TLS roots, and status/body → `Error`.
+//!
+//! Everything that crosses the network goes through `Client::send`, which returns
+//! the response only for a 2xx status; any other status becomes an `Error` carrying
+//! the code and the server's own message. Bodies are read through a size limit and
+//! parsed from the stream, so a hostile or broken server cannot make us buffer
+//! without bound. Tokens are sent in a header and never appear in `doing` strings.
+
+use crate::error::{Cause, Error};
+use serde::de::DeserializeOwned;
+use std::io::{BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::{Agent, Body};
+
+/// The largest body we read: a page of 500 fat pods is about 3 MiB.
+pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// The most of an error body we keep for its message.
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
+pub const USER_AGENT: &str = concat!("pod-rebalancer/", env!("CARGO_PKG_VERSION"));
+
+/// A server: its agent, base URL and optional bearer token.
+pub struct Client {
+    agent: Agent,
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+/// A request body with its content type.
+pub struct Payload<'a> {
+    pub content_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// Reads the PEM certificates of `path`; an unreadable file or one without a
+/// certificate is an error that names the file.
+pub fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>, Error> {
+    let doing = format!("read CA bundle {}", path.display());
+    let pem = std::fs::read(path).map_err(|e| Error::io(&doing, &e))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::new(
+                    doing,
+                    Cause::Malformed(format!("expected PEM certificates: {e}")),
+                ));
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(Error::new(
+            doing,
+            Cause::Malformed("expected PEM certificates, found none".into()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Reads a bearer token file: trailing whitespace is dropped; an empty file is an error.
+pub fn read_token(path: &Path) -> Result<String, Error> {
+    let doing = format!("read bearer token {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(&doing, &e))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(Error::new(
+            doing,
+            Cause::Malformed("expected a token, the file is empty".into()),
+        ));
+    }
+    if token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(Error::new(
+            doing,
+            Cause::Malformed("expected a token, the file holds whitespace or control characters".into()),
+        ));
+    }
+    Ok(token.to_string())
+}
+
+impl Client {
+    /// `roots`: the only CAs trusted for https (`None`: Mozilla's roots, built in).
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        roots: Option<Vec<Certificate<'static>>>,
+        token: Option<String>,
+    ) -> Client {
+        let roots = match roots {
+            Some(certs) => RootCerts::Specific(Arc::new(certs)),
+            None => RootCerts::WebPki,
+        };
+        let config = Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .user_agent(USER_AGENT)
+            .accept("application/json")
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .build();
+        Client {
+            agent: config.new_agent(),
+            base: base.to_string(),
+            token,
+            timeout,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.base, path_and_query)
+    }
+
+    /// Sends one request and returns the response of a 2xx answer.
+    /// `what` names the action for errors, e.g. "list pods".
+    pub fn send(
+        &self,
+        what: &str,
+        method: &str,
+        path_and_query: &str,
+        payload: Option<Payload>,
+    ) -> Result<(String, ureq::http::Response<Body>), Error> {
+        let url = self.url(path_and_query);
+        let doing = format!("{what} ({method} {url})");
+        log::trace!(method, url = url.as_str(); "request");
+        let builder = ureq::http::Request::builder().method(method).uri(&url);
+        let builder = match &self.token {
+            Some(token) => builder.header("Authorization", format!("Bearer {token}")),
+            None => builder,
+        };
+        let result = match payload {
+            Some(p) => builder
+                .header("Content-Type", p.content_type)
+                .body(p.bytes.to_vec())
+                .map_err(|e| Error::new(&doing, Cause::Transport(e.to_string())))
+                .and_then(|req| self.agent.run(req).map_err(|e| self.transport(&doing, e))),
+            None => builder
+                .body(())
+                .map_err(|e| Error::new(&doing, Cause::Transport(e.to_string())))
+                .and_then(|req| self.agent.run(req).map_err(|e| self.transport(&doing, e))),
+        };
+        let mut response = result?;
+        let code = response.status().as_u16();
+        log::trace!(method, url = url.as_str(), status = code; "response");
+        if (200..300).contains(&code) {
+            return Ok((doing, response));
+        }
+        let mut text = String::new();
+        let _ = response
+            .body_mut()
+            .with_config()
+            .limit(ERROR_BODY_LIMIT)
+            .reader()
+            .take(ERROR_BODY_LIMIT)
+            .read_to_string(&mut text);
+        Err(Error::new(
+            doing,
+            Cause::Status {
+                code,
+                message: server_message(&text),
+            },
+        ))
+    }
+
+    fn transport(&self, doing: &str, e: ureq::Error) -> Error {
+        let why = match e {
+            ureq::Error::Timeout(_) => format!(
+                "timed out after {}",
+                crate::clock::format_duration(self.timeout.as_secs().max(1))
+            ),
+            ureq::Error::Io(io) => format!("{io}"),
+            other => other.to_string(),
+        };
+        Error::new(doing, Cause::Transport(why))
+    }
+
+    /// Sends a request and parses the 2xx JSON answer from the stream, bounded by `BODY_LIMIT`.
+    pub fn json<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: &str,
+        path_and_query: &str,
+        payload: Option<Payload>,
+    ) -> Result<T, Error> {
+        let (doing, response) = self.send(what, method, path_and_query, payload)?;
+        parse_body(&doing, response.into_body())
+    }
+}
+
+/// Parses a JSON body from the stream, through the size limit.
+pub fn parse_body<T: DeserializeOwned>(doing: &str, body: Body) -> Result<T, Error> {
+    let reader = BufReader::with_capacity(64 * 1024, body.into_with_config().limit(BODY_LIMIT).reader());
+    serde_json::from_reader(reader).map_err(|e| {
+        let why = if e.is_io() {
+            format!("reading the body failed: {e}")
+        } else {
+            format!("expected JSON of the documented shape: {e}")
+        };
+        Error::new(doing, Cause::Malformed(why))
+    })
+}
+
+/// The explanation in an error body: a Kubernetes `Status.message`, a Prometheus
+/// `error`, or else the start of the body as text.
+pub fn server_message(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Explained {
+        message: Option<String>,
+        error: Option<String>,
+        #[serde(rename = "errorType")]
+        error_type: Option<serde_json::Value>,
+    }
+    if let Ok(e) = serde_json::from_str::<Explained>(body) {
+        match (e.message, e.error, e.error_type) {
+            (Some(m), _, _) => return m,
+            (None, Some(err), Some(t)) => {
+                return format!(
+                    "{} ({})",
+                    err,
+                    t.as_str().map(str::to_string).unwrap_or_else(|| t.to_string())
+                );
+            }
+            (None, Some(err), None) => return err,
+            _ => {}
+        }
+    }
+    let text: String = body
+        .trim()
+        .chars()
+        .take(300)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.is_empty() {
+        "empty body".to_string()
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_come_from_status_and_prometheus_bodies() {
+        let forbidden = include_str!("../fixtures/k8s/status_403_forbidden_list_pods.json");
+        assert!(server_message(forbidden).starts_with(
+            "pods is forbidden: User \"system:serviceaccount:bluezero:default\" cannot list resource \"pods\""
+        ));
+        let vm = include_str!("../fixtures/vm/error_422_parse.json");
+        let m = server_message(vm);
+        assert!(
+            m.starts_with("error when executing query=") && m.ends_with("(422)"),
+            "{m}"
+        );
+        assert_eq!(
+            server_message("<html>\n502 Bad Gateway</html>"),
+            "<html> 502 Bad Gateway</html>"
+        );
+        assert_eq!(server_message(""), "empty body");
+    }
+}

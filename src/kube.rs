@@ -1,0 +1,440 @@
+//! The Kubernetes REST API, as far as we use it: typed wire structs holding only the
+//! fields the decision needs, the Deployment GET, the paged pod list, eviction or
+//! deletion with a uid precondition, and the audit Event.
+//!
+//! Reads live here; the two mutating calls (`remove`, `post_event`) are called only
+//! from `act`.
+
+use crate::config::EvictionMode;
+use crate::error::{Cause, Error};
+use crate::http::{Client, Payload};
+use crate::plan::{Pod, Rollout};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Page size of the pod list: large enough that a 1,000-pod fleet is two requests,
+/// small enough that a page of fat pods stays a few MiB.
+pub const PAGE_LIMIT: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodList {
+    #[serde(default)]
+    metadata: ListMeta,
+    items: Option<Vec<WirePod>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMeta {
+    #[serde(rename = "continue")]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WirePod {
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: PodSpec,
+    #[serde(default)]
+    status: PodStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectMeta {
+    name: String,
+    #[serde(default)]
+    uid: String,
+    creation_timestamp: Option<String>,
+    deletion_timestamp: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    node_name: Option<String>,
+    #[serde(default)]
+    containers: Vec<Container>,
+}
+
+#[derive(Deserialize)]
+struct Container {
+    name: String,
+    #[serde(default)]
+    resources: Resources,
+}
+
+#[derive(Deserialize, Default)]
+struct Resources {
+    requests: Option<BTreeMap<String, String>>,
+    limits: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+struct PodStatus {
+    phase: Option<String>,
+    conditions: Option<Vec<Condition>>,
+}
+
+#[derive(Deserialize)]
+struct Condition {
+    #[serde(rename = "type")]
+    kind: String,
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct Deployment {
+    metadata: DeploymentMeta,
+    #[serde(default)]
+    spec: DeploymentSpec,
+    #[serde(default)]
+    status: DeploymentStatus,
+}
+
+#[derive(Deserialize)]
+struct DeploymentMeta {
+    name: String,
+    #[serde(default)]
+    generation: i64,
+}
+
+#[derive(Deserialize, Default)]
+struct DeploymentSpec {
+    replicas: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeploymentStatus {
+    #[serde(default)]
+    observed_generation: i64,
+    #[serde(default)]
+    replicas: i64,
+    #[serde(default)]
+    updated_replicas: i64,
+}
+
+/// A CPU quantity (`250m`, `1`, `1.5`, `2k`) in cores; `None` if it is not one.
+pub fn parse_cpu(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v: f64 = number.parse().ok()?;
+    (v.is_finite() && v >= 0.0).then_some(v * scale)
+}
+
+impl WirePod {
+    /// The decision's view of this pod; `container` picks the measured container's
+    /// resources (the only container when the name is unknown or absent).
+    fn into_pod(self, container: Option<&str>) -> Pod {
+        let measured = match container.and_then(|name| self.spec.containers.iter().find(|c| c.name == name)) {
+            Some(c) => Some(c),
+            None if self.spec.containers.len() == 1 => self.spec.containers.first(),
+            None => None,
+        };
+        let cpu = |m: Option<&BTreeMap<String, String>>| m.and_then(|m| m.get("cpu")).and_then(|q| parse_cpu(q));
+        let ready = self
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.kind == "Ready" && c.status == "True");
+        Pod {
+            cpu_request: measured.and_then(|c| cpu(c.resources.requests.as_ref())),
+            cpu_limit: measured.and_then(|c| cpu(c.resources.limits.as_ref())),
+            name: self.metadata.name,
+            uid: self.metadata.uid,
+            node: self.spec.node_name,
+            phase: self.status.phase.unwrap_or_default(),
+            ready,
+            terminating: self.metadata.deletion_timestamp.is_some(),
+            created: self
+                .metadata
+                .creation_timestamp
+                .as_deref()
+                .and_then(crate::clock::parse_rfc3339),
+        }
+    }
+}
+
+impl Deployment {
+    fn into_rollout(self) -> Rollout {
+        Rollout {
+            name: self.metadata.name,
+            generation: self.metadata.generation,
+            observed_generation: self.status.observed_generation,
+            desired: self.spec.replicas.unwrap_or(1),
+            replicas: self.status.replicas,
+            updated: self.status.updated_replicas,
+        }
+    }
+}
+
+/// Parses a PodList body (`kubectl get pods -o json`, one API page) into pods and
+/// the continue token.
+pub fn parse_pod_list(json: &str, container: Option<&str>) -> Result<(Vec<Pod>, Option<String>), serde_json::Error> {
+    let list: PodList = serde_json::from_str(json)?;
+    Ok(list_into_pods(list, container))
+}
+
+fn list_into_pods(list: PodList, container: Option<&str>) -> (Vec<Pod>, Option<String>) {
+    let pods = list
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.into_pod(container))
+        .collect();
+    (pods, list.metadata.next.filter(|c| !c.is_empty()))
+}
+
+/// Parses a Deployment body (`kubectl get deploy NAME -o json`).
+pub fn parse_deployment(json: &str) -> Result<Rollout, serde_json::Error> {
+    serde_json::from_str::<Deployment>(json).map(Deployment::into_rollout)
+}
+
+/// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay).
+pub fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The Kubernetes API of one namespace.
+pub struct Kube<'a> {
+    pub client: &'a Client,
+    pub namespace: &'a str,
+}
+
+impl Kube<'_> {
+    /// The Deployment's rollout state; 404 is "not found", said plainly.
+    pub fn deployment(&self, name: &str) -> Result<Rollout, Error> {
+        let path = format!("/apis/apps/v1/namespaces/{}/deployments/{name}", self.namespace);
+        match self.client.json::<Deployment>("get deployment", "GET", &path, None) {
+            Ok(d) => Ok(d.into_rollout()),
+            Err(e) if e.status() == Some(404) => {
+                let Cause::Status { message, .. } = &e.cause else {
+                    return Err(e);
+                };
+                Err(Error::new(
+                    e.doing.clone(),
+                    Cause::Refused(format!(
+                        "deployment {name} not found in namespace {} (404: {message})",
+                        self.namespace
+                    )),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every pod matching `selector`, following `continue` page by page. An expired
+    /// continue token (410 Gone) restarts the list from the start, once.
+    pub fn pods(&self, selector: &str, container: &str) -> Result<Vec<Pod>, Error> {
+        let first = format!(
+            "/api/v1/namespaces/{}/pods?labelSelector={}&limit={PAGE_LIMIT}",
+            self.namespace,
+            encode(selector)
+        );
+        let mut restarted = false;
+        let mut pods = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
+            let path = match &next {
+                Some(token) => format!("{first}&continue={}", encode(token)),
+                None => first.clone(),
+            };
+            match self.client.json::<PodList>("list pods", "GET", &path, None) {
+                Ok(list) => {
+                    let (page, token) = list_into_pods(list, Some(container));
+                    log::debug!(pods = page.len(), more = token.is_some(); "pod list page");
+                    pods.extend(page);
+                    next = token;
+                    if next.is_none() {
+                        return Ok(pods);
+                    }
+                }
+                Err(e) if e.status() == Some(410) && next.is_some() && !restarted => {
+                    log::warn!(error:% = e; "pod list continue token expired, listing again from the start");
+                    restarted = true;
+                    pods.clear();
+                    next = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Evicts or deletes one pod, only if it is still the pod with this uid.
+    pub fn remove(&self, mode: EvictionMode, name: &str, uid: &str) -> Result<(), Error> {
+        let ns = self.namespace;
+        let (method, path, body, what) = match mode {
+            EvictionMode::Evict => (
+                "POST",
+                format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"),
+                serde_json::json!({
+                    "apiVersion": "policy/v1",
+                    "kind": "Eviction",
+                    "metadata": {"name": name, "namespace": ns},
+                    "deleteOptions": {"preconditions": {"uid": uid}},
+                }),
+                "evict pod",
+            ),
+            EvictionMode::Delete => (
+                "DELETE",
+                format!("/api/v1/namespaces/{ns}/pods/{name}"),
+                serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "DeleteOptions",
+                    "preconditions": {"uid": uid},
+                }),
+                "delete pod",
+            ),
+        };
+        let bytes = body.to_string().into_bytes();
+        self.client.send(
+            what,
+            method,
+            &path,
+            Some(Payload {
+                content_type: "application/json",
+                bytes: &bytes,
+            }),
+        )?;
+        Ok(())
+    }
+
+    /// Posts a core/v1 Event of type Normal, reason `Rebalanced`, on the pod.
+    pub fn post_event(&self, name: &str, uid: &str, message: &str, now: i64) -> Result<(), Error> {
+        let ns = self.namespace;
+        let at = crate::clock::format_rfc3339(now);
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": format!("{name}."), "namespace": ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid},
+            "type": "Normal",
+            "reason": "Rebalanced",
+            "action": "Rebalance",
+            "message": message,
+            "source": {"component": "pod-rebalancer"},
+            "reportingComponent": "pod-rebalancer",
+            "reportingInstance": "pod-rebalancer",
+            "firstTimestamp": at,
+            "lastTimestamp": at,
+            "count": 1,
+        });
+        let bytes = body.to_string().into_bytes();
+        let path = format!("/api/v1/namespaces/{ns}/events");
+        self.client.send(
+            "post event",
+            "POST",
+            &path,
+            Some(Payload {
+                content_type: "application/json",
+                bytes: &bytes,
+            }),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_pod_list_becomes_pods() {
+        let json = include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json");
+        let (pods, next) = parse_pod_list(json, Some("coredns")).unwrap();
+        assert_eq!(next, None);
+        assert_eq!(pods.len(), 8);
+        let coredns = pods.iter().find(|p| p.name.starts_with("coredns-")).unwrap();
+        assert_eq!(coredns.phase, "Running");
+        assert!(coredns.ready && !coredns.terminating);
+        assert!(!coredns.uid.is_empty() && coredns.node.is_some() && coredns.created.is_some());
+        assert_eq!(coredns.cpu_request, Some(0.1));
+        assert_eq!(coredns.cpu_limit, None);
+    }
+
+    #[test]
+    fn a_failed_pod_is_not_ready() {
+        let json = include_str!("../fixtures/k8s/podlist_job_pod_failed_kind-v1.36.json");
+        let (pods, _) = parse_pod_list(json, None).unwrap();
+        assert_eq!((pods[0].phase.as_str(), pods[0].ready), ("Failed", false));
+    }
+
+    #[test]
+    fn a_paged_list_yields_its_continue_token() {
+        let json = include_str!("../fixtures/k8s/podlist_paginated_continue_aks_TRIMMED.json");
+        let (pods, next) = parse_pod_list(json, None).unwrap();
+        assert_eq!(pods.len(), 1);
+        assert!(next.unwrap().starts_with("eyJ2Ijoi"));
+    }
+
+    #[test]
+    fn recorded_deployments_become_rollouts() {
+        let list: serde_json::Value = serde_json::from_str(include_str!(
+            "../fixtures/k8s/deploymentlist_kube-system_troubleshoot.json"
+        ))
+        .unwrap();
+        let rollouts: Vec<Rollout> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| parse_deployment(&d.to_string()).unwrap())
+            .collect();
+        let coredns = rollouts.iter().find(|r| r.name == "coredns").unwrap();
+        assert_eq!(coredns.unfinished(), None);
+        let metrics = rollouts.iter().find(|r| r.name == "metrics-server").unwrap();
+        assert_eq!(
+            metrics.unfinished().unwrap(),
+            "deployment metrics-server rollout in progress: 2 replicas, 1 desired"
+        );
+        let created = parse_deployment(include_str!("../fixtures/k8s/deployment_created_kind-v1.36.json")).unwrap();
+        assert!(
+            created.unfinished().unwrap().contains("not yet observed"),
+            "{created:?}"
+        );
+    }
+
+    #[test]
+    fn cpu_quantities() {
+        assert_eq!(parse_cpu("250m"), Some(0.25));
+        assert_eq!(parse_cpu("2"), Some(2.0));
+        assert_eq!(parse_cpu("1.5"), Some(1.5));
+        assert_eq!(parse_cpu("100000000n"), Some(0.1));
+        assert_eq!(parse_cpu("1e3m"), Some(1.0));
+        assert_eq!(parse_cpu("lots"), None);
+        assert_eq!(parse_cpu("-1"), None);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            encode("app=consumer,tier in (a b)"),
+            "app%3Dconsumer%2Ctier%20in%20%28a%20b%29"
+        );
+        assert_eq!(encode("eyJ2Ijoi+/="), "eyJ2Ijoi%2B%2F%3D");
+    }
+}

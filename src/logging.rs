@@ -1,0 +1,111 @@
+//! Logs on stderr, one line per event, in UTC: `key=value` text through
+//! `simple_logger`, or one JSON object per line through our own `log::Log`.
+//!
+//! Call sites use `log`'s structured fields (`log::info!(pod = name; "pod removed")`).
+//! In text the fields are appended to the message in logfmt form, so a logfmt parser
+//! reads them; in JSON each field is its own key, numbers stay numbers.
+
+use crate::config::LogFormat;
+use log::kv::{Key, Value, VisitSource};
+use log::{LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+
+struct Logger {
+    format: LogFormat,
+    level: LevelFilter,
+    text: simple_logger::SimpleLogger,
+}
+
+/// Installs the logger; a second call (tests) is ignored.
+pub fn init(level: LevelFilter, format: LogFormat) {
+    let text = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .with_utc_timestamps();
+    let logger = Logger { format, level, text };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Appends `key=value` pairs, quoting values that a logfmt parser would split.
+struct Logfmt(String);
+
+impl<'kvs> VisitSource<'kvs> for Logfmt {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let v = value.to_string();
+        self.0.push(' ');
+        self.0.push_str(key.as_str());
+        self.0.push('=');
+        if v.is_empty() || v.contains([' ', '"', '=', '\\']) || v.contains(char::is_control) {
+            self.0.push_str(&serde_json::Value::String(v).to_string());
+        } else {
+            self.0.push_str(&v);
+        }
+        Ok(())
+    }
+}
+
+/// Collects fields as JSON values, numbers and booleans kept as such.
+struct JsonFields(serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> VisitSource<'kvs> for JsonFields {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        let json = if let Some(b) = value.to_bool() {
+            serde_json::Value::Bool(b)
+        } else if let Some(i) = value.to_i64() {
+            serde_json::Value::from(i)
+        } else if let Some(u) = value.to_u64() {
+            serde_json::Value::from(u)
+        } else if let Some(f) = value.to_f64().filter(|f| f.is_finite()) {
+            serde_json::Value::from(f)
+        } else {
+            serde_json::Value::String(value.to_string())
+        };
+        self.0.insert(key.as_str().to_string(), json);
+        Ok(())
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        match self.format {
+            LogFormat::Text => {
+                let mut fields = Logfmt(String::new());
+                let _ = record.key_values().visit(&mut fields);
+                let message = format!("{}{}", record.args(), fields.0);
+                self.text.log(
+                    &Record::builder()
+                        .args(format_args!("{message}"))
+                        .level(record.level())
+                        .target(record.target())
+                        .module_path(record.module_path())
+                        .build(),
+                );
+            }
+            LogFormat::Json => {
+                let mut fields = JsonFields(serde_json::Map::new());
+                fields.0.insert(
+                    "ts".into(),
+                    crate::clock::format_rfc3339_millis(crate::clock::now_unix_f64()).into(),
+                );
+                fields
+                    .0
+                    .insert("level".into(), record.level().as_str().to_ascii_lowercase().into());
+                fields.0.insert("msg".into(), record.args().to_string().into());
+                fields.0.insert("target".into(), record.target().into());
+                let _ = record.key_values().visit(&mut fields);
+                let line = serde_json::Value::Object(fields.0).to_string();
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}

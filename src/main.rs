@@ -1,0 +1,58 @@
+//! pod-rebalancer: evicts the hottest and the coldest pod of a Deployment when its
+//! CPU load is spread too unevenly. `main` only maps the command line to a run and
+//! the run to an exit code (0 done, 1 failed, 2 invalid configuration).
+
+mod act;
+mod cli;
+mod clock;
+mod config;
+mod cycle;
+mod error;
+mod http;
+mod kube;
+mod logging;
+mod plan;
+mod report;
+mod show;
+mod stats;
+mod victoria;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = cli::parse(std::env::args_os().skip(1), |k| std::env::var(k).ok());
+    let code = match command {
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::help());
+            cycle::EXIT_OK
+        }
+        Ok(cli::Command::Version) => {
+            println!("pod-rebalancer {}", env!("CARGO_PKG_VERSION"));
+            cycle::EXIT_OK
+        }
+        Ok(cli::Command::Run(raw)) => match config::live(&raw) {
+            Ok((config, cluster)) => {
+                logging::init(config.log_level, config.log_format);
+                cycle::run(&config, &cluster)
+            }
+            Err(problems) => usage(&problems),
+        },
+        Ok(cli::Command::Plan(raw, args)) => match config::offline(&raw) {
+            Ok(config) => {
+                logging::init(config.log_level, config.log_format);
+                cycle::offline_plan(&config, &args)
+            }
+            Err(problems) => usage(&problems),
+        },
+        Err(problems) => usage(&problems),
+    };
+    ExitCode::from(code)
+}
+
+fn usage(problems: &[String]) -> u8 {
+    for p in problems {
+        eprintln!("configuration: {p}");
+    }
+    eprintln!("(pod-rebalancer --help lists every setting)");
+    cycle::EXIT_USAGE
+}

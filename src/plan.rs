@@ -1,0 +1,828 @@
+//! The decision: plain data in, a `Plan` value out. No I/O, no clock, no logging.
+//!
+//! `decide` classifies every matched pod (eligible, or excluded with a reason), gates
+//! the fleet while it is changing, computes the statistics over the eligible pods and
+//! picks at most the hottest and the coldest pod within the removal budget. Everything
+//! a person needs to see why is kept in the `Plan`, which is logged before anything
+//! acts and printed by `pod-rebalancer plan`.
+
+use crate::config::DecisionSettings;
+use crate::error::Error;
+use crate::stats::{self, Stats};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Below this mean (cores) the fleet is idle and its spread means nothing.
+pub const IDLE_MEAN_CORES: f64 = 0.001;
+
+/// What the decision needs to know about one pod.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pod {
+    pub name: String,
+    pub uid: String,
+    pub node: Option<String>,
+    /// `status.phase`; empty when the API gave none.
+    pub phase: String,
+    /// Condition `Ready` is `True`.
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+    /// `metadata.creationTimestamp`, Unix seconds.
+    pub created: Option<i64>,
+    /// CPU request and limit of the measured container, cores.
+    pub cpu_request: Option<f64>,
+    pub cpu_limit: Option<f64>,
+}
+
+/// One pod's answer from the metrics query.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sample {
+    /// Cores, as the server sent it (may be negative; classification decides).
+    Cores(f64),
+    /// The server sent `NaN`, `+Inf` or `-Inf`.
+    NotFinite(String),
+}
+
+/// The Deployment's rollout state, from its `metadata`, `spec` and `status`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Rollout {
+    pub name: String,
+    pub generation: i64,
+    pub observed_generation: i64,
+    /// `spec.replicas` (Kubernetes defaults it to 1).
+    pub desired: i64,
+    /// `status.replicas`, `status.updatedReplicas` (0 when absent, as the API omits zeros).
+    pub replicas: i64,
+    pub updated: i64,
+}
+
+impl Rollout {
+    /// Why the rollout is unfinished, or `None` when it is complete.
+    pub fn unfinished(&self) -> Option<String> {
+        if self.observed_generation < self.generation {
+            return Some(format!(
+                "deployment {} rollout in progress: generation {} not yet observed (observed {})",
+                self.name, self.generation, self.observed_generation
+            ));
+        }
+        if self.updated < self.desired {
+            return Some(format!(
+                "deployment {} rollout in progress: {} of {} replicas updated",
+                self.name, self.updated, self.desired
+            ));
+        }
+        if self.replicas > self.desired {
+            return Some(format!(
+                "deployment {} rollout in progress: {} replicas, {} desired",
+                self.name, self.replicas, self.desired
+            ));
+        }
+        None
+    }
+}
+
+/// Everything `decide` reads.
+pub struct Inputs<'a> {
+    pub pods: &'a [Pod],
+    pub samples: &'a BTreeMap<String, Sample>,
+    pub rollout: Option<&'a Rollout>,
+    /// Unix seconds.
+    pub now: i64,
+    pub settings: &'a DecisionSettings,
+    /// The container the query measured, for messages.
+    pub container: &'a str,
+    pub namespace: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    Terminating,
+    NotRunning,
+    NotReady,
+    TooYoung,
+    NoMetrics,
+    InvalidMetrics,
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Exclusion::Terminating => "terminating",
+            Exclusion::NotRunning => "not running",
+            Exclusion::NotReady => "not ready",
+            Exclusion::TooYoung => "too young",
+            Exclusion::NoMetrics => "no metrics",
+            Exclusion::InvalidMetrics => "invalid metrics",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    HighestCpu,
+    LowestCpu,
+}
+
+impl Role {
+    /// The `type` label of `rebalancer_pods_deleted_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::HighestCpu => "highest_cpu",
+            Role::LowestCpu => "lowest_cpu",
+        }
+    }
+}
+
+/// One matched pod as the decision saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PodView {
+    #[serde(flatten)]
+    pub pod: Pod,
+    /// Cores, when the pod had a finite sample.
+    pub cpu: Option<f64>,
+    /// Age in seconds at `now`.
+    pub age: Option<i64>,
+    /// `None` for an eligible pod.
+    pub excluded: Option<Exclusion>,
+    /// Set on the pods the plan removes.
+    pub role: Option<Role>,
+}
+
+/// A pod the plan removes, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Removal {
+    pub name: String,
+    pub uid: String,
+    pub node: Option<String>,
+    pub cpu: f64,
+    pub role: Role,
+}
+
+/// Why the plan removes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Hold {
+    /// The fleet is changing; each string says how.
+    Stabilizing {
+        because: Vec<String>,
+    },
+    TooFewPods {
+        eligible: usize,
+        min_pods: usize,
+    },
+    Idle {
+        mean: f64,
+    },
+    Balanced {
+        spread: f64,
+        threshold: f64,
+    },
+    /// Removing even one pod would leave fewer healthy pods than allowed.
+    MinPods {
+        healthy: usize,
+        min_pods: usize,
+    },
+}
+
+impl Hold {
+    /// The `outcome` label of `rebalancer_cycle_outcome`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Hold::Stabilizing { .. } => "stabilizing",
+            Hold::TooFewPods { .. } => "too_few_pods",
+            Hold::Idle { .. } => "idle",
+            Hold::Balanced { .. } => "balanced",
+            Hold::MinPods { .. } => "min_pods",
+        }
+    }
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hold::Stabilizing { because } => write!(f, "fleet is changing: {}", because.join("; ")),
+            Hold::TooFewPods { eligible, min_pods } => {
+                write!(f, "too few pods with metrics: {eligible} eligible, {min_pods} required")
+            }
+            Hold::Idle { mean } => write!(f, "fleet idle: mean {mean:.4} cores < {IDLE_MEAN_CORES} cores"),
+            Hold::Balanced { spread, threshold } => {
+                write!(f, "balanced: spread {spread:.2} <= threshold {threshold:.2}")
+            }
+            Hold::MinPods { healthy, min_pods } => write!(
+                f,
+                "minimum pods: {healthy} healthy pods, {min_pods} must stay, removing one would leave too few"
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Decision {
+    Remove { pods: Vec<Removal> },
+    Hold(Hold),
+}
+
+/// The decision and everything that explains it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub now: i64,
+    pub namespace: String,
+    pub container: String,
+    pub threshold: f64,
+    pub min_pods: usize,
+    /// Every matched pod: eligible ones by CPU, highest first, then the excluded ones.
+    pub pods: Vec<PodView>,
+    pub stats: Option<Stats>,
+    /// Matched pods that are Running, Ready and not terminating.
+    pub healthy: usize,
+    /// How many pods the budget allows to remove: min(healthy − min_pods, healthy / 2).
+    pub budget: usize,
+    pub decision: Decision,
+}
+
+impl Plan {
+    pub fn removals(&self) -> &[Removal] {
+        match &self.decision {
+            Decision::Remove { pods } => pods,
+            Decision::Hold(_) => &[],
+        }
+    }
+
+    /// Eligible pods, the `n` of the statistics.
+    pub fn analysed(&self) -> usize {
+        self.stats.map_or(0, |s| s.n)
+    }
+
+    /// One sentence for a person: what the plan does and why.
+    pub fn summary(&self, verb: &str) -> String {
+        match (&self.decision, &self.stats) {
+            (Decision::Remove { pods }, Some(s)) => {
+                let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+                let mut out = format!(
+                    "{verb} {}: spread {:.2} > threshold {:.2}",
+                    names.join(" and "),
+                    s.spread,
+                    self.threshold
+                );
+                if pods.len() == 1 {
+                    out.push_str(&format!(
+                        " (budget allows one removal: {} healthy, {} must stay)",
+                        self.healthy, self.min_pods
+                    ));
+                }
+                out
+            }
+            (Decision::Remove { .. }, None) => format!("{verb} pods"),
+            (Decision::Hold(hold), _) => format!("no action: {hold}"),
+        }
+    }
+}
+
+/// How many pods may go: at most `healthy − min_pods`, and at most half the healthy pods.
+pub fn budget(healthy: usize, min_pods: usize) -> usize {
+    healthy.saturating_sub(min_pods).min(healthy / 2)
+}
+
+fn classify(pod: &Pod, sample: Option<&Sample>, now: i64, window_secs: u64) -> Result<f64, Exclusion> {
+    if pod.terminating {
+        return Err(Exclusion::Terminating);
+    }
+    if pod.phase != "Running" {
+        return Err(Exclusion::NotRunning);
+    }
+    if !pod.ready {
+        return Err(Exclusion::NotReady);
+    }
+    // A pod younger than the rate window has a partly empty window and looks idle.
+    match pod.created {
+        Some(created) if now - created >= window_secs as i64 => {}
+        _ => return Err(Exclusion::TooYoung),
+    }
+    match sample {
+        None => Err(Exclusion::NoMetrics),
+        Some(Sample::Cores(c)) if c.is_finite() && *c >= 0.0 => Ok(*c),
+        Some(_) => Err(Exclusion::InvalidMetrics),
+    }
+}
+
+/// The decision. `Err` when the run cannot decide at all (no pods, no metrics).
+pub fn decide(input: &Inputs) -> Result<Plan, Error> {
+    let settings = input.settings;
+    if input.pods.is_empty() {
+        return Err(Error::refused("decide", "no pods matched the label selector"));
+    }
+
+    let mut views: Vec<PodView> = input
+        .pods
+        .iter()
+        .map(|pod| {
+            let sample = input.samples.get(&pod.name);
+            let class = classify(pod, sample, input.now, settings.window_secs);
+            PodView {
+                pod: pod.clone(),
+                cpu: class.ok(),
+                age: pod.created.map(|c| input.now - c),
+                excluded: class.err(),
+                role: None,
+            }
+        })
+        .collect();
+    // Highest CPU first; ties and pods without a number by name, so the order (and
+    // with it the choice of candidates) does not depend on the order the API used.
+    views.sort_by(|a, b| {
+        let by_cpu = match (a.cpu, b.cpu) {
+            (Some(x), Some(y)) => y.total_cmp(&x),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        };
+        by_cpu.then_with(|| a.pod.name.cmp(&b.pod.name))
+    });
+
+    let cpus: Vec<f64> = views.iter().filter_map(|v| v.cpu).collect();
+    let stats = stats::describe(&cpus);
+    let healthy = input
+        .pods
+        .iter()
+        .filter(|p| p.phase == "Running" && p.ready && !p.terminating)
+        .count();
+    let budget = budget(healthy, settings.min_pods);
+
+    let mut plan = Plan {
+        now: input.now,
+        namespace: input.namespace.to_string(),
+        container: input.container.to_string(),
+        threshold: settings.threshold,
+        min_pods: settings.min_pods,
+        pods: Vec::new(),
+        stats,
+        healthy,
+        budget,
+        decision: Decision::Hold(Hold::TooFewPods {
+            eligible: 0,
+            min_pods: settings.min_pods,
+        }),
+    };
+
+    // The fleet gate: while the fleet changes, its rate windows describe no stable
+    // partition assignment. Terminating pods are also the cooldown after our own removals.
+    let mut because = Vec::new();
+    if let Some(reason) = input.rollout.and_then(Rollout::unfinished) {
+        because.push(reason);
+    }
+    let terminating: Vec<&str> = views
+        .iter()
+        .filter(|v| v.pod.terminating)
+        .map(|v| v.pod.name.as_str())
+        .collect();
+    if !terminating.is_empty() {
+        because.push(format!(
+            "{} terminating: {}",
+            plural(terminating.len(), "pod"),
+            terminating.join(", ")
+        ));
+    }
+    let window = settings.stabilization_secs as i64;
+    let is_young = |v: &&PodView| window > 0 && v.age.is_some_and(|a| a < window);
+    if let Some(youngest) = views.iter().filter(is_young).min_by_key(|v| v.age) {
+        because.push(format!(
+            "{} younger than the stabilization window {} (youngest {} is {} old)",
+            plural(views.iter().filter(is_young).count(), "pod"),
+            crate::clock::format_duration(window as u64),
+            youngest.pod.name,
+            crate::clock::format_duration(youngest.age.unwrap_or(0).max(0) as u64),
+        ));
+    }
+    if !because.is_empty() {
+        plan.pods = views;
+        plan.decision = Decision::Hold(Hold::Stabilizing { because });
+        return Ok(plan);
+    }
+
+    if !input.pods.iter().any(|p| input.samples.contains_key(&p.name)) {
+        return Err(Error::refused(
+            "decide",
+            format!(
+                "no CPU metrics for container {} in namespace {} over {}",
+                input.container,
+                input.namespace,
+                crate::clock::format_duration(settings.window_secs)
+            ),
+        ));
+    }
+
+    let hold = match stats {
+        None => Some(Hold::TooFewPods {
+            eligible: 0,
+            min_pods: settings.min_pods,
+        }),
+        Some(s) if s.n < settings.min_pods => Some(Hold::TooFewPods {
+            eligible: s.n,
+            min_pods: settings.min_pods,
+        }),
+        Some(s) if s.mean < IDLE_MEAN_CORES => Some(Hold::Idle { mean: s.mean }),
+        Some(s) if s.spread <= settings.threshold => Some(Hold::Balanced {
+            spread: s.spread,
+            threshold: settings.threshold,
+        }),
+        Some(_) if budget == 0 => Some(Hold::MinPods {
+            healthy,
+            min_pods: settings.min_pods,
+        }),
+        Some(_) => None,
+    };
+    if let Some(hold) = hold {
+        plan.pods = views;
+        plan.decision = Decision::Hold(hold);
+        return Ok(plan);
+    }
+
+    // Eligible pods are sorted highest first with ties by name: the first is the
+    // hottest; the coldest is the lowest value, the first name among equals.
+    let eligible: Vec<usize> = (0..views.len()).filter(|&i| views[i].cpu.is_some()).collect();
+    let hottest = eligible[0];
+    let lowest_cpu = views[eligible[eligible.len() - 1]].cpu;
+    let coldest = eligible
+        .iter()
+        .copied()
+        .find(|&i| views[i].cpu == lowest_cpu)
+        .unwrap_or(hottest);
+    let mut chosen = vec![(hottest, Role::HighestCpu)];
+    if budget >= 2 && coldest != hottest {
+        chosen.push((coldest, Role::LowestCpu));
+    }
+    let mut pods = Vec::new();
+    for (i, role) in chosen {
+        views[i].role = Some(role);
+        let v = &views[i];
+        pods.push(Removal {
+            name: v.pod.name.clone(),
+            uid: v.pod.uid.clone(),
+            node: v.pod.node.clone(),
+            cpu: v.cpu.unwrap_or(0.0),
+            role,
+        });
+    }
+    plan.pods = views;
+    plan.decision = Decision::Remove { pods };
+    Ok(plan)
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+    const HOUR: i64 = 3600;
+
+    fn settings() -> DecisionSettings {
+        DecisionSettings {
+            window_secs: 300,
+            threshold: 0.3,
+            min_pods: 3,
+            stabilization_secs: 600,
+        }
+    }
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            node: Some("node-a".into()),
+            phase: "Running".into(),
+            ready: true,
+            terminating: false,
+            created: Some(NOW - HOUR),
+            cpu_request: Some(1.0),
+            cpu_limit: None,
+        }
+    }
+
+    /// A fleet of healthy hour-old pods with these CPU numbers, named p0, p1, …
+    fn fleet(cpus: &[f64]) -> (Vec<Pod>, BTreeMap<String, Sample>) {
+        let pods: Vec<Pod> = (0..cpus.len()).map(|i| pod(&format!("p{i}"))).collect();
+        let samples = cpus
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("p{i}"), Sample::Cores(*c)))
+            .collect();
+        (pods, samples)
+    }
+
+    fn check(
+        pods: &[Pod],
+        samples: &BTreeMap<String, Sample>,
+        rollout: Option<&Rollout>,
+        settings: &DecisionSettings,
+    ) -> Result<Plan, Error> {
+        decide(&Inputs {
+            pods,
+            samples,
+            rollout,
+            now: NOW,
+            settings,
+            container: "c",
+            namespace: "ns",
+        })
+    }
+
+    fn removed(plan: &Plan) -> Vec<(&str, Role)> {
+        plan.removals().iter().map(|r| (r.name.as_str(), r.role)).collect()
+    }
+
+    fn hold(plan: &Plan) -> &Hold {
+        match &plan.decision {
+            Decision::Hold(h) => h,
+            d => panic!("expected no action, got {d:?}"),
+        }
+    }
+
+    fn exclusion(plan: &Plan, name: &str) -> Option<Exclusion> {
+        plan.pods.iter().find(|v| v.pod.name == name).and_then(|v| v.excluded)
+    }
+
+    #[test]
+    fn an_imbalanced_fleet_loses_its_hottest_then_its_coldest_pod() {
+        let (pods, samples) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert_eq!(removed(&plan), vec![("p1", Role::HighestCpu), ("p3", Role::LowestCpu)]);
+        assert_eq!(plan.removals()[0].uid, "uid-p1");
+        assert_eq!(plan.pods[0].pod.name, "p1");
+        assert_eq!(plan.pods[0].role, Some(Role::HighestCpu));
+        assert!(
+            plan.summary("would evict")
+                .starts_with("would evict p1 and p3: spread 0.64 > threshold 0.30")
+        );
+    }
+
+    #[test]
+    fn a_balanced_fleet_is_left_alone() {
+        let (pods, samples) = fleet(&[1.0, 1.1, 0.9, 1.05]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert!(matches!(hold(&plan), Hold::Balanced { .. }), "{plan:?}");
+        assert_eq!(plan.analysed(), 4);
+    }
+
+    #[test]
+    fn spread_equal_to_the_threshold_is_balanced() {
+        // mean 1, population stddev 0.5 → spread exactly 0.5.
+        let (pods, samples) = fleet(&[0.5, 1.5, 0.5, 1.5]);
+        let s = DecisionSettings {
+            threshold: 0.5,
+            ..settings()
+        };
+        assert!(matches!(
+            hold(&check(&pods, &samples, None, &s).unwrap()),
+            Hold::Balanced { .. }
+        ));
+    }
+
+    #[test]
+    fn an_idle_fleet_is_left_alone() {
+        let (pods, samples) = fleet(&[0.0, 0.0001, 0.0, 0.0009]);
+        assert!(matches!(
+            hold(&check(&pods, &samples, None, &settings()).unwrap()),
+            Hold::Idle { .. }
+        ));
+    }
+
+    #[test]
+    fn too_few_pods_with_metrics_is_no_action() {
+        let (pods, mut samples) = fleet(&[2.0, 0.1, 1.0, 1.0]);
+        samples.remove("p2");
+        samples.remove("p3");
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert_eq!(
+            hold(&plan),
+            &Hold::TooFewPods {
+                eligible: 2,
+                min_pods: 3
+            }
+        );
+        assert_eq!(exclusion(&plan, "p2"), Some(Exclusion::NoMetrics));
+    }
+
+    #[test]
+    fn no_pods_and_no_metrics_are_errors() {
+        let e = check(&[], &BTreeMap::new(), None, &settings()).unwrap_err();
+        assert!(e.to_string().contains("no pods matched"), "{e}");
+        let (pods, _) = fleet(&[1.0, 2.0, 3.0]);
+        let e = check(&pods, &BTreeMap::new(), None, &settings()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no CPU metrics for container c in namespace ns over 5m"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn each_exclusion_has_its_reason_and_the_first_reason_wins() {
+        let (mut pods, mut samples) = fleet(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+        pods[0].phase = "Pending".into();
+        pods[1].ready = false;
+        pods[2].created = Some(NOW - 299);
+        pods[2].phase = "Running".into();
+        samples.remove("p3");
+        samples.insert("p4".into(), Sample::NotFinite("NaN".into()));
+        samples.insert("p5".into(), Sample::Cores(-0.5));
+        pods[6].phase = "Failed".into();
+        pods[6].ready = false;
+        let s = DecisionSettings {
+            stabilization_secs: 0,
+            ..settings()
+        };
+        let plan = check(&pods, &samples, None, &s).unwrap();
+        let got: Vec<Option<Exclusion>> = (0..8).map(|i| exclusion(&plan, &format!("p{i}"))).collect();
+        use Exclusion::*;
+        assert_eq!(
+            got,
+            vec![
+                Some(NotRunning),
+                Some(NotReady),
+                Some(TooYoung),
+                Some(NoMetrics),
+                Some(InvalidMetrics),
+                Some(InvalidMetrics),
+                Some(NotRunning),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn a_terminating_pod_gates_the_fleet() {
+        let (mut pods, samples) = fleet(&[3.0, 0.1, 1.0, 1.0, 1.0]);
+        pods[4].terminating = true;
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        let Hold::Stabilizing { because } = hold(&plan) else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(because, &vec!["1 pod terminating: p4".to_string()]);
+        assert_eq!(exclusion(&plan, "p4"), Some(Exclusion::Terminating));
+        assert!(plan.stats.is_some(), "gated runs still export statistics");
+    }
+
+    #[test]
+    fn a_young_pod_gates_the_fleet() {
+        let (mut pods, samples) = fleet(&[3.0, 0.1, 1.0, 1.0, 1.0]);
+        pods[2].created = Some(NOW - 180);
+        pods[3].created = Some(NOW - 599);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        let Hold::Stabilizing { because } = hold(&plan) else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(
+            because[0],
+            "2 pods younger than the stabilization window 10m (youngest p2 is 3m old)"
+        );
+        pods[3].created = Some(NOW - 600);
+        pods[2].created = Some(NOW - 600);
+        assert!(check(&pods, &samples, None, &settings()).unwrap().removals().len() == 2);
+    }
+
+    #[test]
+    fn an_unfinished_rollout_gates_the_fleet() {
+        let (pods, samples) = fleet(&[3.0, 0.1, 1.0, 1.0, 1.0]);
+        let done = Rollout {
+            name: "d".into(),
+            generation: 4,
+            observed_generation: 4,
+            desired: 5,
+            replicas: 5,
+            updated: 5,
+        };
+        assert_eq!(
+            check(&pods, &samples, Some(&done), &settings())
+                .unwrap()
+                .removals()
+                .len(),
+            2
+        );
+        for (rollout, words) in [
+            (
+                Rollout {
+                    observed_generation: 3,
+                    ..done.clone()
+                },
+                "generation 4 not yet observed",
+            ),
+            (
+                Rollout {
+                    updated: 4,
+                    ..done.clone()
+                },
+                "4 of 5 replicas updated",
+            ),
+            (
+                Rollout {
+                    replicas: 6,
+                    ..done.clone()
+                },
+                "6 replicas, 5 desired",
+            ),
+        ] {
+            let plan = check(&pods, &samples, Some(&rollout), &settings()).unwrap();
+            let Hold::Stabilizing { because } = hold(&plan) else {
+                panic!("{plan:?}")
+            };
+            assert!(because[0].contains(words), "{because:?}");
+        }
+    }
+
+    #[test]
+    fn a_not_ready_pod_is_never_chosen_even_when_it_is_the_extreme() {
+        let (mut pods, samples) = fleet(&[9.0, 0.0, 1.0, 1.2, 0.2, 0.9, 1.0, 1.0]);
+        pods[0].ready = false;
+        pods[1].ready = false;
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert_eq!(removed(&plan), vec![("p3", Role::HighestCpu), ("p4", Role::LowestCpu)]);
+        assert_eq!(exclusion(&plan, "p0"), Some(Exclusion::NotReady));
+    }
+
+    #[test]
+    fn ties_go_to_the_name_that_sorts_first() {
+        let (pods, samples) = fleet(&[2.0, 2.0, 0.1, 0.1, 1.0, 1.0]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert_eq!(removed(&plan), vec![("p0", Role::HighestCpu), ("p2", Role::LowestCpu)]);
+        let mut reversed = pods.clone();
+        reversed.reverse();
+        assert_eq!(
+            check(&reversed, &samples, None, &settings()).unwrap(),
+            plan,
+            "input order must not matter"
+        );
+    }
+
+    #[test]
+    fn the_budget_table() {
+        // (healthy, min_pods) → pods that may go
+        for (healthy, min, want) in [
+            (0, 3, 0),
+            (1, 1, 0),
+            (2, 1, 1),
+            (3, 3, 0),
+            (4, 3, 1),
+            (5, 3, 2),
+            (6, 3, 3),
+            (10, 3, 5),
+            (10, 9, 1),
+            (3, 1, 1),
+            (4, 1, 2),
+            (100, 99, 1),
+            (100, 100, 0),
+        ] {
+            assert_eq!(budget(healthy, min), want, "healthy {healthy}, min {min}");
+        }
+    }
+
+    #[test]
+    fn three_pods_with_min_three_remove_nothing_four_remove_the_hottest_only() {
+        let (pods, samples) = fleet(&[3.0, 0.1, 1.0]);
+        assert_eq!(
+            hold(&check(&pods, &samples, None, &settings()).unwrap()),
+            &Hold::MinPods {
+                healthy: 3,
+                min_pods: 3
+            }
+        );
+        let (pods, samples) = fleet(&[3.0, 0.1, 1.0, 1.0]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert_eq!(removed(&plan), vec![("p0", Role::HighestCpu)]);
+        assert!(
+            plan.summary("would evict").contains("budget allows one removal"),
+            "{}",
+            plan.summary("x")
+        );
+    }
+
+    #[test]
+    fn unhealthy_pods_do_not_count_towards_the_budget() {
+        let (mut pods, samples) = fleet(&[3.0, 0.1, 1.0, 1.0, 1.0]);
+        pods[4].phase = "Pending".into();
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert_eq!((plan.healthy, plan.budget), (4, 1));
+        assert_eq!(removed(&plan), vec![("p0", Role::HighestCpu)]);
+    }
+
+    #[test]
+    fn metrics_of_pods_that_are_not_matched_are_ignored() {
+        let (pods, mut samples) = fleet(&[1.0, 1.0, 1.0]);
+        samples.insert("someone-else".into(), Sample::Cores(50.0));
+        assert!(matches!(
+            hold(&check(&pods, &samples, None, &settings()).unwrap()),
+            Hold::Balanced { .. }
+        ));
+    }
+}

@@ -1,0 +1,314 @@
+//! The run's metrics in the Prometheus text format: built as a string without I/O,
+//! written atomically to `METRICS_FILE`, and/or POSTed to `METRICS_PUSH_URL`.
+//!
+//! Counters carry on across runs: the previous file's counter values are the
+//! starting point. A previous file that cannot be parsed is ignored (with a warning
+//! from the caller) and the counters restart, as a scraper would see after a reset.
+
+use crate::error::Error;
+use crate::stats::Stats;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub const OUTCOMES: [&str; 8] = [
+    "acted",
+    "dry_run",
+    "balanced",
+    "stabilizing",
+    "too_few_pods",
+    "idle",
+    "min_pods",
+    "error",
+];
+
+/// Values that carry over from one run to the next.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Carried {
+    pub success: f64,
+    pub error: f64,
+    pub analysed: f64,
+    pub deleted_highest: f64,
+    pub deleted_lowest: f64,
+    pub last_success: Option<f64>,
+}
+
+/// This run, as the metrics see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub ok: bool,
+    pub outcome: &'static str,
+    pub analysed: usize,
+    pub deleted_highest: usize,
+    pub deleted_lowest: usize,
+    pub stats: Option<Stats>,
+    pub threshold: f64,
+    pub duration_secs: f64,
+    /// Unix seconds at the end of the run.
+    pub end: f64,
+}
+
+const EXECUTIONS: &str = "rebalancer_executions_total";
+const ANALYSED: &str = "rebalancer_pods_analyzed_total";
+const DELETED: &str = "rebalancer_pods_deleted_total";
+const LAST_SUCCESS: &str = "rebalancer_last_success_timestamp_seconds";
+
+/// Reads the counters of a previous run's text. `Err` says why it is not ours.
+pub fn parse_previous(text: &str) -> Result<Carried, String> {
+    let mut values: BTreeMap<&str, f64> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            return Err(format!("line {}: expected `name value`, got {line:?}", i + 1));
+        };
+        let value: f64 = value
+            .parse()
+            .map_err(|_| format!("line {}: expected a number, got {value:?}", i + 1))?;
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!(
+                "line {}: expected a finite non-negative number, got {value}",
+                i + 1
+            ));
+        }
+        values.insert(key.trim(), value);
+    }
+    let get = |k: &str| values.get(k).copied().unwrap_or(0.0);
+    let carried = Carried {
+        success: get(&format!("{EXECUTIONS}{{status=\"success\"}}")),
+        error: get(&format!("{EXECUTIONS}{{status=\"error\"}}")),
+        analysed: get(ANALYSED),
+        deleted_highest: get(&format!("{DELETED}{{type=\"highest_cpu\"}}")),
+        deleted_lowest: get(&format!("{DELETED}{{type=\"lowest_cpu\"}}")),
+        last_success: values.get(LAST_SUCCESS).copied(),
+    };
+    if !values.keys().any(|k| k.starts_with("rebalancer_")) {
+        return Err("no rebalancer_ metric in it".into());
+    }
+    Ok(carried)
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The exposition text of this run on top of the carried counters.
+pub fn render(prev: &Carried, run: &Run) -> String {
+    let mut o = String::with_capacity(2048);
+    let (ok, err) = if run.ok { (1.0, 0.0) } else { (0.0, 1.0) };
+    family(&mut o, EXECUTIONS, "counter", "Runs of pod-rebalancer by result.");
+    let _ = writeln!(o, "{EXECUTIONS}{{status=\"success\"}} {}", prev.success + ok);
+    let _ = writeln!(o, "{EXECUTIONS}{{status=\"error\"}} {}", prev.error + err);
+    family(&mut o, ANALYSED, "counter", "Eligible pods whose CPU was analysed.");
+    let _ = writeln!(o, "{ANALYSED} {}", prev.analysed + run.analysed as f64);
+    family(
+        &mut o,
+        DELETED,
+        "counter",
+        "Pods removed (evicted or deleted) by pod-rebalancer; never counts dry runs.",
+    );
+    let _ = writeln!(
+        o,
+        "{DELETED}{{type=\"highest_cpu\"}} {}",
+        prev.deleted_highest + run.deleted_highest as f64
+    );
+    let _ = writeln!(
+        o,
+        "{DELETED}{{type=\"lowest_cpu\"}} {}",
+        prev.deleted_lowest + run.deleted_lowest as f64
+    );
+    family(
+        &mut o,
+        "rebalancer_execution_duration_seconds",
+        "gauge",
+        "Duration of the last run.",
+    );
+    let _ = writeln!(o, "rebalancer_execution_duration_seconds {}", run.duration_secs);
+    if let Some(s) = run.stats {
+        family(
+            &mut o,
+            "rebalancer_cpu_variance_current",
+            "gauge",
+            "Spread of pod CPU: stddev / mean over eligible pods.",
+        );
+        let _ = writeln!(o, "rebalancer_cpu_variance_current {}", s.spread);
+    }
+    family(
+        &mut o,
+        "rebalancer_cpu_variance_threshold",
+        "gauge",
+        "Configured spread threshold (CPU_VARIANCE_THRESHOLD).",
+    );
+    let _ = writeln!(o, "rebalancer_cpu_variance_threshold {}", run.threshold);
+    if let Some(s) = run.stats {
+        family(
+            &mut o,
+            "rebalancer_cpu_usage_mean",
+            "gauge",
+            "Mean CPU of eligible pods, cores.",
+        );
+        let _ = writeln!(o, "rebalancer_cpu_usage_mean {}", s.mean);
+        family(
+            &mut o,
+            "rebalancer_cpu_usage_stddev",
+            "gauge",
+            "Population standard deviation of eligible pods' CPU, cores.",
+        );
+        let _ = writeln!(o, "rebalancer_cpu_usage_stddev {}", s.stddev);
+    }
+    family(
+        &mut o,
+        "rebalancer_last_run_timestamp_seconds",
+        "gauge",
+        "End of the last run, Unix seconds.",
+    );
+    let _ = writeln!(o, "rebalancer_last_run_timestamp_seconds {}", run.end);
+    let last_success = if run.ok { Some(run.end) } else { prev.last_success };
+    if let Some(t) = last_success {
+        family(
+            &mut o,
+            LAST_SUCCESS,
+            "gauge",
+            "End of the last successful run, Unix seconds.",
+        );
+        let _ = writeln!(o, "{LAST_SUCCESS} {t}");
+    }
+    family(
+        &mut o,
+        "rebalancer_cycle_outcome",
+        "gauge",
+        "1 for the outcome of the last run, 0 for the others.",
+    );
+    for outcome in OUTCOMES {
+        let _ = writeln!(
+            o,
+            "rebalancer_cycle_outcome{{outcome=\"{outcome}\"}} {}",
+            u8::from(outcome == run.outcome)
+        );
+    }
+    o
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory, then rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
+    let doing = format!("write metrics file {}", path.display());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "metrics".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
+    let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(doing, &e));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> Run {
+        Run {
+            ok: true,
+            outcome: "acted",
+            analysed: 5,
+            deleted_highest: 1,
+            deleted_lowest: 1,
+            stats: Some(Stats {
+                n: 5,
+                mean: 0.9,
+                variance: 0.3,
+                stddev: 0.55,
+                spread: 0.61,
+            }),
+            threshold: 0.3,
+            duration_secs: 0.25,
+            end: 1_800_000_000.5,
+        }
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_and_every_label_is_present() {
+        let text = render(&Carried::default(), &run());
+        for name in [
+            EXECUTIONS,
+            ANALYSED,
+            DELETED,
+            "rebalancer_execution_duration_seconds",
+            "rebalancer_cpu_variance_current",
+            "rebalancer_cpu_variance_threshold",
+            "rebalancer_cpu_usage_mean",
+            "rebalancer_cpu_usage_stddev",
+            "rebalancer_last_run_timestamp_seconds",
+            LAST_SUCCESS,
+            "rebalancer_cycle_outcome",
+        ] {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+        }
+        assert!(text.contains("rebalancer_executions_total{status=\"error\"} 0\n"));
+        assert!(text.contains("rebalancer_cycle_outcome{outcome=\"acted\"} 1\n"));
+        assert!(text.contains("rebalancer_cycle_outcome{outcome=\"error\"} 0\n"));
+        assert!(text.contains("rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n"));
+    }
+
+    #[test]
+    fn counters_carry_over_and_gauges_do_not() {
+        let first = render(&Carried::default(), &run());
+        let prev = parse_previous(&first).unwrap();
+        let failed = Run {
+            ok: false,
+            outcome: "error",
+            analysed: 0,
+            deleted_highest: 0,
+            deleted_lowest: 0,
+            stats: None,
+            end: 1_800_000_300.0,
+            ..run()
+        };
+        let second = render(&prev, &failed);
+        assert!(second.contains("rebalancer_executions_total{status=\"success\"} 1\n"));
+        assert!(second.contains("rebalancer_executions_total{status=\"error\"} 1\n"));
+        assert!(second.contains("rebalancer_pods_analyzed_total 5\n"));
+        assert!(second.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 1\n"));
+        assert!(
+            second.contains("rebalancer_last_success_timestamp_seconds 1800000000.5\n"),
+            "the last success is kept"
+        );
+        assert!(second.contains("rebalancer_last_run_timestamp_seconds 1800000300\n"));
+        assert!(
+            !second.contains("rebalancer_cpu_usage_mean"),
+            "no statistics were computed"
+        );
+        let third = render(&parse_previous(&second).unwrap(), &run());
+        assert!(third.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 2\n"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_ours_is_refused() {
+        for bad in [
+            "garbage",
+            "rebalancer_pods_analyzed_total x",
+            "rebalancer_pods_analyzed_total -1",
+            "",
+            "other_metric 1",
+        ] {
+            assert!(parse_previous(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn no_sample_has_a_timestamp() {
+        for line in render(&Carried::default(), &run())
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+        {
+            assert_eq!(line.split(' ').count(), 2, "{line}");
+        }
+    }
+}

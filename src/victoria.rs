@@ -1,0 +1,209 @@
+//! The one metrics query, and what its answer may and may not look like.
+//!
+//! The query uses literal `=` matchers only, and its values come from validated
+//! DNS-1123 names, so no quoting trick can widen it. The answer must be a complete
+//! (`isPartial` not true) instant vector; `NaN`/`±Inf` are kept as invalid samples
+//! for the decision to exclude, any other non-number makes the body malformed.
+
+use crate::error::{Cause, Error};
+use crate::http::{Client, Payload};
+use crate::plan::Sample;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use std::collections::BTreeMap;
+
+/// `sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="NS",container="C"}[Ws]))`
+pub fn cpu_query(namespace: &str, container: &str, window_secs: u64) -> String {
+    format!(
+        "sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace=\"{namespace}\",container=\"{container}\"}}[{window_secs}s]))"
+    )
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(rename = "isPartial")]
+    is_partial: Option<bool>,
+    data: Option<Data>,
+    error: Option<String>,
+    #[serde(rename = "errorType")]
+    error_type: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Vector(Vec<VectorSample>),
+    Matrix(IgnoredAny),
+    Scalar(IgnoredAny),
+    String(IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    #[serde(default)]
+    metric: BTreeMap<String, String>,
+    /// `[timestamp, "value"]`; absent for native histograms, which are refused.
+    value: Option<(IgnoredAny, String)>,
+}
+
+/// Parses the JSON answer of `/api/v1/query` into samples by pod name.
+/// `Err` holds why the body is not a complete instant vector of numbers.
+pub fn parse_answer(json: &str) -> Result<BTreeMap<String, Sample>, String> {
+    let envelope: Envelope =
+        serde_json::from_str(json).map_err(|e| format!("expected a Prometheus query answer: {e}"))?;
+    answer_into_samples(envelope)
+}
+
+fn answer_into_samples(envelope: Envelope) -> Result<BTreeMap<String, Sample>, String> {
+    if envelope.status != "success" {
+        let kind = envelope
+            .error_type
+            .map(|t| t.as_str().map(str::to_string).unwrap_or_else(|| t.to_string()));
+        return Err(format!(
+            "status {:?}: {} ({})",
+            envelope.status,
+            envelope.error.unwrap_or_else(|| "no error message".into()),
+            kind.unwrap_or_else(|| "no errorType".into())
+        ));
+    }
+    if envelope.is_partial == Some(true) {
+        return Err("isPartial is true: some storage nodes did not answer, the numbers would be incomplete".into());
+    }
+    let samples = match envelope.data {
+        Some(Data::Vector(samples)) => samples,
+        Some(Data::Matrix(_)) => return Err("expected resultType vector, got matrix".into()),
+        Some(Data::Scalar(_)) => return Err("expected resultType vector, got scalar".into()),
+        Some(Data::String(_)) => return Err("expected resultType vector, got string".into()),
+        None => return Err("expected data with a vector result, got no data".into()),
+    };
+    let mut by_pod = BTreeMap::new();
+    for sample in samples {
+        let Some(pod) = sample.metric.get("pod").filter(|p| !p.is_empty()).cloned() else {
+            // `sum by (pod)` puts series without a pod label into one `{}` group:
+            // they are not any pod's, so they cannot be ours.
+            continue;
+        };
+        let Some((_, text)) = sample.value else {
+            return Err(format!("pod {pod}: expected a float sample, got none (a histogram?)"));
+        };
+        let parsed = match text.as_str() {
+            "NaN" | "+Inf" | "-Inf" | "Inf" => Sample::NotFinite(text.clone()),
+            _ => match text.parse::<f64>() {
+                Ok(v) if v.is_finite() => Sample::Cores(v),
+                _ => return Err(format!("pod {pod}: expected a number, got {text:?}")),
+            },
+        };
+        if by_pod.insert(pod.clone(), parsed).is_some() {
+            return Err(format!("pod {pod}: expected one series per pod, got several"));
+        }
+    }
+    Ok(by_pod)
+}
+
+/// POSTs the query to `{endpoint}/api/v1/query` and returns samples by pod.
+pub fn query_cpu(client: &Client, query: &str) -> Result<BTreeMap<String, Sample>, Error> {
+    let form = format!("query={}", crate::kube::encode(query));
+    let payload = Payload {
+        content_type: "application/x-www-form-urlencoded",
+        bytes: form.as_bytes(),
+    };
+    let (doing, response) = client.send("query CPU", "POST", "/api/v1/query", Some(payload))?;
+    let envelope: Envelope = crate::http::parse_body(&doing, response.into_body())?;
+    answer_into_samples(envelope).map_err(|why| Error::new(doing, Cause::Malformed(why)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_is_literal() {
+        assert_eq!(
+            cpu_query("posthog", "ingestion-consumer", 300),
+            r#"sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s]))"#
+        );
+    }
+
+    #[test]
+    fn a_recorded_answer_becomes_samples() {
+        let s = parse_answer(include_str!("../fixtures/vm/query_cpu_by_pod.json")).unwrap();
+        assert_eq!(s.len(), 5);
+        assert_eq!(
+            s["ingestion-consumer-5f7c9d8b4d-7qwzt"],
+            Sample::Cores(1.9022079799999998)
+        );
+    }
+
+    #[test]
+    fn infinities_are_invalid_samples_not_errors() {
+        let s = parse_answer(include_str!("../fixtures/vm/query_nan_inf.json")).unwrap();
+        assert_eq!(s["b"], Sample::NotFinite("+Inf".into()));
+        assert_eq!(s["c"], Sample::NotFinite("-Inf".into()));
+        assert_eq!(s["d"], Sample::Cores(0.5));
+        let nan = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"a"},"value":[1,"NaN"]}]}}"#;
+        assert_eq!(parse_answer(nan).unwrap()["a"], Sample::NotFinite("NaN".into()));
+    }
+
+    #[test]
+    fn other_answers_are_refused_with_a_reason() {
+        let cases = [
+            (
+                include_str!("../fixtures/vm/error_422_parse.json"),
+                "labelFilters: unexpected token",
+            ),
+            (include_str!("../fixtures/vm/query_matrix.json"), "got matrix"),
+            (include_str!("../fixtures/prom/query_scalar_openapi.json"), "got scalar"),
+            (
+                include_str!("../fixtures/prom/error_internal_tsdb_not_ready.json"),
+                "TSDB not ready (internal)",
+            ),
+            (
+                r#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[]}}"#,
+                "isPartial",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"a"},"value":[1,"1,5"]}]}}"#,
+                "expected a number, got \"1,5\"",
+            ),
+            (
+                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"a"},"value":[1,"1"]},{"metric":{"pod":"a"},"value":[1,"2"]}]}}"#,
+                "several",
+            ),
+            ("<html>", "expected a Prometheus query answer"),
+        ];
+        for (body, words) in cases {
+            let err = parse_answer(body).unwrap_err();
+            assert!(err.contains(words), "{words}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_native_histogram_is_not_a_cpu_number() {
+        let mut answer: serde_json::Value = serde_json::from_str(include_str!(
+            "../fixtures/prom/query_vector_native_histogram_openapi.json"
+        ))
+        .unwrap();
+        assert!(
+            parse_answer(&answer.to_string()).unwrap().is_empty(),
+            "no pod label: no pod's"
+        );
+        answer["data"]["result"][0]["metric"]["pod"] = "p".into();
+        assert!(
+            parse_answer(&answer.to_string())
+                .unwrap_err()
+                .contains("pod p: expected a float sample")
+        );
+    }
+
+    #[test]
+    fn empty_and_complete_answers_are_fine_here() {
+        assert!(
+            parse_answer(include_str!("../fixtures/vm/query_empty.json"))
+                .unwrap()
+                .is_empty()
+        );
+        let s = parse_answer(include_str!("../fixtures/vm/cluster_query_vector_isPartial_false.json")).unwrap();
+        assert!(s.is_empty(), "series without a pod label are no pod's");
+    }
+}
