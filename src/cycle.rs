@@ -23,6 +23,9 @@ pub const EXIT_USAGE: u8 = 2;
 /// What the metrics need to know of a run, filled in as it goes.
 struct Tally {
     outcome: &'static str,
+    /// The stage under way, blamed if the run fails (one of `report::STAGES`).
+    stage: &'static str,
+    matched: Option<usize>,
     plan: Option<Plan>,
     removed: Vec<plan::Removal>,
 }
@@ -32,6 +35,8 @@ pub fn run(config: &Config, cluster: &Cluster) -> u8 {
     let started = Instant::now();
     let mut tally = Tally {
         outcome: "error",
+        stage: "kubernetes",
+        matched: None,
         plan: None,
         removed: Vec::new(),
     };
@@ -47,6 +52,8 @@ pub fn run(config: &Config, cluster: &Cluster) -> u8 {
     let run = Run {
         ok,
         outcome: if ok { tally.outcome } else { "error" },
+        failed_stage: (!ok).then_some(tally.stage),
+        matched: tally.matched,
         analysed: tally.plan.as_ref().map_or(0, Plan::analysed),
         deleted_highest: count(plan::Role::HighestCpu),
         deleted_lowest: count(plan::Role::LowestCpu),
@@ -92,8 +99,11 @@ fn prometheus_client(config: &Config) -> Result<Client, Error> {
 
 fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Error> {
     let now = clock::now_unix();
+    tally.stage = "kubernetes";
     let kube_client = kube_client(cluster)?;
+    tally.stage = "metrics";
     let metrics_client = prometheus_client(config)?;
+    tally.stage = "kubernetes";
     let kube = Kube {
         client: &kube_client,
         namespace: &config.namespace,
@@ -102,10 +112,15 @@ fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Er
     let rollout = kube.deployment(&cluster.deployment)?;
     let pods = kube.pods(&config.selector, &cluster.deployment)?;
     log::debug!(matched = pods.len(); "pods listed");
+    tally.matched = Some(pods.len());
+    tally.stage = "metrics";
     let query = victoria::cpu_query(&config.namespace, &cluster.deployment, config.decision.window_secs);
     log::debug!(query = query.as_str(); "querying CPU");
     let samples = victoria::query_cpu(&metrics_client, &query)?;
 
+    // `decide` fails only for "no pods matched" (the selector's fault) and "no CPU
+    // metrics" (the metrics pipeline's), so the stage to blame is known up front.
+    tally.stage = if pods.is_empty() { "kubernetes" } else { "metrics" };
     let plan = plan::decide(&Inputs {
         pods: &pods,
         samples: &samples,
@@ -129,6 +144,7 @@ fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Er
         }
         Decision::Remove { .. } => {
             tally.outcome = "acted";
+            tally.stage = "act";
             let acted = act::execute(&kube, plan, config.mode, now);
             tally.removed = acted.removed;
             if let Some(e) = acted.error {
@@ -181,13 +197,21 @@ fn publish(config: &Config, run: &Run) -> bool {
         Some(path) => read_previous(path),
         None => Carried::default(),
     };
-    let text = report::render(&previous, run);
+    let mut text = report::render(&previous, run);
     let mut wrote = true;
     if let Some(path) = &config.metrics_file
         && let Err(e) = report::write_atomic(path, &text)
     {
         log::error!(error:% = e; "metrics file not written");
         wrote = false;
+        // The run fails for it, so the pushed copy says so.
+        let failed = Run {
+            ok: false,
+            outcome: "error",
+            failed_stage: Some("report"),
+            ..run.clone()
+        };
+        text = report::render(&previous, &failed);
     }
     if let Some(url) = &config.push_url {
         let client = Client::new(url, config.prometheus.timeout, None, None);

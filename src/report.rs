@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+/// Where a failed run failed, the `stage` label of `rebalancer_errors_total`.
+pub const STAGES: [&str; 4] = ["kubernetes", "metrics", "act", "report"];
+
 pub const OUTCOMES: [&str; 8] = [
     "acted",
     "dry_run",
@@ -31,6 +34,8 @@ pub struct Carried {
     pub deleted_highest: f64,
     pub deleted_lowest: f64,
     pub last_success: Option<f64>,
+    /// `rebalancer_errors_total` by stage, in the order of `STAGES`.
+    pub errors: [f64; 4],
 }
 
 /// This run, as the metrics see it.
@@ -38,6 +43,10 @@ pub struct Carried {
 pub struct Run {
     pub ok: bool,
     pub outcome: &'static str,
+    /// The stage that failed, one of `STAGES`, when `ok` is false.
+    pub failed_stage: Option<&'static str>,
+    /// Pods the label selector matched, when the list was read.
+    pub matched: Option<usize>,
     pub analysed: usize,
     pub deleted_highest: usize,
     pub deleted_lowest: usize,
@@ -52,6 +61,7 @@ const EXECUTIONS: &str = "rebalancer_executions_total";
 const ANALYSED: &str = "rebalancer_pods_analyzed_total";
 const DELETED: &str = "rebalancer_pods_deleted_total";
 const LAST_SUCCESS: &str = "rebalancer_last_success_timestamp_seconds";
+const ERRORS: &str = "rebalancer_errors_total";
 
 /// Reads the counters of a previous run's text. `Err` says why it is not ours.
 pub fn parse_previous(text: &str) -> Result<Carried, String> {
@@ -83,6 +93,7 @@ pub fn parse_previous(text: &str) -> Result<Carried, String> {
         deleted_highest: get(&format!("{DELETED}{{type=\"highest_cpu\"}}")),
         deleted_lowest: get(&format!("{DELETED}{{type=\"lowest_cpu\"}}")),
         last_success: values.get(LAST_SUCCESS).copied(),
+        errors: STAGES.map(|stage| get(&format!("{ERRORS}{{stage=\"{stage}\"}}"))),
     };
     if !values.keys().any(|k| k.starts_with("rebalancer_")) {
         return Err("no rebalancer_ metric in it".into());
@@ -102,6 +113,11 @@ pub fn render(prev: &Carried, run: &Run) -> String {
     family(&mut o, EXECUTIONS, "counter", "Runs of pod-rebalancer by result.");
     let _ = writeln!(o, "{EXECUTIONS}{{status=\"success\"}} {}", prev.success + ok);
     let _ = writeln!(o, "{EXECUTIONS}{{status=\"error\"}} {}", prev.error + err);
+    family(&mut o, ERRORS, "counter", "Failed runs by the stage that failed.");
+    for (i, stage) in STAGES.iter().enumerate() {
+        let now = f64::from(u8::from(!run.ok && run.failed_stage == Some(*stage)));
+        let _ = writeln!(o, "{ERRORS}{{stage=\"{stage}\"}} {}", prev.errors[i] + now);
+    }
     family(&mut o, ANALYSED, "counter", "Eligible pods whose CPU was analysed.");
     let _ = writeln!(o, "{ANALYSED} {}", prev.analysed + run.analysed as f64);
     family(
@@ -216,6 +232,8 @@ mod tests {
         Run {
             ok: true,
             outcome: "acted",
+            failed_stage: None,
+            matched: Some(6),
             analysed: 5,
             deleted_highest: 1,
             deleted_lowest: 1,
@@ -264,6 +282,8 @@ mod tests {
         let failed = Run {
             ok: false,
             outcome: "error",
+            failed_stage: Some("metrics"),
+            matched: None,
             analysed: 0,
             deleted_highest: 0,
             deleted_lowest: 0,
@@ -275,6 +295,9 @@ mod tests {
         assert!(second.contains("rebalancer_executions_total{status=\"success\"} 1\n"));
         assert!(second.contains("rebalancer_executions_total{status=\"error\"} 1\n"));
         assert!(second.contains("rebalancer_pods_analyzed_total 5\n"));
+        assert!(second.contains("rebalancer_errors_total{stage=\"metrics\"} 1\n"));
+        assert!(second.contains("rebalancer_errors_total{stage=\"kubernetes\"} 0\n"));
+        assert!(!second.contains("rebalancer_pods_matched"), "the list was not read");
         assert!(second.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 1\n"));
         assert!(
             second.contains("rebalancer_last_success_timestamp_seconds 1800000000.5\n"),

@@ -1,0 +1,1 @@
+//! Checks of the shipped manifests (owned by the packaging work).
