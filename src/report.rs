@@ -136,6 +136,15 @@ pub fn render(prev: &Carried, run: &Run) -> String {
         "{DELETED}{{type=\"lowest_cpu\"}} {}",
         prev.deleted_lowest + run.deleted_lowest as f64
     );
+    if let Some(matched) = run.matched {
+        family(
+            &mut o,
+            "rebalancer_pods_matched",
+            "gauge",
+            "Pods the label selector matched in the last run.",
+        );
+        let _ = writeln!(o, "rebalancer_pods_matched {matched}");
+    }
     family(
         &mut o,
         "rebalancer_execution_duration_seconds",
@@ -265,6 +274,8 @@ mod tests {
             "rebalancer_last_run_timestamp_seconds",
             LAST_SUCCESS,
             "rebalancer_cycle_outcome",
+            ERRORS,
+            "rebalancer_pods_matched",
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");

@@ -1,4 +1,9 @@
 //! The one integration test binary: the real `pod-rebalancer` binary against a
-//! loopback Kubernetes API that replays recorded bodies and a real VictoriaMetrics.
+//! loopback Kubernetes API that replays recorded bodies and records every request,
+//! and a real VictoriaMetrics fed cAdvisor-shaped series.
 
+mod support;
+
+mod cycle;
 mod manifests;
+mod plan_command;

@@ -1,0 +1,725 @@
+//! One live cycle end to end: what the binary asked of the Kubernetes API, what it
+//! printed, its exit code and its metrics file.
+
+use crate::support::kube::{Fake, FakePod, pod, uid_of};
+use crate::support::server::{Pki, Reply, Request, Server};
+use crate::support::{Output, TempDir, fixture, now, run_bin, vm};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEPLOYMENT: &str = "ingestion-consumer";
+const TOKEN: &str = "sa-token-do-not-print-7f3a9c";
+
+fn name(i: usize) -> String {
+    format!("{DEPLOYMENT}-5f7c9d8b4d-p{i}")
+}
+
+/// A fleet of healthy pods p0, p1, … with these CPU numbers.
+fn fleet(cpus: &[f64]) -> (Vec<FakePod>, Vec<(String, f64)>) {
+    let pods = (0..cpus.len()).map(|i| pod(&name(i))).collect();
+    let cpu = cpus.iter().enumerate().map(|(i, c)| (name(i), *c)).collect();
+    (pods, cpu)
+}
+
+/// A cluster (fake API over TLS with a service account directory) and a metrics
+/// endpoint (the real VictoriaMetrics unless a test replaces it).
+struct World {
+    kube: Server,
+    dir: TempDir,
+    namespace: String,
+    prometheus: String,
+}
+
+impl World {
+    /// `namespace` must be unique per test: the tests share one VictoriaMetrics.
+    fn new(namespace: &str, fake: impl FnOnce(Fake) -> Fake, pods: &[FakePod], cpu: &[(String, f64)]) -> World {
+        let vm = vm::shared();
+        if !cpu.is_empty() {
+            vm.feed(namespace, DEPLOYMENT, cpu);
+        }
+        let pki = Pki::new();
+        let fake = fake(Fake::new(namespace, DEPLOYMENT, pods, now()));
+        let kube = Server::https(&pki, fake.into_handler());
+        let dir = TempDir::new(namespace);
+        let sa = dir.path().join("sa");
+        std::fs::create_dir_all(&sa).expect("sa dir");
+        std::fs::write(sa.join("token"), format!("{TOKEN}\n")).expect("token");
+        std::fs::write(sa.join("ca.crt"), &pki.ca_pem).expect("ca.crt");
+        World {
+            kube,
+            dir,
+            namespace: namespace.to_string(),
+            prometheus: vm.url(),
+        }
+    }
+
+    fn metrics_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("rebalancer.prom")
+    }
+
+    fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("KUBE_API_URL", self.kube.url()),
+            (
+                "KUBE_SERVICE_ACCOUNT_DIR",
+                self.dir.path().join("sa").display().to_string(),
+            ),
+            ("KUBE_NAMESPACE", self.namespace.clone()),
+            ("DEPLOYMENT_NAME", DEPLOYMENT.to_string()),
+            ("KUBE_LABEL_SELECTOR", "app=consumer".to_string()),
+            ("PROMETHEUS_ENDPOINT", self.prometheus.clone()),
+            ("METRICS_FILE", self.metrics_path().display().to_string()),
+            ("LOG_LEVEL", "debug".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        env
+    }
+
+    fn run(&self, extra: &[(&str, &str)]) -> Output {
+        let out = run_bin(&[], &self.env(extra));
+        assert!(
+            !out.stderr.contains(TOKEN) && !out.stdout.contains(TOKEN),
+            "the token leaked:\n{}",
+            out.stderr
+        );
+        out
+    }
+
+    fn metrics(&self) -> String {
+        std::fs::read_to_string(self.metrics_path()).expect("metrics file written")
+    }
+
+    /// The (method, pod) of every mutating request but Events, in order.
+    fn removals(&self) -> Vec<(String, String)> {
+        self.kube
+            .mutations()
+            .iter()
+            .filter(|r| !r.path().ends_with("/events"))
+            .map(|r| {
+                let pod = r
+                    .path()
+                    .trim_end_matches("/eviction")
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                (r.method.clone(), pod)
+            })
+            .collect()
+    }
+
+    fn events(&self) -> Vec<Request> {
+        self.kube
+            .mutations()
+            .into_iter()
+            .filter(|r| r.path().ends_with("/events"))
+            .collect()
+    }
+}
+
+fn outcome(metrics: &str) -> String {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("rebalancer_cycle_outcome{outcome=\"")
+                .filter(|l| l.ends_with("\"} 1"))
+        })
+        .map(|l| l.trim_end_matches("\"} 1").to_string())
+        .unwrap_or_default()
+}
+
+fn evict(i: usize) -> (String, String) {
+    ("POST".to_string(), name(i))
+}
+
+/// Runs one cycle on a fleet and checks exit code, outcome and the removals asked for.
+fn check(
+    namespace: &str,
+    pods: &[FakePod],
+    cpu: &[(String, f64)],
+    extra: &[(&str, &str)],
+    code: i32,
+    want_outcome: &str,
+    removals: &[(String, String)],
+) -> World {
+    let world = World::new(namespace, |f| f, pods, cpu);
+    let out = world.run(extra);
+    assert_eq!(out.code, code, "stderr:\n{}", out.stderr);
+    assert_eq!(outcome(&world.metrics()), want_outcome, "stderr:\n{}", out.stderr);
+    assert_eq!(world.removals(), removals, "stderr:\n{}", out.stderr);
+    world
+}
+
+#[test]
+fn a_balanced_fleet_is_left_alone() {
+    let (pods, cpu) = fleet(&[1.0, 1.1, 0.9, 1.05, 0.95]);
+    let world = check("balanced", &pods, &cpu, &[], 0, "balanced", &[]);
+    assert!(world.kube.mutations().is_empty());
+}
+
+#[test]
+fn an_imbalanced_fleet_loses_its_hottest_then_its_coldest_pod() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = check("imbalanced", &pods, &cpu, &[], 0, "acted", &[evict(1), evict(3)]);
+    let requests = world.kube.requests();
+    for r in &requests {
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "{} {}",
+            r.method,
+            r.target
+        );
+    }
+    let evictions: Vec<&Request> = requests.iter().filter(|r| r.path().ends_with("/eviction")).collect();
+    for (r, i) in evictions.iter().zip([1, 3]) {
+        let body = r.json();
+        assert_eq!(body["kind"], "Eviction");
+        assert_eq!(body["apiVersion"], "policy/v1");
+        assert_eq!(body["metadata"]["name"], name(i).as_str());
+        assert_eq!(body["deleteOptions"]["preconditions"]["uid"], uid_of(&name(i)).as_str());
+    }
+    let events = world.events();
+    assert_eq!(events.len(), 2);
+    for (e, i) in events.iter().zip([1, 3]) {
+        let body = e.json();
+        assert_eq!(
+            (body["type"].as_str(), body["reason"].as_str()),
+            (Some("Normal"), Some("Rebalanced"))
+        );
+        assert_eq!(body["involvedObject"]["name"], name(i).as_str());
+        assert_eq!(body["involvedObject"]["uid"], uid_of(&name(i)).as_str());
+        assert_eq!(body["source"]["component"], "pod-rebalancer");
+        assert_eq!(body["reportingComponent"], "pod-rebalancer");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("mean 0.892") && message.contains("spread 0.64 > threshold 0.30"),
+            "{message}"
+        );
+    }
+    // The order on the wire: evict the hottest, record it, then the coldest.
+    let kinds: Vec<&str> = world
+        .kube
+        .mutations()
+        .iter()
+        .map(|r| {
+            if r.path().ends_with("/events") {
+                "event"
+            } else {
+                "evict"
+            }
+        })
+        .collect();
+    assert_eq!(kinds, ["evict", "event", "evict", "event"]);
+    let metrics = world.metrics();
+    assert!(
+        metrics.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("rebalancer_pods_analyzed_total 5\n"), "{metrics}");
+    assert!(metrics.contains("rebalancer_pods_matched 5\n"), "{metrics}");
+}
+
+#[test]
+fn a_dry_run_sends_no_mutating_request_at_all() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new("dry-run", |f| f, &pods, &cpu);
+    let out = world.run(&[("DRY_RUN", "true")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(world.kube.mutations().is_empty(), "{:?}", world.kube.mutations());
+    assert!(
+        out.stderr.contains(&format!("dry run: would evict pod {}", name(1))),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!("dry run: would evict pod {}", name(3))),
+        "{}",
+        out.stderr
+    );
+    let metrics = world.metrics();
+    assert_eq!(outcome(&metrics), "dry_run");
+    assert!(metrics.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 0\n"));
+}
+
+#[test]
+fn delete_mode_deletes_with_the_uid_precondition() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let delete = |i| ("DELETE".to_string(), name(i));
+    let world = check(
+        "delete-mode",
+        &pods,
+        &cpu,
+        &[("EVICTION_MODE", "delete")],
+        0,
+        "acted",
+        &[delete(1), delete(3)],
+    );
+    for (r, i) in world
+        .kube
+        .mutations()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .zip([1, 3])
+    {
+        assert_eq!(r.json()["preconditions"]["uid"], uid_of(&name(i)).as_str());
+    }
+    assert_eq!(world.events().len(), 2);
+}
+
+#[test]
+fn the_minimum_pods_budget_holds() {
+    // Three healthy pods with MIN_PODS_REQUIRED=3: nothing may go.
+    let (pods, cpu) = fleet(&[1.9, 0.1, 1.0]);
+    check("budget-three", &pods, &cpu, &[], 0, "min_pods", &[]);
+    // Four: one may go, and it is the hottest.
+    let (pods, cpu) = fleet(&[1.9, 0.1, 1.0, 1.0]);
+    check("budget-four", &pods, &cpu, &[], 0, "acted", &[evict(0)]);
+}
+
+#[test]
+fn a_terminating_pod_gates_the_fleet() {
+    let (mut pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0]);
+    pods[5].terminating = true;
+    let world = check("gate-terminating", &pods, &cpu, &[], 0, "stabilizing", &[]);
+    assert!(
+        world.metrics().contains("rebalancer_cpu_variance_current"),
+        "gated runs export the statistics"
+    );
+}
+
+#[test]
+fn a_young_pod_gates_the_fleet() {
+    let (mut pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0]);
+    pods[5].age_secs = 120;
+    let world = World::new("gate-young", |f| f, &pods, &cpu);
+    let out = world.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("younger than the stabilization window 10m"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(outcome(&world.metrics()), "stabilizing");
+    assert!(world.kube.mutations().is_empty());
+}
+
+#[test]
+fn an_unfinished_rollout_gates_the_fleet() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new(
+        "gate-rollout",
+        |mut f| {
+            f.deployment["status"]["updatedReplicas"] = 3.into();
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let out = world.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rollout in progress: 3 of 5 replicas updated"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(outcome(&world.metrics()), "stabilizing");
+    assert!(world.kube.mutations().is_empty());
+}
+
+#[test]
+fn a_not_ready_pod_is_never_chosen() {
+    // p0 burns the most and p1 the least, but neither is Ready.
+    let (mut pods, cpu) = fleet(&[5.0, 0.0, 0.8, 1.9, 0.79, 0.12, 0.85, 1.0]);
+    pods[0].ready = false;
+    pods[1].ready = false;
+    let world = check("not-ready", &pods, &cpu, &[], 0, "acted", &[evict(3), evict(5)]);
+    let out = world.run(&[("DRY_RUN", "true")]);
+    assert!(
+        out.stderr.contains(&format!("pod=\"{}\"", name(0))) || out.stderr.contains(&format!("pod={}", name(0))),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("excluded=\"not ready\""), "{}", out.stderr);
+}
+
+#[test]
+fn a_pod_without_metrics_is_skipped() {
+    let (pods, mut cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 3.0]);
+    cpu.pop();
+    let world = check("no-metrics-pod", &pods, &cpu, &[], 0, "acted", &[evict(1), evict(3)]);
+    let out = world.run(&[("DRY_RUN", "true")]);
+    assert!(out.stderr.contains("excluded=\"no metrics\""), "{}", out.stderr);
+}
+
+#[test]
+fn the_pod_list_is_read_page_by_page() {
+    let cpus = [0.8, 1.9, 0.79, 0.12, 0.85, 1.0, 0.9];
+    let (pods, cpu) = fleet(&cpus);
+    let world = World::new(
+        "paging",
+        |mut f| {
+            f.page_size = 2;
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let out = world.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lists: Vec<Option<String>> = world
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/pods"))
+        .map(|r| r.query("continue"))
+        .collect();
+    assert_eq!(
+        lists,
+        vec![
+            None,
+            Some("page-2".into()),
+            Some("page-4".into()),
+            Some("page-6".into())
+        ]
+    );
+    for r in world.kube.requests().iter().filter(|r| r.path().ends_with("/pods")) {
+        assert_eq!(r.query("labelSelector").as_deref(), Some("app=consumer"));
+        assert_eq!(r.query("limit").as_deref(), Some("500"));
+        assert!(
+            r.target.contains("labelSelector=app%3Dconsumer"),
+            "percent-encoded: {}",
+            r.target
+        );
+    }
+    assert_eq!(world.removals(), vec![evict(1), evict(3)]);
+}
+
+#[test]
+fn an_expired_continue_token_restarts_the_list_once() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0, 0.9]);
+    let world = World::new(
+        "gone-once",
+        |mut f| {
+            f.page_size = 3;
+            f.expire_continue = 1;
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let out = world.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lists: Vec<Option<String>> = world
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.path().ends_with("/pods"))
+        .map(|r| r.query("continue"))
+        .collect();
+    assert_eq!(
+        lists,
+        vec![
+            None,
+            Some("page-3".into()),
+            None,
+            Some("page-3".into()),
+            Some("page-6".into())
+        ]
+    );
+    assert_eq!(
+        world.removals(),
+        vec![evict(1), evict(3)],
+        "the restarted list is complete, not doubled"
+    );
+
+    // Expired twice in a row: the run fails, and nothing is removed.
+    let world = World::new(
+        "gone-twice",
+        |mut f| {
+            f.page_size = 3;
+            f.expire_continue = 2;
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let out = world.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("got 410: The provided continue parameter is too old"),
+        "{}",
+        out.stderr
+    );
+    assert!(world.kube.mutations().is_empty());
+}
+
+#[test]
+fn a_forbidden_list_fails_the_run_with_the_servers_message() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let forbidden = Reply::json(403, fixture("k8s/status_403_forbidden_list_pods.json"));
+    let world = World::new("forbidden", |f| f.reply("list", forbidden), &pods, &cpu);
+    let out = world.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("list pods (GET https://127.0.0.1:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("got 403: pods is forbidden: User"),
+        "{}",
+        out.stderr
+    );
+    assert!(world.kube.mutations().is_empty());
+    let metrics = world.metrics();
+    assert_eq!(outcome(&metrics), "error");
+    assert!(
+        metrics.contains("rebalancer_errors_total{stage=\"kubernetes\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_missing_deployment_is_said_plainly() {
+    let (pods, cpu) = fleet(&[1.0, 1.0, 1.0]);
+    let world = World::new("no-deploy", |f| f, &pods, &cpu);
+    let out = world.run(&[("DEPLOYMENT_NAME", "other")]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("deployment other not found in namespace no-deploy"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_server_signed_by_another_ca_is_refused_before_any_request() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new("wrong-ca", |f| f, &pods, &cpu);
+    std::fs::write(world.dir.path().join("sa/ca.crt"), Pki::new().ca_pem).expect("other CA");
+    let out = world.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("UnknownIssuer") || out.stderr.contains("invalid peer certificate"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        world.kube.requests().is_empty(),
+        "a request reached the server: {:?}",
+        world.kube.requests()
+    );
+}
+
+#[test]
+fn a_disruption_budget_on_the_hottest_still_lets_the_coldest_go() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let pdb = Reply::json(429, fixture("k8s/constructed/status_429_eviction_pdb.json"));
+    let world = World::new("pdb", |f| f.reply(&format!("evict:{}", name(1)), pdb), &pods, &cpu);
+    let out = world.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(world.removals(), vec![evict(1), evict(3)]);
+    assert!(out.stderr.contains("PodDisruptionBudget"), "{}", out.stderr);
+    assert_eq!(world.events().len(), 1, "only the removed pod gets an Event");
+    let metrics = world.metrics();
+    assert!(
+        metrics.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_unexpected_eviction_failure_stops_acting() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let broken = Reply::text(500, "etcdserver: request timed out");
+    let world = World::new(
+        "evict-500",
+        |f| f.reply(&format!("evict:{}", name(1)), broken),
+        &pods,
+        &cpu,
+    );
+    let out = world.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(
+        world.removals(),
+        vec![evict(1)],
+        "the coldest is not tried after a broken API"
+    );
+    assert!(
+        out.stderr.contains("got 500: etcdserver: request timed out"),
+        "{}",
+        out.stderr
+    );
+    assert!(world.metrics().contains("rebalancer_errors_total{stage=\"act\"} 1\n"));
+}
+
+/// A metrics endpoint that answers every request with `reply`.
+fn canned(reply: Reply) -> Server {
+    Server::http(Arc::new(move |_: &Request| reply.clone()))
+}
+
+/// Runs a healthy imbalanced fleet against a metrics endpoint; checks the exit code,
+/// that nothing was removed unless allowed, and a phrase of the log.
+fn check_metrics_endpoint(
+    namespace: &str,
+    endpoint: &str,
+    extra: &[(&str, &str)],
+    code: i32,
+    phrase: &str,
+) -> (World, Output) {
+    let (pods, _) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let mut world = World::new(namespace, |f| f, &pods, &[]);
+    world.prometheus = endpoint.to_string();
+    let out = world.run(extra);
+    assert_eq!(out.code, code, "{}", out.stderr);
+    assert!(out.stderr.contains(phrase), "expected {phrase:?} in:\n{}", out.stderr);
+    if code != 0 {
+        assert!(world.kube.mutations().is_empty(), "{:?}", world.kube.mutations());
+        assert!(
+            world
+                .metrics()
+                .contains("rebalancer_errors_total{stage=\"metrics\"} 1\n")
+        );
+    }
+    (world, out)
+}
+
+#[test]
+fn victoriametrics_failures_fail_the_run_and_remove_nothing() {
+    // Down: nothing listens on the port.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    check_metrics_endpoint(
+        "vm-down",
+        &format!("http://127.0.0.1:{closed}"),
+        &[],
+        1,
+        "Connection refused",
+    );
+    // A 422 with VictoriaMetrics' own error envelope.
+    let s = canned(Reply::json(422, fixture("vm/error_422_parse.json")));
+    check_metrics_endpoint("vm-422", &s.url(), &[], 1, "got 422: error when executing query=");
+    // A server slower than PROMETHEUS_TIMEOUT.
+    let mut slow = Reply::json(200, fixture("vm/query_cpu_by_pod.json"));
+    slow.delay = Duration::from_secs(4);
+    let s = canned(slow);
+    let (_, out) = check_metrics_endpoint(
+        "vm-timeout",
+        &s.url(),
+        &[("PROMETHEUS_TIMEOUT", "1s")],
+        1,
+        "timed out after 1s",
+    );
+    assert!(
+        out.elapsed < Duration::from_secs(3),
+        "PROMETHEUS_TIMEOUT bounds the request: {:?}",
+        out.elapsed
+    );
+    // A partial answer from a cluster with a storage node down.
+    let partial = r#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[]}}"#;
+    let s = canned(Reply::json(200, partial));
+    check_metrics_endpoint("vm-partial", &s.url(), &[], 1, "isPartial is true");
+    // The recorded empty answer.
+    let s = canned(Reply::json(200, fixture("vm/query_empty.json")));
+    check_metrics_endpoint(
+        "vm-empty",
+        &s.url(),
+        &[],
+        1,
+        "no CPU metrics for container ingestion-consumer in namespace vm-empty over 5m",
+    );
+}
+
+#[test]
+fn a_real_victoriametrics_without_our_series_fails_the_run() {
+    let (pods, _) = fleet(&[0.8, 1.9, 0.79]);
+    let world = World::new("vm-real-empty", |f| f, &pods, &[]);
+    let out = world.run(&[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("no CPU metrics for container ingestion-consumer in namespace vm-real-empty over 5m"),
+        "{}",
+        out.stderr
+    );
+    assert!(world.kube.mutations().is_empty());
+}
+
+#[test]
+fn infinite_samples_exclude_their_pods_and_nothing_else() {
+    // The recorded answer names pods b (+Inf), c (-Inf) and d (0.5).
+    let pods = vec![pod("b"), pod("c"), pod("d"), pod("e")];
+    let s = canned(Reply::json(200, fixture("vm/query_nan_inf.json")));
+    let mut world = World::new("vm-inf", |f| f, &pods, &[]);
+    world.prometheus = s.url();
+    let out = world.run(&[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("excluded=\"invalid metrics\""), "{}", out.stderr);
+    assert_eq!(outcome(&world.metrics()), "too_few_pods");
+    assert!(world.kube.mutations().is_empty());
+}
+
+#[test]
+fn a_missing_deployment_name_is_a_configuration_error_before_any_request() {
+    let (pods, cpu) = fleet(&[1.0]);
+    let world = World::new("no-name", |f| f, &pods, &cpu);
+    let mut env = world.env(&[]);
+    env.retain(|(k, _)| k != "DEPLOYMENT_NAME");
+    let out = run_bin(&[], &env);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("DEPLOYMENT_NAME (--deployment-name): required"),
+        "{}",
+        out.stderr
+    );
+    assert!(world.kube.requests().is_empty());
+    assert!(!world.metrics_path().exists(), "no metrics on exit 2");
+}
+
+#[test]
+fn metrics_counters_carry_over_between_runs() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new("carry-over", |f| f, &pods, &cpu);
+    assert_eq!(world.run(&[]).code, 0);
+    assert_eq!(world.run(&[("DRY_RUN", "1")]).code, 0);
+    assert_eq!(world.run(&[("PROMETHEUS_ENDPOINT", "http://127.0.0.1:1")]).code, 1);
+    let m = world.metrics();
+    for line in [
+        "rebalancer_executions_total{status=\"success\"} 2",
+        "rebalancer_executions_total{status=\"error\"} 1",
+        "rebalancer_pods_analyzed_total 10",
+        "rebalancer_pods_deleted_total{type=\"highest_cpu\"} 1",
+        "rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1",
+        "rebalancer_errors_total{stage=\"metrics\"} 1",
+        "rebalancer_cpu_variance_threshold 0.3",
+        "rebalancer_cycle_outcome{outcome=\"error\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line:?} in\n{m}");
+    }
+    assert!(
+        m.contains("rebalancer_last_success_timestamp_seconds "),
+        "kept from the successful runs"
+    );
+    assert!(
+        !m.contains("rebalancer_cpu_usage_mean"),
+        "the failed run computed no statistics"
+    );
+}

@@ -1,0 +1,1 @@
+//! `pod-rebalancer plan` on saved responses.

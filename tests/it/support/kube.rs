@@ -1,0 +1,237 @@
+//! A fake Kubernetes API for one namespace: it serves a Deployment and pods derived
+//! from recorded objects (a real kind v1.36 pod and Deployment, with their managed
+//! fields, probes and volumes), pages the list, and answers evictions, deletions and
+//! events. Any answer can be replaced per route to inject a fault.
+
+use super::fixture;
+use super::server::{Handler, Reply, Request};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One pod of the fleet, as a test describes it.
+#[derive(Debug, Clone)]
+pub struct FakePod {
+    pub name: String,
+    pub age_secs: i64,
+    pub phase: &'static str,
+    pub ready: bool,
+    pub terminating: bool,
+    pub cpu_request: &'static str,
+}
+
+/// A healthy, hour-old pod requesting one core.
+pub fn pod(name: &str) -> FakePod {
+    FakePod {
+        name: name.to_string(),
+        age_secs: 3600,
+        phase: "Running",
+        ready: true,
+        terminating: false,
+        cpu_request: "1",
+    }
+}
+
+pub fn uid_of(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        (h >> 16) & 0xffff,
+        h & 0xfff,
+        (h >> 4) & 0xfff,
+        h & 0xffff_ffff_ffff
+    )
+}
+
+fn rfc3339(t: i64) -> String {
+    // Civil-from-days (Hinnant), as in the product; tests must not trust the product's clock code.
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The recorded coredns pod, rewritten into one of our fleet.
+pub fn pod_json(namespace: &str, deployment: &str, p: &FakePod, now: i64) -> Value {
+    let list: Value =
+        serde_json::from_str(&fixture("k8s/podlist_kube-system_kind-v1.36.json")).expect("recorded pod list");
+    let mut pod = list["items"][0].clone();
+    let created = rfc3339(now - p.age_secs);
+    let meta = &mut pod["metadata"];
+    meta["name"] = json!(p.name);
+    meta["namespace"] = json!(namespace);
+    meta["uid"] = json!(uid_of(&p.name));
+    meta["generateName"] = json!(format!("{deployment}-5f7c9d8b4d-"));
+    meta["creationTimestamp"] = json!(created);
+    meta["labels"] = json!({"app": "consumer", "pod-template-hash": "5f7c9d8b4d"});
+    if p.terminating {
+        meta["deletionTimestamp"] = json!(rfc3339(now));
+        meta["deletionGracePeriodSeconds"] = json!(30);
+    }
+    let container = &mut pod["spec"]["containers"][0];
+    container["name"] = json!(deployment);
+    container["resources"]["requests"]["cpu"] = json!(p.cpu_request);
+    pod["status"]["phase"] = json!(p.phase);
+    pod["status"]["startTime"] = json!(created);
+    let ready = if p.ready { "True" } else { "False" };
+    for c in pod["status"]["conditions"].as_array_mut().expect("conditions") {
+        if c["type"] == "Ready" || c["type"] == "ContainersReady" {
+            c["status"] = json!(ready);
+        }
+    }
+    pod
+}
+
+/// The recorded coredns Deployment, renamed, with a finished rollout of `replicas`.
+pub fn deployment_json(namespace: &str, name: &str, replicas: i64) -> Value {
+    let list: Value =
+        serde_json::from_str(&fixture("k8s/deploymentlist_coredns_kind-v1.36.json")).expect("recorded deployments");
+    let mut d = list["items"][0].clone();
+    d["metadata"]["name"] = json!(name);
+    d["metadata"]["namespace"] = json!(namespace);
+    d["metadata"]["generation"] = json!(3);
+    d["spec"]["replicas"] = json!(replicas);
+    let s = &mut d["status"];
+    s["observedGeneration"] = json!(3);
+    for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
+        s[k] = json!(replicas);
+    }
+    d
+}
+
+/// The state and the scripted answers of the fake API.
+pub struct Fake {
+    pub namespace: String,
+    pub deployment_name: String,
+    pub deployment: Value,
+    pub pods: Vec<Value>,
+    /// The server's page size; the smaller of this and the client's `limit` is used.
+    pub page_size: usize,
+    /// How many continue requests are answered 410 Gone before paging works.
+    pub expire_continue: usize,
+    /// Replaces the answer to a route: "deployment", "list", "event", or "evict:NAME"/"delete:NAME".
+    pub replies: HashMap<String, Reply>,
+}
+
+impl Fake {
+    pub fn new(namespace: &str, deployment: &str, pods: &[FakePod], now: i64) -> Fake {
+        Fake {
+            namespace: namespace.to_string(),
+            deployment_name: deployment.to_string(),
+            deployment: deployment_json(namespace, deployment, pods.len() as i64),
+            pods: pods.iter().map(|p| pod_json(namespace, deployment, p, now)).collect(),
+            page_size: 500,
+            expire_continue: 0,
+            replies: HashMap::new(),
+        }
+    }
+
+    pub fn reply(mut self, route: &str, reply: Reply) -> Fake {
+        self.replies.insert(route.to_string(), reply);
+        self
+    }
+
+    pub fn into_handler(self) -> Handler {
+        let state = Arc::new(Mutex::new(self));
+        Arc::new(move |req: &Request| state.lock().expect("fake state").answer(req))
+    }
+
+    fn answer(&mut self, req: &Request) -> Reply {
+        let ns = format!("/namespaces/{}/", self.namespace);
+        let path = req.path().to_string();
+        let deployment_path = format!("/apis/apps/v1{ns}deployments/{}", self.deployment_name);
+        let pods_path = format!("/api/v1{ns}pods");
+        let events_path = format!("/api/v1{ns}events");
+        if req.method == "GET" && path == deployment_path {
+            return self
+                .replies
+                .get("deployment")
+                .cloned()
+                .unwrap_or_else(|| Reply::json(200, self.deployment.to_string()));
+        }
+        if req.method == "GET" && path == pods_path {
+            return self.list(req);
+        }
+        if req.method == "POST" && path == events_path {
+            return self
+                .replies
+                .get("event")
+                .cloned()
+                .unwrap_or_else(|| Reply::json(201, String::from_utf8_lossy(&req.body)));
+        }
+        if let Some(rest) = path.strip_prefix(&format!("{pods_path}/")) {
+            if let (Some(name), "POST") = (rest.strip_suffix("/eviction"), req.method.as_str()) {
+                return self
+                    .replies
+                    .get(&format!("evict:{name}"))
+                    .cloned()
+                    .unwrap_or_else(|| Reply::json(201, fixture("k8s/constructed/status_201_eviction_success.json")));
+            }
+            if req.method == "DELETE" && !rest.contains('/') {
+                if let Some(reply) = self.replies.get(&format!("delete:{rest}")) {
+                    return reply.clone();
+                }
+                let pod = self.pods.iter().find(|p| p["metadata"]["name"] == rest).cloned();
+                return match pod {
+                    Some(mut pod) => {
+                        pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                        Reply::json(200, pod.to_string())
+                    }
+                    None => Reply::json(404, fixture("k8s/status_404_notfound_pod.json")),
+                };
+            }
+        }
+        Reply::json(404, fixture("k8s/status_404_notfound_pod.json"))
+    }
+
+    fn list(&mut self, req: &Request) -> Reply {
+        if let Some(reply) = self.replies.get("list") {
+            return reply.clone();
+        }
+        let limit = req
+            .query("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+            .min(self.page_size);
+        let offset = match req.query("continue") {
+            Some(token) => {
+                if self.expire_continue > 0 {
+                    self.expire_continue -= 1;
+                    return Reply::json(410, fixture("k8s/constructed/status_410_expired_continue.json"));
+                }
+                token
+                    .strip_prefix("page-")
+                    .and_then(|o| o.parse::<usize>().ok())
+                    .unwrap_or(0)
+            }
+            None => 0,
+        };
+        let end = (offset + limit).min(self.pods.len());
+        let items: Vec<Value> = self.pods[offset.min(end)..end].to_vec();
+        let mut metadata = json!({"resourceVersion": "85783"});
+        if end < self.pods.len() {
+            metadata["continue"] = json!(format!("page-{end}"));
+            metadata["remainingItemCount"] = json!(self.pods.len() - end);
+        }
+        Reply::json(
+            200,
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": metadata, "items": items}).to_string(),
+        )
+    }
+}
