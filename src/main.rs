@@ -2,21 +2,7 @@
 //! CPU load is spread too unevenly. `main` only maps the command line to a run and
 //! the run to an exit code (0 done, 1 failed, 2 invalid configuration).
 
-mod act;
-mod cli;
-mod clock;
-mod config;
-mod cycle;
-mod error;
-mod http;
-mod kube;
-mod logging;
-mod plan;
-mod report;
-mod show;
-mod stats;
-mod victoria;
-
+use pod_rebalancer::{cli, config, cycle, logging};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

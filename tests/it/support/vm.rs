@@ -51,7 +51,8 @@ impl Vm {
         .collect::<Vec<_>>()
         .join(" ");
         let script = format!(
-            "{binary} {flags} >{log} 2>&1 & vm=$!; while kill -0 {pid} 2>/dev/null && kill -0 $vm 2>/dev/null; do sleep 0.3; done; kill $vm 2>/dev/null; wait $vm",
+            "{binary} {flags} >{log} 2>&1 & vm=$!; while kill -0 {pid} 2>/dev/null && kill -0 $vm 2>/dev/null; do sleep 0.3; done; kill $vm 2>/dev/null; wait $vm; rm -rf {dir}",
+            dir = data.path().display(),
             log = data.path().join("vm.log").display(),
             pid = std::process::id(),
         );
