@@ -21,7 +21,9 @@ pub const PAGE_LIMIT: usize = 500;
 struct PodList {
     #[serde(default)]
     metadata: ListMeta,
-    items: Option<Vec<WirePod>>,
+    /// Required and not null: a page without items is a broken page, and treating it
+    /// as empty would silently shrink the fleet the budget is computed on.
+    items: Vec<WirePod>,
 }
 
 #[derive(Deserialize, Default)]
@@ -193,12 +195,7 @@ pub fn parse_pod_list(json: &str, container: Option<&str>) -> Result<(Vec<Pod>, 
 }
 
 fn list_into_pods(list: PodList, container: Option<&str>) -> (Vec<Pod>, Option<String>) {
-    let pods = list
-        .items
-        .unwrap_or_default()
-        .into_iter()
-        .map(|p| p.into_pod(container))
-        .collect();
+    let pods = list.items.into_iter().map(|p| p.into_pod(container)).collect();
     (pods, list.metadata.next.filter(|c| !c.is_empty()))
 }
 
@@ -375,6 +372,19 @@ mod tests {
         assert!(!coredns.uid.is_empty() && coredns.node.is_some() && coredns.created.is_some());
         assert_eq!(coredns.cpu_request, Some(0.1));
         assert_eq!(coredns.cpu_limit, None);
+    }
+
+    #[test]
+    fn a_list_without_items_is_not_an_empty_list() {
+        for body in [
+            "{}",
+            r#"{"kind":"PodList","items":null}"#,
+            include_str!("../fixtures/vm/query_cpu_by_pod.json"),
+        ] {
+            assert!(parse_pod_list(body, None).is_err(), "{body}");
+        }
+        let empty = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"27131"},"items":[]}"#;
+        assert_eq!(parse_pod_list(empty, None).unwrap().0, vec![]);
     }
 
     #[test]
