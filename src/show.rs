@@ -1,14 +1,35 @@
 //! The plan for a person: a table of pods by CPU with a bar each, the statistics and
-//! the decision in one sentence. Pure: builds a `String`, the caller prints it.
+//! the decision in a sentence, in 80 columns. Pure: builds a `String`, the caller prints.
 
 use crate::plan::{Decision, Plan, Role};
 use std::fmt::Write as _;
 
-const NAME_WIDTH: usize = 34;
+const WIDTH: usize = 80;
+const NAME_WIDTH: usize = 24;
 const BAR_WIDTH: usize = 16;
 
-/// Shortens a long pod name from the left: the end of a pod name (the ReplicaSet
-/// hash and the pod suffix) is what tells pods apart.
+/// The longest prefix, ending with '-', that every name shares. Pods of one
+/// Deployment share `DEPLOYMENT-HASH-`; what is left tells them apart.
+pub fn common_prefix<'a>(names: impl Iterator<Item = &'a str> + Clone) -> String {
+    let mut names = names.peekable();
+    let Some(first) = names.peek().copied() else {
+        return String::new();
+    };
+    let mut len = first.len();
+    for name in names.clone() {
+        len = len.min(first.bytes().zip(name.bytes()).take_while(|(a, b)| a == b).count());
+    }
+    // Keep the whole last name out of the prefix, so no pod shows as empty.
+    if names.clone().any(|n| n.len() == len) {
+        len = len.saturating_sub(1);
+    }
+    match first[..len].rfind('-') {
+        Some(dash) => first[..=dash].to_string(),
+        None => String::new(),
+    }
+}
+
+/// Shortens from the left: the end of a pod name is what tells pods apart.
 fn short(name: &str, width: usize) -> String {
     let count = name.chars().count();
     if count <= width {
@@ -18,41 +39,59 @@ fn short(name: &str, width: usize) -> String {
     format!("…{tail}")
 }
 
-fn cores(x: f64) -> String {
-    format!("{x:.3}")
+/// Wraps `text` at `WIDTH` columns; continuation lines are indented by `indent`.
+fn wrap(out: &mut String, text: &str, indent: usize) {
+    let lead = text.len() - text.trim_start().len();
+    let mut line = " ".repeat(lead);
+    for word in text.trim_start().split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
+            let _ = writeln!(out, "{line}");
+            line = " ".repeat(indent);
+        } else if !line.is_empty() && !line.chars().all(|c| c == ' ') {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    let _ = writeln!(out, "{line}");
 }
 
-/// Renders the plan; `verb` is "would evict" / "would delete" (or "evict").
+/// Renders the plan; `verb` is "would evict", "would delete", "evict" or "delete".
 pub fn text(plan: &Plan, verb: &str) -> String {
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "pod-rebalancer plan: container {} in namespace {} at {}",
-        plan.container,
-        plan.namespace,
-        crate::clock::format_rfc3339(plan.now)
+    let prefix = common_prefix(plan.pods.iter().map(|v| v.pod.name.as_str()));
+    wrap(
+        &mut o,
+        &format!(
+            "namespace {}, container {}, at {}",
+            plan.namespace,
+            plan.container,
+            crate::clock::format_rfc3339(plan.now)
+        ),
+        2,
     );
+    if !prefix.is_empty() {
+        wrap(&mut o, &format!("pod names start with {prefix} (shortened below)"), 2);
+    }
     let _ = writeln!(o);
-    let width = plan
+    let shown: Vec<String> = plan
         .pods
         .iter()
-        .map(|v| v.pod.name.chars().count())
+        .map(|v| v.pod.name[prefix.len()..].to_string())
+        .collect();
+    let width = shown
+        .iter()
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(3)
         .clamp(3, NAME_WIDTH);
-    let _ = writeln!(
-        o,
-        "  {:<width$}  {:>6}  {:>5}  {:<BAR_WIDTH$}",
-        "POD", "CORES", "%REQ", "LOAD"
-    );
+    let _ = writeln!(o, "  {:<width$}  {:>6}  {:>5}  LOAD", "POD", "CORES", "%REQ");
     let hottest = plan.pods.iter().filter_map(|v| v.cpu).fold(0.0f64, f64::max);
-    for v in &plan.pods {
+    for (v, name) in plan.pods.iter().zip(&shown) {
         let mark = match v.role {
             Some(Role::HighestCpu) => "▲",
             Some(Role::LowestCpu) => "▼",
             None => " ",
         };
-        let name = short(&v.pod.name, width);
         let (cpu, pct, bar) = match v.cpu {
             Some(c) => {
                 let pct = v
@@ -67,7 +106,7 @@ pub fn text(plan: &Plan, verb: &str) -> String {
                 };
                 let filled = filled.clamp(usize::from(c > 0.0), BAR_WIDTH);
                 (
-                    cores(c),
+                    format!("{c:.3}"),
                     pct,
                     format!("{}{}", "█".repeat(filled), " ".repeat(BAR_WIDTH - filled)),
                 )
@@ -80,48 +119,79 @@ pub fn text(plan: &Plan, verb: &str) -> String {
             (None, Some(why)) => format!("excluded: {why}"),
             (None, None) => String::new(),
         };
-        let line = format!("{mark} {name:<width$}  {cpu:>6}  {pct:>5}  {bar}  {note}");
+        let line = format!(
+            "{mark} {:<width$}  {cpu:>6}  {pct:>5}  {bar}  {note}",
+            short(name, width)
+        );
         let _ = writeln!(o, "{}", line.trim_end());
     }
     let _ = writeln!(o);
     let eligible = plan.pods.iter().filter(|v| v.excluded.is_none()).count();
-    let _ = writeln!(
-        o,
-        "pods: {} matched, {} eligible, {} healthy (Running, Ready, not terminating); budget {} (min pods {})",
-        plan.pods.len(),
-        eligible,
-        plan.healthy,
-        plan.budget,
-        plan.min_pods
+    wrap(
+        &mut o,
+        &format!(
+            "pods: {} matched, {} eligible, {} healthy; may remove {} (min pods {})",
+            plan.pods.len(),
+            eligible,
+            plan.healthy,
+            plan.budget,
+            plan.min_pods
+        ),
+        2,
     );
     match plan.stats {
-        Some(s) => {
-            let _ = writeln!(
-                o,
-                "mean {} cores, stddev {} cores, spread {:.2} (threshold {:.2})",
-                cores(s.mean),
-                cores(s.stddev),
-                s.spread,
-                plan.threshold
-            );
-        }
-        None => {
-            let _ = writeln!(o, "no statistics: no eligible pod (threshold {:.2})", plan.threshold);
-        }
+        Some(s) => wrap(
+            &mut o,
+            &format!(
+                "cpu: mean {:.3} cores, stddev {:.3} cores, spread {:.2} (threshold {:.2})",
+                s.mean, s.stddev, s.spread, plan.threshold
+            ),
+            2,
+        ),
+        None => wrap(
+            &mut o,
+            &format!("cpu: no eligible pod, no statistics (threshold {:.2})", plan.threshold),
+            2,
+        ),
     }
     let _ = writeln!(o);
-    let _ = writeln!(o, "decision: {}", plan.summary(verb));
-    if let Decision::Remove { pods } = &plan.decision {
-        for p in pods {
-            let _ = writeln!(
-                o,
-                "  {} {} ({} cores, {})",
-                verb,
-                p.name,
-                cores(p.cpu),
-                p.role.label().replace('_', " ")
+    match (&plan.decision, plan.stats) {
+        (Decision::Remove { pods }, Some(s)) => {
+            wrap(
+                &mut o,
+                &format!(
+                    "decision: {verb} {}: spread {:.2} > threshold {:.2}",
+                    if pods.len() == 1 {
+                        "1 pod".to_string()
+                    } else {
+                        format!("{} pods", pods.len())
+                    },
+                    s.spread,
+                    plan.threshold
+                ),
+                2,
             );
+            for p in pods {
+                wrap(
+                    &mut o,
+                    &format!(
+                        "  {} ({:.3} cores, {})",
+                        p.name,
+                        p.cpu,
+                        p.role.label().replace('_', " ")
+                    ),
+                    4,
+                );
+            }
+            if pods.len() == 1 {
+                wrap(
+                    &mut o,
+                    &format!("  only one: {} healthy pods, {} must stay", plan.healthy, plan.min_pods),
+                    4,
+                );
+            }
         }
+        _ => wrap(&mut o, &format!("decision: {}", plan.summary(verb)), 2),
     }
     o
 }
@@ -134,5 +204,24 @@ mod tests {
     fn long_names_keep_their_distinguishing_end() {
         assert_eq!(short("ingestion-consumer-5f7c9d8b4d-7qwzt", 20), "…er-5f7c9d8b4d-7qwzt");
         assert_eq!(short("short", 20), "short");
+    }
+
+    #[test]
+    fn the_common_prefix_ends_at_a_dash_and_never_swallows_a_name() {
+        let p = |names: &[&str]| common_prefix(names.iter().copied());
+        assert_eq!(p(&["c-5f7c-aaa", "c-5f7c-abb"]), "c-5f7c-");
+        assert_eq!(p(&["c-5f7c-aaa", "c-6d8e-aaa"]), "c-");
+        assert_eq!(p(&["c-5f7c-aaa"]), "c-5f7c-");
+        assert_eq!(p(&["c-5f7c", "c-5f7c-x"]), "c-");
+        assert_eq!(p(&["alpha", "beta"]), "");
+        assert_eq!(p(&[]), "");
+    }
+
+    #[test]
+    fn wrapping_keeps_to_eighty_columns() {
+        let mut out = String::new();
+        wrap(&mut out, &"word ".repeat(40), 2);
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "{out}");
+        assert!(out.lines().skip(1).all(|l| l.starts_with("  word")), "{out}");
     }
 }
