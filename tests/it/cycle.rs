@@ -723,3 +723,55 @@ fn metrics_counters_carry_over_between_runs() {
         "the failed run computed no statistics"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_fields_as_keys() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new("json-logs", |f| f, &pods, &cpu);
+    let out = world.run(&[("LOG_FORMAT", "json"), ("DRY_RUN", "true")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<serde_json::Value> = out
+        .stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    for l in &lines {
+        assert!(l["ts"].as_str().is_some_and(|t| t.ends_with('Z')), "{l}");
+        assert!(l["level"].is_string() && l["msg"].is_string(), "{l}");
+    }
+    let plan = lines.iter().find(|l| l["decision"] == "remove").expect("the plan line");
+    assert_eq!(plan["eligible"], 5);
+    assert_eq!(plan["threshold"], 0.3);
+    let hottest = lines
+        .iter()
+        .find(|l| l["pod"] == name(1).as_str() && l["msg"] == "pod")
+        .expect("the hottest pod's line");
+    assert_eq!(hottest["cpu"], 1.9);
+    assert_eq!(hottest["eligible"], true);
+}
+
+#[test]
+fn metrics_are_pushed_as_written() {
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new("push", |f| f, &pods, &cpu);
+    let sink = Server::http(Arc::new(|_: &Request| Reply::text(204, "")));
+    let push_url = format!("{}/api/v1/import/prometheus", sink.url());
+    let out = world.run(&[("METRICS_PUSH_URL", &push_url)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let pushed = sink.requests();
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].method, "POST");
+    assert_eq!(pushed[0].path(), "/api/v1/import/prometheus");
+    assert!(
+        pushed[0]
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"))
+    );
+    assert_eq!(String::from_utf8_lossy(&pushed[0].body), world.metrics());
+
+    // A failed push is a warning, not a failed run.
+    let dead = Server::http(Arc::new(|_: &Request| Reply::text(503, "overloaded")));
+    let out = world.run(&[("METRICS_PUSH_URL", &dead.url()), ("DRY_RUN", "true")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("metrics push failed"), "{}", out.stderr);
+}
