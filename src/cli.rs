@@ -143,6 +143,10 @@ pub struct PlanArgs {
     pub deployment: Option<PathBuf>,
     pub now: Option<String>,
     pub output: Option<String>,
+    /// Live plan only: write the responses read into this directory.
+    pub save: Option<PathBuf>,
+    /// Show every pod, however many.
+    pub all: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -190,10 +194,15 @@ fn parse_args(mut parser: lexopt::Parser, mut raw: Raw) -> Result<Command, Strin
                         "pods" => Some(&mut p.pods),
                         "cpu" => Some(&mut p.cpu),
                         "deployment" => Some(&mut p.deployment),
+                        "save" => Some(&mut p.save),
                         _ => None,
                     };
                     if let Some(slot) = slot {
                         *slot = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?));
+                        continue;
+                    }
+                    if name == "all" {
+                        p.all = true;
                         continue;
                     }
                     if name == "now" || name == "output" {
@@ -238,9 +247,13 @@ is spread too unevenly, so the consumer group reassigns its partitions. One run,
 USAGE:
     pod-rebalancer [FLAGS]
         One cycle against the cluster: read, decide, act (unless --dry-run), report.
-    pod-rebalancer plan --pods FILE --cpu FILE [--deployment FILE] [--now RFC3339] [--output text|json]
-        The decision on saved responses (`kubectl get pods -o json`, the JSON answer of
-        /api/v1/query, `kubectl get deploy -o json`), printed for a person. No connection.
+    pod-rebalancer plan [--save DIR] [--output text|json] [--all] [FLAGS]
+        The read-only half of a cycle: reads the cluster and the metrics like a run,
+        prints the plan for a person, sends no mutating request and no Event.
+        --save DIR writes the responses read (pods.json, deployment.json, cpu.json).
+    pod-rebalancer plan --pods FILE --cpu FILE [--deployment FILE] [--now RFC3339] [--output text|json] [--all]
+        The same picture from saved responses (`kubectl get pods -o json`, the JSON
+        answer of /api/v1/query, `kubectl get deploy -o json`). No connection.
 
 SETTINGS (flag beats variable; an empty variable is unset):
 ",

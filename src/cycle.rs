@@ -5,7 +5,8 @@
 //! code and the metrics of the run. A failure before acting means nothing is removed.
 
 use crate::act;
-use crate::cli::PlanArgs;
+use crate::cli::{PlanArgs, Raw};
+use crate::config;
 use crate::config::{Cluster, Config, EvictionMode};
 use crate::error::{Cause, Error};
 use crate::http::{self, Client};
@@ -97,18 +98,28 @@ fn prometheus_client(config: &Config) -> Result<Client, Error> {
     Ok(Client::new(&p.url, p.timeout, roots, token))
 }
 
-fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Error> {
-    let now = clock::now_unix();
+/// The clients of one run, built from the files they need (read on every run).
+struct Clients {
+    kube: Client,
+    metrics: Client,
+}
+
+fn clients(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<Clients, Error> {
     tally.stage = "kubernetes";
-    let kube_client = kube_client(cluster)?;
+    let kube = kube_client(cluster)?;
     tally.stage = "metrics";
-    let metrics_client = prometheus_client(config)?;
+    let metrics = prometheus_client(config)?;
+    Ok(Clients { kube, metrics })
+}
+
+/// Reads the cluster and the metrics and decides: the read-only half of a cycle,
+/// shared by the live run and the live `plan`.
+fn observe(config: &Config, cluster: &Cluster, clients: &Clients, now: i64, tally: &mut Tally) -> Result<Plan, Error> {
     tally.stage = "kubernetes";
     let kube = Kube {
-        client: &kube_client,
+        client: &clients.kube,
         namespace: &config.namespace,
     };
-
     let rollout = kube.deployment(&cluster.deployment)?;
     let pods = kube.pods(&config.selector, &cluster.deployment)?;
     log::debug!(matched = pods.len(); "pods listed");
@@ -116,12 +127,12 @@ fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Er
     tally.stage = "metrics";
     let query = victoria::cpu_query(&config.namespace, &cluster.deployment, config.decision.window_secs);
     log::debug!(query = query.as_str(); "querying CPU");
-    let samples = victoria::query_cpu(&metrics_client, &query)?;
+    let samples = victoria::query_cpu(&clients.metrics, &query)?;
 
     // `decide` fails only for "no pods matched" (the selector's fault) and "no CPU
     // metrics" (the metrics pipeline's), so the stage to blame is known up front.
     tally.stage = if pods.is_empty() { "kubernetes" } else { "metrics" };
-    let plan = plan::decide(&Inputs {
+    plan::decide(&Inputs {
         pods: &pods,
         samples: &samples,
         rollout: Some(&rollout),
@@ -129,7 +140,13 @@ fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Er
         settings: &config.decision,
         container: &cluster.deployment,
         namespace: &config.namespace,
-    })?;
+    })
+}
+
+fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Error> {
+    let now = clock::now_unix();
+    let clients = clients(config, cluster, tally)?;
+    let plan = observe(config, cluster, &clients, now, tally)?;
     log_plan(&plan, config.mode, config.dry_run);
     tally.plan = Some(plan);
     let Some(plan) = tally.plan.as_ref() else { return Ok(()) };
@@ -145,6 +162,10 @@ fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Er
         Decision::Remove { .. } => {
             tally.outcome = "acted";
             tally.stage = "act";
+            let kube = Kube {
+                client: &clients.kube,
+                namespace: &config.namespace,
+            };
             let acted = act::execute(&kube, plan, config.mode, now);
             tally.removed = acted.removed;
             if let Some(e) = acted.error {
@@ -244,43 +265,57 @@ fn read_file(what: &str, path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|e| Error::io(format!("read {what} {}", path.display()), &e))
 }
 
-/// `pod-rebalancer plan` on saved responses: prints the plan, never connects.
-pub fn offline_plan(config: &Config, args: &PlanArgs) -> u8 {
+/// `pod-rebalancer plan`: the decision printed for a person, from saved responses
+/// (`--pods`/`--cpu`) or from a read-only live cycle. Never mutates anything.
+pub fn plan_command(raw: &Raw, args: &PlanArgs) -> u8 {
     let output = args.output.as_deref().unwrap_or("text").to_ascii_lowercase();
+    let mut problems = Vec::new();
     if output != "text" && output != "json" {
-        eprintln!("--output: expected text or json, got {output:?}");
-        return EXIT_USAGE;
+        problems.push(format!("--output: expected text or json, got {output:?}"));
     }
-    let (Some(pods_path), Some(cpu_path)) = (&args.pods, &args.cpu) else {
-        eprintln!("plan: expected --pods FILE and --cpu FILE (see --help)");
-        return EXIT_USAGE;
-    };
+    let offline = args.pods.is_some() || args.cpu.is_some();
+    if offline && (args.pods.is_none() || args.cpu.is_none()) {
+        problems.push("plan: --pods and --cpu go together (or neither, for a live plan)".to_string());
+    }
+    if offline && args.save.is_some() {
+        problems.push("plan: --save records a live plan; it does not go with --pods/--cpu".to_string());
+    }
+    if !offline && (args.deployment.is_some() || args.now.is_some()) {
+        problems.push("plan: --deployment and --now replay saved responses; they need --pods and --cpu".to_string());
+    }
     let now = match &args.now {
-        Some(text) => match clock::parse_rfc3339(text) {
-            Some(t) => t,
-            None => {
-                eprintln!("--now: expected an RFC 3339 time such as 2026-01-01T00:00:00Z, got {text:?}");
-                return EXIT_USAGE;
-            }
-        },
+        Some(text) => clock::parse_rfc3339(text).unwrap_or_else(|| {
+            problems.push(format!(
+                "--now: expected an RFC 3339 time such as 2026-01-01T00:00:00Z, got {text:?}"
+            ));
+            0
+        }),
         None => clock::now_unix(),
     };
-    match offline(config, pods_path, cpu_path, args.deployment.as_deref(), now) {
-        Ok(plan) => {
-            let verb = format!("would {}", config.mode.verb());
-            if output == "json" {
-                match serde_json::to_string_pretty(&plan) {
-                    Ok(json) => println!("{json}"),
-                    Err(e) => {
-                        eprintln!("render plan as JSON: {e}");
-                        return EXIT_FAILED;
-                    }
-                }
-            } else {
-                print!("{}", show::text(&plan, &verb));
-            }
-            EXIT_OK
+    let configs = if offline {
+        config::offline(raw).map(|c| (c, None))
+    } else {
+        config::live(raw).map(|(c, k)| (c, Some(k)))
+    };
+    let (config, cluster) = match configs {
+        Ok(ok) if problems.is_empty() => ok,
+        Ok(_) => return usage(&problems),
+        Err(more) => {
+            problems.extend(more);
+            return usage(&problems);
         }
+    };
+    crate::logging::init(config.log_level, config.log_format);
+    let result = match (&args.pods, &args.cpu, &cluster) {
+        (Some(pods), Some(cpu), _) => offline_plan(&config, pods, cpu, args.deployment.as_deref(), now),
+        (_, _, Some(cluster)) => live_plan(&config, cluster, args.save.as_deref(), now),
+        _ => Err(Error::refused(
+            "plan",
+            "expected --pods and --cpu, or a live configuration",
+        )),
+    };
+    match result {
+        Ok(plan) => print_plan(&plan, &config, &output, args.all),
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_FAILED
@@ -288,7 +323,98 @@ pub fn offline_plan(config: &Config, args: &PlanArgs) -> u8 {
     }
 }
 
-fn offline(
+/// Prints configuration problems, one a line; exit 2.
+pub fn usage(problems: &[String]) -> u8 {
+    for p in problems {
+        eprintln!("configuration: {p}");
+    }
+    eprintln!("(pod-rebalancer --help lists every setting)");
+    EXIT_USAGE
+}
+
+/// The JSON document of `plan --output json`: the plan with a format version.
+#[derive(serde::Serialize)]
+struct PlanDocument<'a> {
+    version: u32,
+    #[serde(flatten)]
+    plan: &'a Plan,
+}
+
+fn print_plan(plan: &Plan, config: &Config, output: &str, all: bool) -> u8 {
+    let verb = format!("would {}", config.mode.verb());
+    if output == "json" {
+        match serde_json::to_string_pretty(&PlanDocument { version: 1, plan }) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("render plan as JSON: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    } else {
+        use std::io::IsTerminal;
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        print!("{}", show::text(plan, &verb, show::Style { color, all }));
+    }
+    EXIT_OK
+}
+
+/// The read-only half of a live cycle; with `save`, the responses read are written
+/// there so the same decision can be replayed with `--pods/--cpu/--deployment`.
+fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) -> Result<Plan, Error> {
+    let mut tally = Tally {
+        outcome: "error",
+        stage: "kubernetes",
+        matched: None,
+        plan: None,
+        removed: Vec::new(),
+    };
+    let mut clients = clients(config, cluster, &mut tally)?;
+    if save.is_some() {
+        clients.kube = clients.kube.with_tap();
+        clients.metrics = clients.metrics.with_tap();
+    }
+    let observed = observe(config, cluster, &clients, now, &mut tally);
+    if let Some(dir) = save {
+        save_responses(dir, &clients)?;
+    }
+    observed
+}
+
+/// Writes `deployment.json`, `pods.json` (every page's items in one list) and
+/// `cpu.json` into `dir`. Only response bodies are written; tokens never are.
+fn save_responses(dir: &Path, clients: &Clients) -> Result<(), Error> {
+    let doing = format!("save responses to {}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(&doing, &e))?;
+    let kube = clients.kube.tapped();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| Error::io(format!("write {}", path.display()), &e))
+    };
+    if let Some(deployment) = kube.first() {
+        write("deployment.json", deployment)?;
+    }
+    // A 410 restart repeats pages: keep each pod once, by uid, the last copy.
+    let mut items: Vec<serde_json::Value> = Vec::new();
+    for page in kube.iter().skip(1) {
+        let page: serde_json::Value =
+            serde_json::from_slice(page).map_err(|e| Error::new(&doing, Cause::Malformed(e.to_string())))?;
+        for item in page["items"].as_array().into_iter().flatten() {
+            items.retain(|kept| kept["metadata"]["uid"] != item["metadata"]["uid"]);
+            items.push(item.clone());
+        }
+    }
+    if kube.len() > 1 {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items});
+        write("pods.json", list.to_string().as_bytes())?;
+    }
+    if let Some(cpu) = clients.metrics.tapped().first() {
+        write("cpu.json", cpu)?;
+    }
+    log::info!(dir:% = dir.display(); "responses saved; replay with plan --pods/--cpu/--deployment");
+    Ok(())
+}
+
+fn offline_plan(
     config: &Config,
     pods_path: &Path,
     cpu_path: &Path,

@@ -10,7 +10,7 @@ use crate::error::{Cause, Error};
 use serde::de::DeserializeOwned;
 use std::io::{BufReader, Read};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
@@ -28,6 +28,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     timeout: Duration,
+    /// When set, a copy of every 2xx JSON body parsed (for `plan --save`).
+    tap: Option<Mutex<Vec<Vec<u8>>>>,
 }
 
 /// A request body with its content type.
@@ -108,6 +110,7 @@ impl Client {
             base: base.to_string(),
             token,
             timeout,
+            tap: None,
         }
     }
 
@@ -187,14 +190,26 @@ impl Client {
         payload: Option<Payload>,
     ) -> Result<T, Error> {
         let (doing, response) = self.send(what, method, path_and_query, payload)?;
-        parse_body(&doing, response.into_body())
+        self.parse_body(&doing, response.into_body())
     }
 }
 
-/// Parses a JSON body from the stream, through the size limit.
-pub fn parse_body<T: DeserializeOwned>(doing: &str, body: Body) -> Result<T, Error> {
-    let reader = BufReader::with_capacity(64 * 1024, body.into_with_config().limit(BODY_LIMIT).reader());
-    serde_json::from_reader(reader).map_err(|e| {
+/// Reads through to `inner`, keeping a copy of every byte.
+struct Tee<R> {
+    inner: R,
+    copy: Vec<u8>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn parse_reader<T: DeserializeOwned>(doing: &str, reader: impl Read) -> Result<T, Error> {
+    serde_json::from_reader(BufReader::with_capacity(64 * 1024, reader)).map_err(|e| {
         let why = if e.is_io() {
             format!("reading the body failed: {e}")
         } else {
@@ -202,6 +217,39 @@ pub fn parse_body<T: DeserializeOwned>(doing: &str, body: Body) -> Result<T, Err
         };
         Error::new(doing, Cause::Malformed(why))
     })
+}
+
+impl Client {
+    /// Keeps a copy of every JSON body this client parses from now on.
+    pub fn with_tap(mut self) -> Client {
+        self.tap = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The bodies kept since `with_tap`, in order.
+    pub fn tapped(&self) -> Vec<Vec<u8>> {
+        self.tap
+            .as_ref()
+            .map(|t| t.lock().map(|v| v.clone()).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Parses a JSON body from the stream, through the size limit.
+    pub fn parse_body<T: DeserializeOwned>(&self, doing: &str, body: Body) -> Result<T, Error> {
+        let reader = body.into_with_config().limit(BODY_LIMIT).reader();
+        let Some(tap) = &self.tap else {
+            return parse_reader(doing, reader);
+        };
+        let mut tee = Tee {
+            inner: reader,
+            copy: Vec::new(),
+        };
+        let parsed = parse_reader(doing, &mut tee);
+        if let Ok(mut bodies) = tap.lock() {
+            bodies.push(tee.copy);
+        }
+        parsed
+    }
 }
 
 /// The explanation in an error body: a Kubernetes `Status.message`, a Prometheus

@@ -21,24 +21,10 @@ fn main() -> ExitCode {
                 logging::init(config.log_level, config.log_format);
                 cycle::run(&config, &cluster)
             }
-            Err(problems) => usage(&problems),
+            Err(problems) => cycle::usage(&problems),
         },
-        Ok(cli::Command::Plan(raw, args)) => match config::offline(&raw) {
-            Ok(config) => {
-                logging::init(config.log_level, config.log_format);
-                cycle::offline_plan(&config, &args)
-            }
-            Err(problems) => usage(&problems),
-        },
-        Err(problems) => usage(&problems),
+        Ok(cli::Command::Plan(raw, args)) => cycle::plan_command(&raw, &args),
+        Err(problems) => cycle::usage(&problems),
     };
     ExitCode::from(code)
-}
-
-fn usage(problems: &[String]) -> u8 {
-    for p in problems {
-        eprintln!("configuration: {p}");
-    }
-    eprintln!("(pod-rebalancer --help lists every setting)");
-    cycle::EXIT_USAGE
 }

@@ -7,6 +7,26 @@ use std::fmt::Write as _;
 const WIDTH: usize = 80;
 const NAME_WIDTH: usize = 24;
 const BAR_WIDTH: usize = 16;
+/// Fleets larger than this show their top and bottom rows only (unless `all`).
+const FOLD_ABOVE: usize = 24;
+const FOLD_KEEP: usize = 10;
+
+/// How to render: ANSI colour (only for a terminal without `NO_COLOR`), every pod.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Style {
+    pub color: bool,
+    pub all: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+}
 
 /// The longest prefix, ending with '-', that every name shares. Pods of one
 /// Deployment share `DEPLOYMENT-HASH-`; what is left tells them apart.
@@ -56,7 +76,7 @@ fn wrap(out: &mut String, text: &str, indent: usize) {
 }
 
 /// Renders the plan; `verb` is "would evict", "would delete", "evict" or "delete".
-pub fn text(plan: &Plan, verb: &str) -> String {
+pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
     let mut o = String::new();
     let prefix = common_prefix(plan.pods.iter().map(|v| v.pod.name.as_str()));
     wrap(
@@ -86,11 +106,23 @@ pub fn text(plan: &Plan, verb: &str) -> String {
         .clamp(3, NAME_WIDTH);
     let _ = writeln!(o, "  {:<width$}  {:>6}  {:>5}  LOAD", "POD", "CORES", "%REQ");
     let hottest = plan.pods.iter().filter_map(|v| v.cpu).fold(0.0f64, f64::max);
-    for (v, name) in plan.pods.iter().zip(&shown) {
+    let n = plan.pods.len();
+    let fold = !style.all && n > FOLD_ABOVE;
+    let mut hidden = 0;
+    for (i, (v, name)) in plan.pods.iter().zip(&shown).enumerate() {
+        // Large fleets: the hottest and coldest rows, and every marked pod, stay.
+        if fold && i >= FOLD_KEEP && i < n - FOLD_KEEP && v.role.is_none() {
+            hidden += 1;
+            continue;
+        }
+        if hidden > 0 {
+            let _ = writeln!(o, "  … {hidden} more pods (--all shows every pod)");
+            hidden = 0;
+        }
         let mark = match v.role {
-            Some(Role::HighestCpu) => "▲",
-            Some(Role::LowestCpu) => "▼",
-            None => " ",
+            Some(Role::HighestCpu) => style.paint("1;31", "▲"),
+            Some(Role::LowestCpu) => style.paint("1;34", "▼"),
+            None => " ".to_string(),
         };
         let (cpu, pct, bar) = match v.cpu {
             Some(c) => {
@@ -119,11 +151,14 @@ pub fn text(plan: &Plan, verb: &str) -> String {
             (None, Some(why)) => format!("excluded: {why}"),
             (None, None) => String::new(),
         };
-        let line = format!(
-            "{mark} {:<width$}  {cpu:>6}  {pct:>5}  {bar}  {note}",
-            short(name, width)
-        );
-        let _ = writeln!(o, "{}", line.trim_end());
+        let line = format!("{:<width$}  {cpu:>6}  {pct:>5}  {bar}  {note}", short(name, width));
+        let line = line.trim_end();
+        let line = if v.excluded.is_some() {
+            style.paint("2", line)
+        } else {
+            line.to_string()
+        };
+        let _ = writeln!(o, "{mark} {line}");
     }
     let _ = writeln!(o);
     let eligible = plan.pods.iter().filter(|v| v.excluded.is_none()).count();

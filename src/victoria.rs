@@ -109,7 +109,7 @@ pub fn query_cpu(client: &Client, query: &str) -> Result<BTreeMap<String, Sample
         bytes: form.as_bytes(),
     };
     let (doing, response) = client.send("query CPU", "POST", "/api/v1/query", Some(payload))?;
-    let envelope: Envelope = crate::http::parse_body(&doing, response.into_body())?;
+    let envelope: Envelope = client.parse_body(&doing, response.into_body())?;
     answer_into_samples(envelope).map_err(|why| Error::new(doing, Cause::Malformed(why)))
 }
 

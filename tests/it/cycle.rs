@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const DEPLOYMENT: &str = "ingestion-consumer";
-const TOKEN: &str = "sa-token-do-not-print-7f3a9c";
+pub(crate) const TOKEN: &str = "sa-token-do-not-print-7f3a9c";
 
-fn name(i: usize) -> String {
+pub(crate) fn name(i: usize) -> String {
     format!("{DEPLOYMENT}-5f7c9d8b4d-p{i}")
 }
 
 /// A fleet of healthy pods p0, p1, … with these CPU numbers.
-fn fleet(cpus: &[f64]) -> (Vec<FakePod>, Vec<(String, f64)>) {
+pub(crate) fn fleet(cpus: &[f64]) -> (Vec<FakePod>, Vec<(String, f64)>) {
     let pods = (0..cpus.len()).map(|i| pod(&name(i))).collect();
     let cpu = cpus.iter().enumerate().map(|(i, c)| (name(i), *c)).collect();
     (pods, cpu)
@@ -23,16 +23,21 @@ fn fleet(cpus: &[f64]) -> (Vec<FakePod>, Vec<(String, f64)>) {
 
 /// A cluster (fake API over TLS with a service account directory) and a metrics
 /// endpoint (the real VictoriaMetrics unless a test replaces it).
-struct World {
-    kube: Server,
-    dir: TempDir,
+pub(crate) struct World {
+    pub(crate) kube: Server,
+    pub(crate) dir: TempDir,
     namespace: String,
     prometheus: String,
 }
 
 impl World {
     /// `namespace` must be unique per test: the tests share one VictoriaMetrics.
-    fn new(namespace: &str, fake: impl FnOnce(Fake) -> Fake, pods: &[FakePod], cpu: &[(String, f64)]) -> World {
+    pub(crate) fn new(
+        namespace: &str,
+        fake: impl FnOnce(Fake) -> Fake,
+        pods: &[FakePod],
+        cpu: &[(String, f64)],
+    ) -> World {
         let vm = vm::shared();
         if !cpu.is_empty() {
             vm.feed(namespace, DEPLOYMENT, cpu);
@@ -57,7 +62,7 @@ impl World {
         self.dir.path().join("rebalancer.prom")
     }
 
-    fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    pub(crate) fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
             ("KUBE_API_URL", self.kube.url()),
             (

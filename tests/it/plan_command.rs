@@ -222,3 +222,199 @@ fn record_demo() {
     let answer = vm.query(&pod_rebalancer::victoria::cpu_query(ns, DEMO_DEPLOYMENT, 300));
     std::fs::write(dir.join("cpu.json"), answer + "\n").unwrap();
 }
+
+/// Compares `actual` with `tests/it/snapshots/NAME`; `UPDATE_SNAPSHOTS=1` rewrites it.
+fn check_snapshot(name: &str, actual: &str) {
+    let path = root().join("tests/it/snapshots").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (UPDATE_SNAPSHOTS=1 cargo test --test it creates it)",
+            path.display()
+        )
+    });
+    assert!(
+        expected == actual,
+        "{} differs (UPDATE_SNAPSHOTS=1 to accept):\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn snapshots_of_the_picture_and_the_document() {
+    /// (snapshot file, extra arguments, settings)
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
+        ("demo.txt", &[], &[]),
+        ("demo.json", &["--output", "json"], &[]),
+        ("balanced.txt", &[], &[("CPU_VARIANCE_THRESHOLD", "0.5")]),
+        ("one_pod_fits_the_budget.txt", &[], &[("MIN_PODS_REQUIRED", "9")]),
+        ("gated.txt", &["--now", "2026-11-26T06:40:00Z"], &[]),
+        ("all_excluded.txt", &[], &[("METRICS_TIME_WINDOW", "5h")]),
+        (
+            "gated.json",
+            &["--now", "2026-11-26T06:40:00Z", "--output", "json"],
+            &[],
+        ),
+    ];
+    for (name, args, env) in cases {
+        let out = plan(args, env);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        check_snapshot(name, &out.stdout);
+    }
+}
+
+#[test]
+fn a_large_fleet_folds_to_its_top_and_bottom_rows() {
+    let dir = crate::support::TempDir::new("large-fleet");
+    let n = 40;
+    let mut cpu: Vec<(String, f64)> = (0..n)
+        .map(|i| (format!("{DEMO_DEPLOYMENT}-7d9f-{i:03}"), 0.6 + (i % 7) as f64 * 0.05))
+        .collect();
+    cpu[17].1 = 2.5;
+    cpu[23].1 = 0.05;
+    let items: Vec<serde_json::Value> = cpu
+        .iter()
+        .map(|(p, _)| pod_json(DEMO_NS, DEMO_DEPLOYMENT, &pod(p), DEMO_NOW_UNIX))
+        .collect();
+    let pods_path = dir.path().join("pods.json");
+    std::fs::write(
+        &pods_path,
+        serde_json::json!({"kind": "List", "apiVersion": "v1", "items": items}).to_string(),
+    )
+    .unwrap();
+    let vm = vm::shared();
+    vm.feed("large-fleet", DEMO_DEPLOYMENT, &cpu);
+    let cpu_path = dir.path().join("cpu.json");
+    std::fs::write(
+        &cpu_path,
+        vm.query(&pod_rebalancer::victoria::cpu_query(
+            "large-fleet",
+            DEMO_DEPLOYMENT,
+            300,
+        )),
+    )
+    .unwrap();
+    let args = |all: bool| {
+        let mut a = vec![
+            "plan",
+            "--pods",
+            pods_path.to_str().unwrap(),
+            "--cpu",
+            cpu_path.to_str().unwrap(),
+            "--now",
+            DEMO_NOW,
+        ];
+        if all {
+            a.push("--all");
+        }
+        run_bin(&a, &[("DEPLOYMENT_NAME".into(), DEMO_DEPLOYMENT.into())])
+    };
+    let folded = args(false);
+    assert_eq!(folded.code, 0, "{}", folded.stderr);
+    let rows = |text: &str| text.lines().filter(|l| l.contains("%  ")).count();
+    assert_eq!(
+        rows(&folded.stdout),
+        20,
+        "ten on top and ten below (the coldest is last):\n{}",
+        folded.stdout
+    );
+    assert!(
+        folded.stdout.contains("… 20 more pods (--all shows every pod)"),
+        "{}",
+        folded.stdout
+    );
+    assert!(
+        folded.stdout.lines().any(|l| l.starts_with("▲ 017 ")),
+        "{}",
+        folded.stdout
+    );
+    assert!(
+        folded.stdout.lines().any(|l| l.starts_with("▼ 023 ")),
+        "{}",
+        folded.stdout
+    );
+    let all = args(true);
+    assert_eq!(rows(&all.stdout), n, "{}", all.stdout);
+}
+
+#[test]
+fn a_live_plan_reads_like_a_run_changes_nothing_and_saves_a_replayable_snapshot() {
+    use crate::cycle::{TOKEN, World, fleet, name};
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0, 0.9]);
+    let world = World::new(
+        "live-plan",
+        |mut f| {
+            f.page_size = 3;
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let saved = world.dir.path().join("snapshot");
+    let live = run_bin(&["plan", "--save", saved.to_str().unwrap()], &world.env(&[]));
+    assert_eq!(live.code, 0, "{}", live.stderr);
+    assert!(
+        world.kube.mutations().is_empty(),
+        "a plan sends no mutating request and no Event"
+    );
+    let verbs: Vec<String> = world
+        .kube
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path()))
+        .collect();
+    assert_eq!(verbs.len(), 4, "the deployment and three pages: {verbs:?}");
+    assert!(
+        live.stdout
+            .contains("decision: would evict 2 pods: spread 0.53 > threshold 0.30"),
+        "{}",
+        live.stdout
+    );
+    assert!(
+        live.stdout
+            .contains(&format!("  {} (1.900 cores, highest cpu)", name(1))),
+        "{}",
+        live.stdout
+    );
+    for file in ["pods.json", "cpu.json", "deployment.json"] {
+        let text = std::fs::read_to_string(saved.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!text.contains(TOKEN), "{file} holds the token");
+    }
+    let saved_pods: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("pods.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved_pods["items"].as_array().unwrap().len(),
+        7,
+        "all pages in one list"
+    );
+    // Replayed later from the files, the decision is the same.
+    let at = crate::support::kube::rfc3339_of(crate::support::now());
+    let p = |f: &str| saved.join(f).display().to_string();
+    let replay = run_bin(
+        &[
+            "plan",
+            "--pods",
+            &p("pods.json"),
+            "--cpu",
+            &p("cpu.json"),
+            "--deployment",
+            &p("deployment.json"),
+            "--now",
+            &at,
+        ],
+        &[],
+    );
+    assert_eq!(replay.code, 0, "{}", replay.stderr);
+    let decision = |text: &str| {
+        text.lines()
+            .skip_while(|l| !l.starts_with("decision:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(decision(&replay.stdout), decision(&live.stdout));
+}

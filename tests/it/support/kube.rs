@@ -47,7 +47,7 @@ pub fn uid_of(name: &str) -> String {
     )
 }
 
-fn rfc3339(t: i64) -> String {
+pub fn rfc3339_of(t: i64) -> String {
     // Civil-from-days (Hinnant), as in the product; tests must not trust the product's clock code.
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let z = days + 719_468;
@@ -72,7 +72,7 @@ pub fn pod_json(namespace: &str, deployment: &str, p: &FakePod, now: i64) -> Val
     let list: Value =
         serde_json::from_str(&fixture("k8s/podlist_kube-system_kind-v1.36.json")).expect("recorded pod list");
     let mut pod = list["items"][0].clone();
-    let created = rfc3339(now - p.age_secs);
+    let created = rfc3339_of(now - p.age_secs);
     let meta = &mut pod["metadata"];
     meta["name"] = json!(p.name);
     meta["namespace"] = json!(namespace);
@@ -81,7 +81,7 @@ pub fn pod_json(namespace: &str, deployment: &str, p: &FakePod, now: i64) -> Val
     meta["creationTimestamp"] = json!(created);
     meta["labels"] = json!({"app": "consumer", "pod-template-hash": "5f7c9d8b4d"});
     if p.terminating {
-        meta["deletionTimestamp"] = json!(rfc3339(now));
+        meta["deletionTimestamp"] = json!(rfc3339_of(now));
         meta["deletionGracePeriodSeconds"] = json!(30);
     }
     let container = &mut pod["spec"]["containers"][0];

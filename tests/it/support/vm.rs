@@ -95,10 +95,11 @@ impl Vm {
         s.read_to_end(&mut out).ok()?;
         let text = String::from_utf8_lossy(&out).into_owned();
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let chunked = head
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+        let body = if chunked { dechunk(body) } else { body.to_string() };
         Some((status, body))
     }
 
@@ -210,4 +211,20 @@ pub fn encode(v: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body (VictoriaMetrics streams large answers).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
 }
