@@ -5,5 +5,6 @@
 mod support;
 
 mod cycle;
+mod dashboard;
 mod manifests;
 mod plan_command;
