@@ -235,12 +235,17 @@ fn publish(config: &Config, run: &Run) -> bool {
         text = report::render(&previous, &failed);
     }
     if let Some(url) = &config.push_url {
-        let client = Client::new(url, config.prometheus.timeout, None, None);
-        let payload = http::Payload {
-            content_type: "text/plain; version=0.0.4",
-            bytes: text.as_bytes(),
-        };
-        if let Err(e) = client.send("push metrics", "POST", "", Some(payload)) {
+        // The push usually goes to the same VictoriaMetrics (or its vmauth): same CA
+        // bundle, same token, same timeout as the query.
+        let pushed = prometheus_client(config).and_then(|query_client| {
+            let client = query_client.for_base(url);
+            let payload = http::Payload {
+                content_type: "text/plain; version=0.0.4",
+                bytes: text.as_bytes(),
+            };
+            client.send("push metrics", "POST", "", Some(payload)).map(|_| ())
+        });
+        if let Err(e) = pushed {
             log::warn!(error:% = e; "metrics push failed");
         }
     }

@@ -114,6 +114,14 @@ impl Client {
         }
     }
 
+    /// The same agent, token and timeout for another base URL.
+    pub fn for_base(self, base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+            ..self
+        }
+    }
+
     pub fn url(&self, path_and_query: &str) -> String {
         format!("{}{}", self.base, path_and_query)
     }
