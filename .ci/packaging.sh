@@ -73,7 +73,7 @@ if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # kubectl (with its built-in kustomize) is not a Debian package; the machine
 # image ships it. Debian's kubernetes-client is too old for components.
