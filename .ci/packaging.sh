@@ -196,7 +196,7 @@ for run in 1 2; do
         METRICS_FILE="$metrics" LOG_LEVEL=error "$binary" || code=$?
     [ "$code" -eq 1 ] || fail "run $run against a closed port exited $code, expected 1"
 done
-cat "$metrics"
+echo "$(grep -c '^# TYPE' "$metrics") metric families, $(grep -vc '^#' "$metrics") samples"
 promtool check metrics <"$metrics"
 grep -qx 'rebalancer_executions_total{status="error"} 2' "$metrics" ||
     fail "the second run did not continue the first run's counters"
