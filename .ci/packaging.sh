@@ -146,8 +146,9 @@ context=$work/context
 mkdir -p "$context"
 cp "$binary" "$context/pod-rebalancer"
 buildah --storage-driver vfs rmi "$image" >/dev/null 2>&1 || true
-buildah --storage-driver vfs bud --quiet --target prebuilt --build-arg VERSION="$version" \
-    -f Containerfile -t "$image" "$context"
+grep -qx "ARG VERSION=$version" Containerfile ||
+    fail "Containerfile's ARG VERSION is not $version, the version in Cargo.toml"
+buildah --storage-driver vfs bud --quiet --target prebuilt -f Containerfile -t "$image" "$context"
 buildah --storage-driver vfs images "$image"
 user=$(buildah --storage-driver vfs inspect --type image --format '{{.OCIv1.Config.User}}' "$image")
 entrypoint=$(buildah --storage-driver vfs inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$image")
