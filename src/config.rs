@@ -251,7 +251,11 @@ fn common(c: &mut Checker) -> Option<Config> {
     let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
     let push_url = match c.value("METRICS_PUSH_URL") {
         Some(_) => c
-            .parsed("METRICS_PUSH_URL", "an http(s) URL without credentials", http_url)
+            .parsed(
+                "METRICS_PUSH_URL",
+                "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
+                push_url,
+            )
             .map(Some),
         None => Some(None),
     };
@@ -311,6 +315,19 @@ pub fn http_url(v: &str) -> Option<String> {
     }
     ureq::http::Uri::try_from(v).ok()?;
     Some(v.trim_end_matches('/').to_string())
+}
+
+/// `http_url`, plus an optional query string: VictoriaMetrics' import endpoint takes
+/// `?extra_label=job=pod-rebalancer`, which keeps two rebalancers' series apart.
+pub fn push_url(v: &str) -> Option<String> {
+    match v.trim().split_once('?') {
+        None => http_url(v),
+        Some((base, query)) => {
+            let ok = !query.is_empty() && !query.contains(['#', '?']) && !query.contains(char::is_whitespace);
+            let url = format!("{}?{query}", http_url(base)?);
+            (ok && ureq::http::Uri::try_from(url.as_str()).is_ok()).then_some(url)
+        }
+    }
 }
 
 fn boolean(v: &str) -> Option<bool> {
@@ -515,12 +532,36 @@ mod tests {
             ("EVICTION_MODE", "kill", "evict or delete"),
             ("STABILIZATION_WINDOW", "ten minutes", "duration >= 0"),
             ("METRICS_PUSH_URL", "vm/api", "http(s) URL"),
+            (
+                "METRICS_PUSH_URL",
+                "http://vm:8428/api/v1/import/prometheus?",
+                "http(s) URL",
+            ),
+            ("METRICS_PUSH_URL", "http://vm:8428/import?a=b#frag", "http(s) URL"),
         ];
         for (var, value, expected) in cases {
             let p = problem(&[(var, value)]);
             assert!(p.starts_with(&format!("{var} (--{})", flag_name(var))), "{p}");
             assert!(p.contains(expected), "{var}={value}: {p}");
         }
+    }
+
+    #[test]
+    fn the_push_url_may_carry_a_query() {
+        let (c, _) = check(&[(
+            "METRICS_PUSH_URL",
+            "http://vm:8428/api/v1/import/prometheus?extra_label=job=pod-rebalancer",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.push_url.as_deref(),
+            Some("http://vm:8428/api/v1/import/prometheus?extra_label=job=pod-rebalancer")
+        );
+        assert!(
+            check(&[("PROMETHEUS_ENDPOINT", "http://vm:8428?x=1")]).is_err(),
+            "only the push URL takes a query"
+        );
+        assert!(check(&[("METRICS_PUSH_URL", "http://u:p@vm:8428/import?a=b")]).is_err());
     }
 
     #[test]
