@@ -20,6 +20,13 @@ pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
 /// The most of an error body we keep for its message.
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
+/// The most elements we accept in one list of an answer (pods in a page, series in a
+/// metrics answer): twenty times a page (`kube::PAGE_LIMIT`), far more than any
+/// Deployment has pods, so only a broken answer reaches it. The body limit alone does
+/// not bound memory: a parsed item takes many times the room of its JSON, and a
+/// 64 MiB body of tiny items grew the process past a gigabyte.
+pub const MAX_ITEMS: usize = 10_000;
+
 pub const USER_AGENT: &str = concat!("pod-rebalancer/", env!("CARGO_PKG_VERSION"));
 
 /// A server: its agent, base URL and optional bearer token.
@@ -202,6 +209,38 @@ impl Client {
     }
 }
 
+/// Deserializes a sequence of at most `MAX_ITEMS` elements, for
+/// `#[serde(deserialize_with = "crate::http::bounded_seq")]`: the error comes as soon
+/// as one element too many is read, before the rest of the body is.
+pub fn bounded_seq<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    struct Bounded<T>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a sequence of at most {MAX_ITEMS} elements")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+            while let Some(item) = seq.next_element()? {
+                if items.len() == MAX_ITEMS {
+                    return Err(serde::de::Error::custom(format_args!(
+                        "expected at most {MAX_ITEMS} elements in a list, got more"
+                    )));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
+}
+
 /// Reads through to `inner`, keeping a copy of every byte.
 struct Tee<R> {
     inner: R,
@@ -318,5 +357,35 @@ mod tests {
             "<html> 502 Bad Gateway</html>"
         );
         assert_eq!(server_message(""), "empty body");
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    struct List {
+        #[serde(deserialize_with = "bounded_seq")]
+        items: Vec<u8>,
+    }
+
+    fn list_of(n: usize) -> String {
+        format!("{{\"items\":[{}]}}", vec!["1"; n].join(","))
+    }
+
+    #[test]
+    fn a_list_longer_than_max_items_is_refused_not_collected() {
+        assert_eq!(
+            serde_json::from_str::<List>(&list_of(MAX_ITEMS)).unwrap().items.len(),
+            MAX_ITEMS
+        );
+        let e = serde_json::from_str::<List>(&list_of(MAX_ITEMS + 1)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("expected at most 10000 elements in a list, got more"),
+            "{e}"
+        );
+        // The error comes at the element too many, not at the end of the body.
+        let endless = format!("{{\"items\":[{}", "1,".repeat(MAX_ITEMS + 5));
+        let e = serde_json::from_str::<List>(&endless).unwrap_err();
+        assert!(e.to_string().contains("at most"), "{e}");
+        assert!(serde_json::from_str::<List>(r#"{"items":null}"#).is_err());
+        assert!(serde_json::from_str::<List>(r#"{}"#).is_err(), "still required");
     }
 }

@@ -22,7 +22,9 @@ struct PodList {
     #[serde(default)]
     metadata: ListMeta,
     /// Required and not null: a page without items is a broken page, and treating it
-    /// as empty would silently shrink the fleet the budget is computed on.
+    /// as empty would silently shrink the fleet the budget is computed on. Bounded,
+    /// so a page of countless tiny items fails instead of exhausting memory.
+    #[serde(deserialize_with = "crate::http::bounded_seq")]
     items: Vec<WirePod>,
 }
 
@@ -385,6 +387,18 @@ mod tests {
         }
         let empty = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"27131"},"items":[]}"#;
         assert_eq!(parse_pod_list(empty, None).unwrap().0, vec![]);
+    }
+
+    #[test]
+    fn a_page_of_countless_pods_is_refused() {
+        let pod = r#"{"metadata":{"name":"a"}}"#;
+        let page = |n: usize| format!(r#"{{"kind":"PodList","items":[{}]}}"#, vec![pod; n].join(","));
+        assert_eq!(
+            parse_pod_list(&page(crate::http::MAX_ITEMS), None).unwrap().0.len(),
+            crate::http::MAX_ITEMS
+        );
+        let e = parse_pod_list(&page(crate::http::MAX_ITEMS + 1), None).unwrap_err();
+        assert!(e.to_string().contains("expected at most 10000 elements"), "{e}");
     }
 
     #[test]

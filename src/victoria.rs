@@ -33,7 +33,8 @@ struct Envelope {
 #[derive(Deserialize)]
 #[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
 enum Data {
-    Vector(Vec<VectorSample>),
+    /// Bounded: an answer of countless series fails instead of exhausting memory.
+    Vector(#[serde(deserialize_with = "crate::http::bounded_seq")] Vec<VectorSample>),
     Matrix(IgnoredAny),
     Scalar(IgnoredAny),
     String(IgnoredAny),
@@ -42,9 +43,16 @@ enum Data {
 #[derive(Deserialize)]
 struct VectorSample {
     #[serde(default)]
-    metric: BTreeMap<String, String>,
+    metric: Labels,
     /// `[timestamp, "value"]`; absent for native histograms, which are refused.
     value: Option<(IgnoredAny, String)>,
+}
+
+/// The one label we read. Other labels are skipped as they are parsed, not kept: a
+/// series with a million labels costs no memory.
+#[derive(Deserialize, Default)]
+struct Labels {
+    pod: Option<String>,
 }
 
 /// Parses the JSON answer of `/api/v1/query` into samples by pod name.
@@ -79,7 +87,7 @@ fn answer_into_samples(envelope: Envelope) -> Result<BTreeMap<String, Sample>, S
     };
     let mut by_pod = BTreeMap::new();
     for sample in samples {
-        let Some(pod) = sample.metric.get("pod").filter(|p| !p.is_empty()).cloned() else {
+        let Some(pod) = sample.metric.pod.filter(|p| !p.is_empty()) else {
             // `sum by (pod)` puts series without a pod label into one `{}` group:
             // they are not any pod's, so they cannot be ours.
             continue;
@@ -194,6 +202,23 @@ mod tests {
                 .unwrap_err()
                 .contains("pod p: expected a float sample")
         );
+    }
+
+    #[test]
+    fn an_answer_of_countless_series_is_refused() {
+        let series = |n: usize| {
+            let result: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"metric":{{"pod":"p{i}","container":"c","x":"y"}},"value":[1,"0.5"]}}"#))
+                .collect();
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+                result.join(",")
+            )
+        };
+        let s = parse_answer(&series(crate::http::MAX_ITEMS)).unwrap();
+        assert_eq!((s.len(), &s["p7"]), (crate::http::MAX_ITEMS, &Sample::Cores(0.5)));
+        let e = parse_answer(&series(crate::http::MAX_ITEMS + 1)).unwrap_err();
+        assert!(e.contains("expected at most 10000 elements"), "{e}");
     }
 
     #[test]
