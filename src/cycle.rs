@@ -31,16 +31,23 @@ struct Tally {
     removed: Vec<plan::Removal>,
 }
 
+impl Tally {
+    /// A run that has not got anywhere yet: an error in the first stage.
+    fn new() -> Tally {
+        Tally {
+            outcome: "error",
+            stage: "kubernetes",
+            matched: None,
+            plan: None,
+            removed: Vec::new(),
+        }
+    }
+}
+
 /// One live cycle. Returns the exit code.
 pub fn run(config: &Config, cluster: &Cluster) -> u8 {
     let started = Instant::now();
-    let mut tally = Tally {
-        outcome: "error",
-        stage: "kubernetes",
-        matched: None,
-        plan: None,
-        removed: Vec::new(),
-    };
+    let mut tally = Tally::new();
     let result = cycle(config, cluster, &mut tally);
     let ok = match &result {
         Ok(()) => true,
@@ -366,13 +373,7 @@ fn print_plan(plan: &Plan, config: &Config, output: &str, all: bool) -> u8 {
 /// The read-only half of a live cycle; with `save`, the responses read are written
 /// there so the same decision can be replayed with `--pods/--cpu/--deployment`.
 fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) -> Result<Plan, Error> {
-    let mut tally = Tally {
-        outcome: "error",
-        stage: "kubernetes",
-        matched: None,
-        plan: None,
-        removed: Vec::new(),
-    };
+    let mut tally = Tally::new();
     let mut clients = clients(config, cluster, &mut tally)?;
     if save.is_some() {
         clients.kube = clients.kube.with_tap();
