@@ -6,6 +6,7 @@ pub mod kube;
 pub mod server;
 pub mod vm;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +78,19 @@ pub fn run_bin(args: &[&str], env: &[(String, String)]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start pod-rebalancer");
+    // Drain both pipes while the run goes on: a run that logs more than a pipe holds
+    // (a 1,000-pod fleet at debug) would otherwise block on its next write.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     // A hung run must fail the test, not the CI job.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -89,11 +103,11 @@ pub fn run_bin(args: &[&str], env: &[(String, String)]) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let out = child.wait_with_output().expect("collect output");
+    let status = child.wait().expect("wait");
     Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
         elapsed: started.elapsed(),
     }
 }
