@@ -7,7 +7,7 @@ use super::fixture;
 use super::server::{Handler, Reply, Request};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// One pod of the fleet, as a test describes it.
 #[derive(Debug, Clone)]
@@ -69,9 +69,14 @@ pub fn rfc3339_of(t: i64) -> String {
 
 /// The recorded coredns pod, rewritten into one of our fleet.
 pub fn pod_json(namespace: &str, deployment: &str, p: &FakePod, now: i64) -> Value {
-    let list: Value =
-        serde_json::from_str(&fixture("k8s/podlist_kube-system_kind-v1.36.json")).expect("recorded pod list");
-    let mut pod = list["items"][0].clone();
+    // Parsed once: a 1,000-pod fleet would otherwise parse the recorded list 1,000 times.
+    static TEMPLATE: OnceLock<Value> = OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        let list: Value =
+            serde_json::from_str(&fixture("k8s/podlist_kube-system_kind-v1.36.json")).expect("recorded pod list");
+        list["items"][0].clone()
+    });
+    let mut pod = template.clone();
     let created = rfc3339_of(now - p.age_secs);
     let meta = &mut pod["metadata"];
     meta["name"] = json!(p.name);
