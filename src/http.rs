@@ -15,8 +15,12 @@ use std::time::Duration;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, Body};
 
-/// The largest body we read: a page of 500 fat pods is about 3 MiB.
-pub const BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// The largest body we read. A page of 500 pods is 3 to 10 MiB (their managedFields
+/// included), so this leaves room for pods of 60 KiB each. It also bounds memory: a
+/// string the size of the body is held twice while parsed (serde_json's buffer and the
+/// `String`), and the CronJob's limit is 128 MiB (`manifests/cronjob.yaml`). At 64 MiB
+/// a 60 MB pod name took the process to 126 MB.
+pub const BODY_LIMIT: u64 = 32 * 1024 * 1024;
 /// The most of an error body we keep for its message.
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
@@ -357,6 +361,25 @@ mod tests {
             "<html> 502 Bad Gateway</html>"
         );
         assert_eq!(server_message(""), "empty body");
+    }
+
+    #[test]
+    fn a_body_past_the_limit_is_refused_as_it_streams() {
+        let client = Client::new("http://127.0.0.1:1", Duration::from_secs(1), None, None);
+        let endless = std::io::repeat(b' ').take(BODY_LIMIT + 1);
+        let body = ureq::Body::builder().reader(std::io::Cursor::new(b"{}".to_vec()).chain(endless));
+        let e = client.parse_body::<serde_json::Value>("read", body).unwrap_err();
+        assert!(
+            e.to_string().contains("reading the body failed") && e.to_string().contains("limit"),
+            "{e}"
+        );
+        // A full page of the recorded kind pod (managedFields and all) is far below it.
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json")).unwrap();
+        let page = serde_json::json!({"items": vec![list["items"][0].clone(); crate::kube::PAGE_LIMIT]}).to_string();
+        assert!((page.len() as u64) < BODY_LIMIT / 4, "{} bytes", page.len());
+        let body = ureq::Body::builder().data(page);
+        assert!(client.parse_body::<serde_json::Value>("read", body).is_ok());
     }
 
     #[derive(serde::Deserialize, Debug)]

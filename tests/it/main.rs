@@ -8,3 +8,4 @@ mod cycle;
 mod dashboard;
 mod manifests;
 mod plan_command;
+mod victoria;
