@@ -619,7 +619,9 @@ fn victoriametrics_failures_fail_the_run_and_remove_nothing() {
         1,
         "Connection refused",
     );
-    // A 422 with VictoriaMetrics' own error envelope.
+    // A 422 parse error as the real server wrote it (fixtures/vm is recorded): the
+    // product never sends a malformed query, so it is served canned. victoria.rs
+    // meets a real 422 live.
     let s = canned(Reply::json(422, fixture("vm/error_422_parse.json")));
     check_metrics_endpoint("vm-422", &s.url(), &[], 1, "got 422: error when executing query=");
     // A server slower than PROMETHEUS_TIMEOUT.
@@ -638,7 +640,8 @@ fn victoriametrics_failures_fail_the_run_and_remove_nothing() {
         "PROMETHEUS_TIMEOUT bounds the request: {:?}",
         out.elapsed
     );
-    // A partial answer from a cluster with a storage node down.
+    // A partial answer from a cluster with a storage node down. Canned: only vmselect
+    // sets isPartial, and single-node VictoriaMetrics is the server the tests run.
     let partial = r#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[]}}"#;
     let s = canned(Reply::json(200, partial));
     check_metrics_endpoint("vm-partial", &s.url(), &[], 1, "isPartial is true");

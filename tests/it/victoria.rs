@@ -6,12 +6,13 @@
 //! Each test checks first, straight against the server, that its data would catch the
 //! mistake it is about (a query without its namespace matcher gets other numbers, the
 //! counter really falls inside the window, ...), so that none of them can pass on data
-//! that proves nothing.
+//! that proves nothing. It also holds the recorder of `fixtures/vm/` and the test that
+//! the committed bodies are still what this server answers.
 
 use crate::support::kube::{Fake, FakePod, pod};
 use crate::support::server::{Request, Server};
-use crate::support::vm::{self, Restart, RestartShape, Scrape};
-use crate::support::{Output, TempDir, run_bin};
+use crate::support::vm::{self, Gone, Restart, RestartShape, Scrape, Vm};
+use crate::support::{Output, TempDir, root, run_bin};
 use pod_rebalancer::config::DecisionSettings;
 use pod_rebalancer::plan::{self, Decision, Inputs, Sample};
 use pod_rebalancer::{kube, victoria};
@@ -470,4 +471,130 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
         "1,000 pods: fed in {fed_in:?}, run in {:?}, would evict {want:?}",
         out.elapsed
     );
+}
+
+/// The instant every recorded body is answered at: 2024-06-01T00:00:00Z, in the past on
+/// any machine, so that each recording is the same byte for byte.
+const RECORDED_AT: i64 = 1_717_200_000;
+
+/// The scrape the recorded bodies come from: the five pods (and CPU numbers) of the
+/// first recording in `../shared/recorded/SOURCES.md`, with every production neighbour;
+/// the gone pod stopped six minutes before, outside the window, so the production
+/// answer lists exactly the five pods.
+fn recorded_scrape() -> Scrape {
+    let fleet: Vec<(String, f64)> = [
+        ("2xk9p", 0.8188082833333336),
+        ("7qwzt", 1.9022079799999998),
+        ("bd4mn", 0.7861000933333329),
+        ("hv8rc", 0.12029403333333334),
+        ("m2jxl", 0.8485252499999993),
+    ]
+    .into_iter()
+    .map(|(suffix, cores)| (format!("{DEPLOYMENT}-5f7c9d8b4d-{suffix}"), cores))
+    .collect();
+    Scrape {
+        end_ms: RECORDED_AT * 1000,
+        gones: vec![Gone {
+            pod: format!("{DEPLOYMENT}-6c8f7b9d5-zq2lp"),
+            cores: 4.0,
+            secs_ago: 360,
+        }],
+        ..Scrape::production("posthog", DEPLOYMENT, &fleet)
+    }
+}
+
+/// A server holding `recorded_scrape`, fed once per test process.
+fn recording_server(limited: bool) -> &'static Vm {
+    static SHARED: std::sync::Once = std::sync::Once::new();
+    static LIMITED: std::sync::Once = std::sync::Once::new();
+    let (server, once) = if limited {
+        (vm::limited(), &LIMITED)
+    } else {
+        (vm::shared(), &SHARED)
+    };
+    once.call_once(|| server.feed_scrape(&recorded_scrape()));
+    server
+}
+
+/// One recorded body: the file under `fixtures/vm/`, how to ask for it, and the status.
+struct Recipe {
+    file: &'static str,
+    limited: bool,
+    query: String,
+    status: u16,
+}
+
+fn recipes() -> Vec<Recipe> {
+    let production = victoria::cpu_query("posthog", DEPLOYMENT, 300);
+    let recipe = |file, limited, query: &str, status| Recipe {
+        file,
+        limited,
+        query: query.to_string(),
+        status,
+    };
+    vec![
+        recipe("query_cpu_by_pod.json", false, &production, 200),
+        recipe(
+            "query_empty.json",
+            false,
+            &victoria::cpu_query("posthog-dev", DEPLOYMENT, 300),
+            200,
+        ),
+        recipe(
+            "query_nan_inf.json",
+            false,
+            r#"label_set(0/0,"pod","a") or label_set(1/0,"pod","b") or label_set(-1/0,"pod","c") or label_set(vector(0.5),"pod","d")"#,
+            200,
+        ),
+        recipe("query_scalar.json", false, "scalar(vector(1))", 200),
+        recipe(
+            "query_matrix.json",
+            false,
+            &format!(
+                "rate(container_cpu_usage_seconds_total{{namespace=\"posthog\",container=\"{DEPLOYMENT}\"}}[5m])[2m:30s]"
+            ),
+            200,
+        ),
+        recipe(
+            "error_422_parse.json",
+            false,
+            r#"sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="posthog"[5m]))"#,
+            422,
+        ),
+        recipe("error_422_max_unique_timeseries.json", true, &production, 422),
+    ]
+}
+
+/// Asks the server each recipe; returns (file, body as it is to be stored).
+fn record() -> Vec<(&'static str, String)> {
+    recipes()
+        .into_iter()
+        .map(|r| {
+            let (status, body) = recording_server(r.limited).ask("/api/v1/query", &r.query, Some(RECORDED_AT));
+            assert_eq!(status, r.status, "{}: {body}", r.file);
+            (r.file, body + "\n")
+        })
+        .collect()
+}
+
+/// Regenerates the bodies of `fixtures/vm/` that this server can give:
+/// `cargo test --test it -- --ignored record_vm_fixtures`.
+#[test]
+#[ignore = "rewrites fixtures/vm; run by hand"]
+fn record_vm_fixtures() {
+    for (file, body) in record() {
+        std::fs::write(root().join("fixtures/vm").join(file), body).expect("write fixture");
+    }
+}
+
+#[test]
+fn the_recorded_bodies_are_what_the_server_answers() {
+    for (file, live) in record() {
+        let path = root().join("fixtures/vm").join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            committed, live,
+            "{file} differs from what the server answers now; re-record with `cargo test --test it -- --ignored record_vm_fixtures`"
+        );
+    }
 }
