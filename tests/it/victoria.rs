@@ -260,10 +260,9 @@ fn a_counter_reset_is_neither_negative_nor_huge() {
 
 /// cAdvisor gives a restarted container a new series. While the old series is still
 /// inside the rate window, VictoriaMetrics' `rate` measures each series over its own
-/// samples, so `sum by (pod)` adds the old container's rate to the new one's: the pod
-/// reads twice its CPU for up to a window after every restart.
+/// samples, so a plain `sum by (pod)` would add the old container's rate to the new
+/// one's and read twice the pod's CPU; the query keeps one series per container.
 #[test]
-#[ignore = "product issue, reported: a container restart inside the window doubles the pod's CPU (sum of old and new series)"]
 fn a_container_restart_inside_the_window_counts_once() {
     let ns = "vm-restart-in-window";
     let (pods, cpu) = fleet(&[1.0, 1.0, 1.0, 1.0, 1.0]);
