@@ -6,6 +6,7 @@ mod support;
 
 mod cycle;
 mod dashboard;
+mod faults;
 mod manifests;
 mod plan_command;
 mod victoria;

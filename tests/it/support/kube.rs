@@ -130,7 +130,8 @@ pub struct Fake {
     pub page_size: usize,
     /// How many continue requests are answered 410 Gone before paging works.
     pub expire_continue: usize,
-    /// Replaces the answer to a route: "deployment", "list", "event", or "evict:NAME"/"delete:NAME".
+    /// Replaces the answer to a route: "deployment", "list" (every page), "list:continue"
+    /// (pages after the first), "event", or "evict:NAME"/"delete:NAME".
     pub replies: HashMap<String, Reply>,
 }
 
@@ -207,6 +208,11 @@ impl Fake {
 
     fn list(&mut self, req: &Request) -> Reply {
         if let Some(reply) = self.replies.get("list") {
+            return reply.clone();
+        }
+        if req.query("continue").is_some()
+            && let Some(reply) = self.replies.get("list:continue")
+        {
             return reply.clone();
         }
         let limit = req
