@@ -44,6 +44,30 @@ impl Error {
         Error::new(doing, Cause::Io(err.to_string()))
     }
 
+    /// This error with every occurrence of `secret` replaced by `[redacted]`. A server
+    /// may echo a token back, in its error message or in a field that fails to parse,
+    /// and an error is logged and exported; a secret never may be.
+    pub fn redact(self, secret: &str) -> Error {
+        if secret.is_empty() {
+            return self;
+        }
+        let r = |s: String| s.replace(secret, "[redacted]");
+        let cause = match self.cause {
+            Cause::Status { code, message } => Cause::Status {
+                code,
+                message: r(message),
+            },
+            Cause::Transport(s) => Cause::Transport(r(s)),
+            Cause::Malformed(s) => Cause::Malformed(r(s)),
+            Cause::Io(s) => Cause::Io(r(s)),
+            Cause::Refused(s) => Cause::Refused(r(s)),
+        };
+        Error {
+            doing: r(self.doing),
+            cause,
+        }
+    }
+
     /// The HTTP status, when the server answered with one outside 2xx.
     pub fn status(&self) -> Option<u16> {
         match self.cause {
@@ -91,5 +115,32 @@ mod tests {
         );
         assert_eq!(e.status(), Some(403));
         assert_eq!(Error::refused("x", "y").status(), None);
+    }
+
+    #[test]
+    fn a_secret_echoed_by_a_server_is_redacted_everywhere() {
+        let token = "eyJhbGciOiJSUzI1NiJ9.s3cr3t";
+        let e = Error::new(
+            format!("list pods (GET https://h/{token})"),
+            Cause::Status {
+                code: 401,
+                message: format!("invalid bearer token {token}, and again {token}"),
+            },
+        )
+        .redact(token);
+        assert_eq!(
+            e.to_string(),
+            "list pods (GET https://h/[redacted]): expected a 2xx answer, got 401: invalid bearer token [redacted], and again [redacted]"
+        );
+        for cause in [
+            Cause::Transport(token.into()),
+            Cause::Malformed(token.into()),
+            Cause::Io(token.into()),
+            Cause::Refused(token.into()),
+        ] {
+            let e = Error::new("x", cause).redact(token);
+            assert!(!e.to_string().contains(token), "{e}");
+        }
+        assert_eq!(Error::refused("a", "b").redact(""), Error::refused("a", "b"));
     }
 }

@@ -146,6 +146,25 @@ impl Client {
         path_and_query: &str,
         payload: Option<Payload>,
     ) -> Result<(String, ureq::http::Response<Body>), Error> {
+        self.exchange(what, method, path_and_query, payload)
+            .map_err(|e| self.redact(e))
+    }
+
+    /// `e` without this client's token, should the server have echoed it: see `Error::redact`.
+    pub fn redact(&self, e: Error) -> Error {
+        match &self.token {
+            Some(token) => e.redact(token),
+            None => e,
+        }
+    }
+
+    fn exchange(
+        &self,
+        what: &str,
+        method: &str,
+        path_and_query: &str,
+        payload: Option<Payload>,
+    ) -> Result<(String, ureq::http::Response<Body>), Error> {
         let url = self.url(path_and_query);
         let doing = format!("{what} ({method} {url})");
         log::trace!(method, url = url.as_str(); "request");
@@ -289,7 +308,7 @@ impl Client {
     pub fn parse_body<T: DeserializeOwned>(&self, doing: &str, body: Body) -> Result<T, Error> {
         let reader = body.into_with_config().limit(BODY_LIMIT).reader();
         let Some(tap) = &self.tap else {
-            return parse_reader(doing, reader);
+            return parse_reader(doing, reader).map_err(|e| self.redact(e));
         };
         let mut tee = Tee {
             inner: reader,
@@ -299,7 +318,7 @@ impl Client {
         if let Ok(mut bodies) = tap.lock() {
             bodies.push(tee.copy);
         }
-        parsed
+        parsed.map_err(|e| self.redact(e))
     }
 }
 
@@ -380,6 +399,45 @@ mod tests {
         assert!((page.len() as u64) < BODY_LIMIT / 4, "{} bytes", page.len());
         let body = ureq::Body::builder().data(page);
         assert!(client.parse_body::<serde_json::Value>("read", body).is_ok());
+    }
+
+    #[test]
+    fn a_token_the_server_echoes_back_is_not_repeated() {
+        const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.s3cr3t";
+        // A server that echoes the token in its 401.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            let body = format!("invalid bearer token {TOKEN}");
+            let head = format!("HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\n\r\n", body.len());
+            reader.get_mut().write_all((head + &body).as_bytes()).unwrap();
+        });
+        let client = Client::new(&base, Duration::from_secs(5), None, Some(TOKEN.to_string()));
+        let e = client.send("list pods", "GET", "/", None).unwrap_err();
+        assert_eq!(e.status(), Some(401));
+        assert!(
+            e.to_string().ends_with("got 401: invalid bearer token [redacted]"),
+            "{e}"
+        );
+        // A body field that holds the token and fails to parse.
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Spec {
+            replicas: i64,
+        }
+        let body = ureq::Body::builder().data(format!(r#"{{"replicas":"{TOKEN}"}}"#));
+        let e = client.parse_body::<Spec>("get deployment", body).unwrap_err();
+        assert!(
+            !e.to_string().contains(TOKEN) && e.to_string().contains("[redacted]"),
+            "{e}"
+        );
     }
 
     #[derive(serde::Deserialize, Debug)]

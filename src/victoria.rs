@@ -126,7 +126,7 @@ pub fn query_cpu(client: &Client, query: &str) -> Result<BTreeMap<String, Sample
     };
     let (doing, response) = client.send("query CPU", "POST", "/api/v1/query", Some(payload))?;
     let envelope: Envelope = client.parse_body(&doing, response.into_body())?;
-    answer_into_samples(envelope).map_err(|why| Error::new(doing, Cause::Malformed(why)))
+    answer_into_samples(envelope).map_err(|why| client.redact(Error::new(doing, Cause::Malformed(why))))
 }
 
 #[cfg(test)]
