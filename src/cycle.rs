@@ -185,16 +185,17 @@ fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Er
 
 fn log_plan(plan: &Plan, mode: EvictionMode, dry_run: bool) {
     for v in &plan.pods {
-        let request = v.pod.cpu_request.unwrap_or(f64::NAN);
-        let of_request = match (v.cpu, v.pod.cpu_request) {
-            (Some(c), Some(r)) if r > 0.0 => format!("{:.0}%", 100.0 * c / r),
-            _ => "-".into(),
+        // Usage as a share of the request, SPEC §5; absent without either number.
+        let of_request = match (v.sample, v.pod.cpu_request) {
+            (Some(c), Some(r)) if r > 0.0 => Some(format!("{:.0}%", 100.0 * c / r)),
+            _ => None,
         };
         log::debug!(
             pod = v.pod.name.as_str(),
-            cpu = v.cpu.map_or(-1.0, act::round),
-            cpu_request = if request.is_nan() { -1.0 } else { request },
-            of_request = of_request.as_str(),
+            cpu = v.sample.map(act::round),
+            cpu_request = v.pod.cpu_request,
+            cpu_limit = v.pod.cpu_limit,
+            of_request = of_request.as_deref(),
             eligible = v.excluded.is_none(),
             excluded = v.excluded.map(|e| e.to_string()).unwrap_or_default().as_str();
             "pod"

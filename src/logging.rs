@@ -6,7 +6,7 @@
 //! reads them; in JSON each field is its own key, numbers stay numbers.
 
 use crate::config::LogFormat;
-use log::kv::{Key, Value, VisitSource};
+use log::kv::{Key, Value, VisitSource, VisitValue};
 use log::{LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 
@@ -27,11 +27,34 @@ pub fn init(level: LevelFilter, format: LogFormat) {
     }
 }
 
-/// Appends `key=value` pairs, quoting values that a logfmt parser would split.
+/// Tells a `None` field apart from every other value.
+struct IsNull(bool);
+
+impl<'v> VisitValue<'v> for IsNull {
+    fn visit_any(&mut self, _: Value) -> Result<(), log::kv::Error> {
+        Ok(())
+    }
+
+    fn visit_null(&mut self) -> Result<(), log::kv::Error> {
+        self.0 = true;
+        Ok(())
+    }
+}
+
+fn is_null(value: &Value) -> bool {
+    let mut v = IsNull(false);
+    let _ = value.visit(&mut v);
+    v.0
+}
+
+/// Appends `key=value` pairs (a `None` field is left out), quoting values that a logfmt parser would split.
 struct Logfmt(String);
 
 impl<'kvs> VisitSource<'kvs> for Logfmt {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
+        if is_null(&value) {
+            return Ok(());
+        }
         let v = value.to_string();
         self.0.push(' ');
         self.0.push_str(key.as_str());
@@ -50,7 +73,9 @@ struct JsonFields(serde_json::Map<String, serde_json::Value>);
 
 impl<'kvs> VisitSource<'kvs> for JsonFields {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
-        let json = if let Some(b) = value.to_bool() {
+        let json = if is_null(&value) {
+            serde_json::Value::Null
+        } else if let Some(b) = value.to_bool() {
             serde_json::Value::Bool(b)
         } else if let Some(i) = value.to_i64() {
             serde_json::Value::from(i)
@@ -68,7 +93,11 @@ impl<'kvs> VisitSource<'kvs> for JsonFields {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        // Our own records at the configured level; the libraries' (ureq, rustls) at
+        // warn at most: their debug records describe requests down to the headers,
+        // where the bearer token is.
+        let ours = metadata.target().starts_with("pod_rebalancer");
+        metadata.level() <= self.level && (ours || metadata.level() <= log::Level::Warn)
     }
 
     fn log(&self, record: &Record) {
@@ -108,4 +137,23 @@ impl Log for Logger {
     }
 
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libraries_never_log_below_warn() {
+        let logger = Logger {
+            format: LogFormat::Json,
+            level: LevelFilter::Trace,
+            text: simple_logger::SimpleLogger::new(),
+        };
+        let meta = |target, level| Metadata::builder().target(target).level(level).build();
+        assert!(logger.enabled(&meta("pod_rebalancer::cycle", log::Level::Trace)));
+        assert!(!logger.enabled(&meta("ureq_proto::client", log::Level::Debug)));
+        assert!(!logger.enabled(&meta("rustls::client", log::Level::Info)));
+        assert!(logger.enabled(&meta("rustls::client", log::Level::Warn)));
+    }
 }

@@ -143,6 +143,8 @@ pub struct PodView {
     pub pod: Pod,
     /// Cores, when the pod had a finite sample.
     pub cpu: Option<f64>,
+    /// The pod's finite sample (cores), eligible or not: what the query answered.
+    pub sample: Option<f64>,
     /// Age in seconds at `now`.
     pub age: Option<i64>,
     /// `None` for an eligible pod.
@@ -325,6 +327,10 @@ pub fn decide(input: &Inputs) -> Result<Plan, Error> {
             PodView {
                 pod: pod.clone(),
                 cpu: class.ok(),
+                sample: match sample {
+                    Some(Sample::Cores(c)) if c.is_finite() => Some(*c),
+                    _ => None,
+                },
                 age: pod.created.map(|c| input.now - c),
                 excluded: class.err(),
                 role: None,

@@ -143,7 +143,12 @@ pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
                     format!("{}{}", "█".repeat(filled), " ".repeat(BAR_WIDTH - filled)),
                 )
             }
-            None => ("-".to_string(), "-".to_string(), " ".repeat(BAR_WIDTH)),
+            // An excluded pod shows what the query answered for it, without a bar.
+            None => (
+                v.sample.map_or("-".to_string(), |c| format!("{c:.3}")),
+                "-".to_string(),
+                " ".repeat(BAR_WIDTH),
+            ),
         };
         let note = match (v.role, v.excluded) {
             (Some(Role::HighestCpu), _) => "highest".to_string(),

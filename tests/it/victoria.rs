@@ -98,14 +98,16 @@ fn log_lines(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-/// The CPU the run logged for each matched pod (-1 for a pod without a sample).
+/// The CPU the run logged for each matched pod that had a sample (`cpu` is null
+/// for a pod without one).
 fn logged_cpu(lines: &[Value]) -> BTreeMap<String, f64> {
     lines
         .iter()
         .filter(|l| l["msg"] == "pod")
-        .map(|l| {
+        .filter_map(|l| {
             let pod = l["pod"].as_str().expect("pod field").to_string();
-            (pod, l["cpu"].as_f64().expect("cpu field"))
+            assert!(l["cpu"].is_number() || l["cpu"].is_null(), "{l}");
+            Some((pod, l["cpu"].as_f64()?))
         })
         .collect()
 }
