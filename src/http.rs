@@ -209,10 +209,7 @@ impl Client {
 
     fn transport(&self, doing: &str, e: ureq::Error) -> Error {
         let why = match e {
-            ureq::Error::Timeout(_) => format!(
-                "timed out after {}",
-                crate::clock::format_duration(self.timeout.as_secs().max(1))
-            ),
+            ureq::Error::Timeout(_) => self.timed_out(),
             ureq::Error::Io(io) => format!("{io}"),
             other => other.to_string(),
         };
@@ -278,15 +275,37 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-fn parse_reader<T: DeserializeOwned>(doing: &str, reader: impl Read) -> Result<T, Error> {
-    serde_json::from_reader(BufReader::with_capacity(64 * 1024, reader)).map_err(|e| {
-        let why = if e.is_io() {
-            format!("reading the body failed: {e}")
-        } else {
-            format!("expected JSON of the documented shape: {e}")
-        };
-        Error::new(doing, Cause::Malformed(why))
-    })
+fn parse_reader<T: DeserializeOwned>(reader: impl Read) -> Result<T, serde_json::Error> {
+    serde_json::from_reader(BufReader::with_capacity(64 * 1024, reader))
+}
+
+impl Client {
+    fn timed_out(&self) -> String {
+        format!(
+            "timed out after {}",
+            crate::clock::format_duration(self.timeout.as_secs().max(1))
+        )
+    }
+
+    /// Why a body could not be parsed. A body that stopped arriving in time is a
+    /// timeout, said as for any other request, not a reading error.
+    fn body_error(&self, doing: &str, e: serde_json::Error) -> Error {
+        if !e.is_io() {
+            return Error::new(
+                doing,
+                Cause::Malformed(format!("expected JSON of the documented shape: {e}")),
+            );
+        }
+        let text = e.to_string();
+        let io = std::io::Error::from(e);
+        match io.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
+            Some(ureq::Error::Timeout(_)) => Error::new(
+                doing,
+                Cause::Transport(format!("{} while reading the body", self.timed_out())),
+            ),
+            _ => Error::new(doing, Cause::Malformed(format!("reading the body failed: {text}"))),
+        }
+    }
 }
 
 impl Client {
@@ -308,13 +327,13 @@ impl Client {
     pub fn parse_body<T: DeserializeOwned>(&self, doing: &str, body: Body) -> Result<T, Error> {
         let reader = body.into_with_config().limit(BODY_LIMIT).reader();
         let Some(tap) = &self.tap else {
-            return parse_reader(doing, reader).map_err(|e| self.redact(e));
+            return parse_reader(reader).map_err(|e| self.redact(self.body_error(doing, e)));
         };
         let mut tee = Tee {
             inner: reader,
             copy: Vec::new(),
         };
-        let parsed = parse_reader(doing, &mut tee);
+        let parsed = parse_reader(&mut tee).map_err(|e| self.body_error(doing, e));
         if let Ok(mut bodies) = tap.lock() {
             bodies.push(tee.copy);
         }
@@ -436,6 +455,32 @@ mod tests {
         let e = client.parse_body::<Spec>("get deployment", body).unwrap_err();
         assert!(
             !e.to_string().contains(TOKEN) && e.to_string().contains("[redacted]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_body_that_stops_arriving_is_a_timeout() {
+        struct Stalled;
+        impl Read for Stalled {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                // What ureq's body reader returns when the global timeout passes.
+                Err(std::io::Error::other(ureq::Error::Timeout(ureq::Timeout::Global)))
+            }
+        }
+        let client = Client::new("http://127.0.0.1:1", Duration::from_secs(10), None, None);
+        let body = ureq::Body::builder().reader(std::io::Cursor::new(b"{\"items\":[".to_vec()).chain(Stalled));
+        let e = client.parse_body::<serde_json::Value>("list pods", body).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "list pods: no answer: timed out after 10s while reading the body"
+        );
+        let cut = std::io::Cursor::new(b"{\"items\":[".to_vec()).chain(std::io::Cursor::new(Vec::new()));
+        let e = client
+            .parse_body::<serde_json::Value>("list pods", ureq::Body::builder().reader(cut))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("expected JSON of the documented shape: EOF"),
             "{e}"
         );
     }

@@ -565,7 +565,7 @@ fn rows() -> Vec<Row> {
             kube("list", trickle(&list_body)),
             1,
             NONE,
-            "list pods (GET https://127.0.0.1:",
+            "no answer: timed out after 1s while reading the body",
         )
         .timeouts(1),
     );
@@ -619,7 +619,7 @@ fn rows() -> Vec<Row> {
             Fault::Metrics(trickle(&a.good)),
             1,
             NONE,
-            "query CPU (POST http://127.0.0.1:",
+            "no answer: timed out after 1s while reading the body",
         )
         .timeouts(1),
     );
