@@ -60,17 +60,14 @@ pub fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>, Error> {
             Ok(PemItem::Certificate(c)) => certs.push(c),
             Ok(_) => {}
             Err(e) => {
-                return Err(Error::new(
-                    doing,
-                    Cause::Malformed(format!("expected PEM certificates: {e}")),
-                ));
+                return Err(Error::new(doing, Cause::Io(format!("expected PEM certificates: {e}"))));
             }
         }
     }
     if certs.is_empty() {
         return Err(Error::new(
             doing,
-            Cause::Malformed("expected PEM certificates, found none".into()),
+            Cause::Io("expected PEM certificates, found none".into()),
         ));
     }
     Ok(certs)
@@ -84,13 +81,13 @@ pub fn read_token(path: &Path) -> Result<String, Error> {
     if token.is_empty() {
         return Err(Error::new(
             doing,
-            Cause::Malformed("expected a token, the file is empty".into()),
+            Cause::Io("expected a token, the file is empty".into()),
         ));
     }
     if token.chars().any(|c| c.is_control() || c == ' ') {
         return Err(Error::new(
             doing,
-            Cause::Malformed("expected a token, the file holds whitespace or control characters".into()),
+            Cause::Io("expected a token, the file holds whitespace or control characters".into()),
         ));
     }
     Ok(token.to_string())
@@ -483,6 +480,42 @@ mod tests {
             e.to_string().contains("expected JSON of the documented shape: EOF"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_bad_token_or_ca_file_is_named_and_said_as_a_file_problem() {
+        let dir = std::env::temp_dir().join(format!("pod-rebalancer-http-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let empty = file("empty-token", "\n");
+        assert_eq!(
+            read_token(&empty).unwrap_err().to_string(),
+            format!(
+                "read bearer token {}: expected a token, the file is empty",
+                empty.display()
+            )
+        );
+        let two_words = file("two-words", "Bearer abc\n");
+        assert!(
+            read_token(&two_words)
+                .unwrap_err()
+                .to_string()
+                .ends_with(": expected a token, the file holds whitespace or control characters")
+        );
+        assert_eq!(read_token(&file("token", "abc.def\n")).unwrap(), "abc.def");
+        let not_pem = file("ca.crt", "not a certificate");
+        assert_eq!(
+            read_ca(&not_pem).unwrap_err().to_string(),
+            format!(
+                "read CA bundle {}: expected PEM certificates, found none",
+                not_pem.display()
+            )
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[derive(serde::Deserialize, Debug)]
