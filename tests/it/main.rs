@@ -9,4 +9,5 @@ mod dashboard;
 mod faults;
 mod manifests;
 mod plan_command;
+mod properties;
 mod victoria;
