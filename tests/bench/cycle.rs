@@ -1,0 +1,613 @@
+//! The cycle benchmark: the release `pod-rebalancer` binary, end to end over real TLS
+//! and real paging, against a loopback Kubernetes API and VictoriaMetrics serving N
+//! realistic pods, beside two references on the same server: the floor (`curl`
+//! fetching the same responses over one kept-alive connection) and the peer
+//! (`kubectl get pods -o json`). A measurement, not a test: it asserts no time.
+//!
+//!     cargo bench --bench cycle                   # N = 100, 1000, 10000, 50000; 7 runs each
+//!     cargo bench --bench cycle -- --smoke        # N = 1000 once; checks the decision (CI)
+//!     cargo bench --bench cycle -- --sizes 10000 --runs 5 --no-kubectl
+//!
+//! It needs GNU `time` at /usr/bin/time (Debian package `time`) for the child's CPU
+//! time and peak RSS, and `curl` and `kubectl` on PATH unless told to skip them.
+
+mod fleet;
+mod measure;
+mod server;
+
+use measure::{Sample, median};
+use pod_rebalancer::kube::PAGE_LIMIT;
+use server::{Content, Counts, Pki, Server};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+struct Args {
+    smoke: bool,
+    runs: usize,
+    sizes: Vec<usize>,
+    curl: bool,
+    kubectl: bool,
+    verbose: bool,
+    dump_pod: bool,
+    serve: Option<usize>,
+    /// Binaries to measure instead of the one Cargo built (A/B comparisons).
+    bins: Vec<PathBuf>,
+}
+
+const USAGE: &str = "usage: cargo bench --bench cycle -- [--smoke] [--runs N] [--sizes N,N,..] [--no-curl] [--no-kubectl] [--verbose] [--dump-pod] [--serve N] [--bin PATH]..";
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        smoke: false,
+        runs: 7,
+        sizes: vec![100, 1_000, 10_000, 50_000],
+        curl: true,
+        kubectl: true,
+        verbose: false,
+        dump_pod: false,
+        serve: None,
+        bins: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            // `cargo bench` passes this to every bench target.
+            "--bench" => {}
+            "--smoke" => args.smoke = true,
+            "--no-curl" => args.curl = false,
+            "--no-kubectl" => args.kubectl = false,
+            "--verbose" => args.verbose = true,
+            "--dump-pod" => args.dump_pod = true,
+            "--bin" => args.bins.push(
+                it.next()
+                    .ok_or("--bin: expected the path of a pod-rebalancer binary")?
+                    .into(),
+            ),
+            "--serve" => {
+                args.serve = Some(
+                    it.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|&n| n >= 10)
+                        .ok_or("--serve: expected a pod count >= 10")?,
+                );
+            }
+            "--runs" => {
+                args.runs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&r| r > 0)
+                    .ok_or("--runs: expected a count >= 1")?;
+            }
+            "--sizes" => {
+                let v = it.next().ok_or("--sizes: expected a list such as 1000,10000")?;
+                args.sizes = v
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>().ok().filter(|&n| n >= 10))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(format!("--sizes: expected pod counts >= 10, got {v:?}"))?;
+            }
+            "--help" | "-h" => return Err(String::new()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if args.smoke {
+        args.sizes = vec![1_000];
+        args.runs = 1;
+        args.curl = false;
+        args.kubectl = false;
+    }
+    Ok(args)
+}
+
+/// The medians of one fleet size.
+struct Row {
+    n: usize,
+    pages: usize,
+    pod_bytes: usize,
+    /// One per binary measured: its label, medians and what the server saw.
+    ours: Vec<(String, Sample, Counts)>,
+    curl: Option<(Sample, Counts)>,
+    kubectl: Option<(Sample, Counts)>,
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("{why}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if args.dump_pod {
+        // One generated pod, to see what the server sends.
+        let fleet = fleet::build(Path::new(env!("CARGO_MANIFEST_DIR")), 10, 1_790_000_000);
+        println!("{}", String::from_utf8_lossy(fleet.slice(0, 1)));
+        return;
+    }
+    if let Err(why) = run(&args) {
+        eprintln!("bench failed: {why}");
+        std::process::exit(1);
+    }
+}
+
+fn tool(name: &str) -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(format!("{name} not found on PATH (or pass --no-{name})"))
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A fresh random-enough token: the server checks it, and it is never printed.
+fn token() -> String {
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ u64::from(std::process::id());
+    let mut x = seed | 1;
+    (0..4)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{x:016x}")
+        })
+        .collect()
+}
+
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if !Path::new(measure::TIME).is_file() {
+        return Err(format!(
+            "{} not found: install GNU time (Debian/Ubuntu: apt-get install time)",
+            measure::TIME
+        ));
+    }
+    let curl = if args.curl { Some(tool("curl")?) } else { None };
+    let kubectl = if args.kubectl { Some(tool("kubectl")?) } else { None };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bins = if args.bins.is_empty() {
+        vec![PathBuf::from(env!("CARGO_BIN_EXE_pod-rebalancer"))]
+    } else {
+        args.bins.clone()
+    };
+
+    let scratch = Scratch(std::env::temp_dir().join(format!("pod-rebalancer-bench-{}", std::process::id())));
+    let dir = scratch.0.clone();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("sa")).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("home")).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let pki = Pki::new();
+    let token = token();
+    let ca = dir.join("sa/ca.crt");
+    write(&ca, &pki.ca_pem)?;
+    write(&dir.join("sa/token"), &token)?;
+    write(&dir.join("auth.header"), &format!("Authorization: Bearer {token}\n"))?;
+    let server = Server::start(&pki);
+    let url = server.url();
+    let kubeconfig = dir.join("kubeconfig");
+    write(
+        &kubeconfig,
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: bench\n  user:\n    token: {token}\ncontexts:\n- name: bench\n  context:\n    cluster: bench\n    user: bench\n    namespace: {}\ncurrent-context: bench\n",
+            ca.display(),
+            fleet::NAMESPACE
+        ),
+    )?;
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let ours_env = |level: &str| -> Vec<(String, String)> {
+        [
+            ("KUBE_API_URL", url.as_str()),
+            ("KUBE_SERVICE_ACCOUNT_DIR", &dir.join("sa").display().to_string()),
+            ("KUBE_NAMESPACE", fleet::NAMESPACE),
+            ("KUBE_LABEL_SELECTOR", fleet::SELECTOR),
+            ("DEPLOYMENT_NAME", fleet::DEPLOYMENT),
+            ("PROMETHEUS_ENDPOINT", url.as_str()),
+            ("PROMETHEUS_CA_FILE", &ca.display().to_string()),
+            ("DRY_RUN", "true"),
+            ("LOG_LEVEL", level),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    if let Some(n) = args.serve {
+        // For profiling by hand: serve one fleet until killed.
+        server.serve_content(Content {
+            fleet: fleet::build(&root, n, now),
+            token: token.clone(),
+        });
+        for (k, v) in ours_env("warn") {
+            println!("export {k}='{v}'");
+        }
+        println!("export KUBECONFIG='{}'", kubeconfig.display());
+        eprintln!(
+            "serving {n} pods at {url}; stop with Ctrl-C (scratch files stay in {})",
+            dir.display()
+        );
+        loop {
+            std::thread::park();
+        }
+    }
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# pod-rebalancer cycle benchmark");
+    println!();
+    println!("- machine: {cores} cores, {}", cpu_model());
+    for bin in &bins {
+        let size = std::fs::metadata(bin)
+            .map_err(|e| format!("{}: {e}", bin.display()))?
+            .len();
+        println!(
+            "- binary: {} ({size} bytes = {:.2} MB)",
+            bin.display(),
+            size as f64 / 1e6
+        );
+    }
+    println!(
+        "- runs per size: {} (medians); ours with DRY_RUN=true LOG_LEVEL=warn; server: loopback HTTPS (rustls), thread per connection, keep-alive",
+        args.runs
+    );
+
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for &n in &args.sizes {
+        let fleet = fleet::build(&root, n, now);
+        let (hottest, coldest) = (fleet.hottest.clone(), fleet.coldest.clone());
+        let pod_bytes = fleet.mean_pod_bytes();
+        let pages = n.div_ceil(PAGE_LIMIT);
+        server.serve_content(Content {
+            fleet,
+            token: token.clone(),
+        });
+        eprintln!("N={n}: {pod_bytes} bytes of JSON per pod, {pages} pages of {PAGE_LIMIT}");
+
+        // The decision first, at info level, where the dry-run lines are logged.
+        for bin in &bins {
+            server.take();
+            let (_, out) = measure::run(bin, &[], &ours_env("info"), &dir);
+            let counts = server.take();
+            check_ours(&out, &hottest, &coldest)?;
+            if counts.connections > 2 {
+                problems.push(format!(
+                    "N={n}: {} opened {} connections; expected 2 (one kept alive per server)",
+                    bin.display(),
+                    counts.connections
+                ));
+            }
+            eprintln!(
+                "N={n}: decision right (would evict {hottest} and {coldest}), {} connections, {} requests",
+                counts.connections, counts.requests
+            );
+        }
+
+        let curl_args = curl_args(&url, &ca, &dir.join("auth.header"), n);
+        let kubectl_args: Vec<String> = [
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "get",
+            "pods",
+            "-n",
+            fleet::NAMESPACE,
+            "-l",
+            fleet::SELECTOR,
+            "-o",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let kubectl_env = vec![
+            ("HOME".to_string(), dir.join("home").display().to_string()),
+            ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
+        ];
+        // Warm-ups, not counted: the page cache, and kubectl's discovery cache (a user
+        // running it twice has one).
+        for (program, a, env) in [
+            (curl.as_ref(), &curl_args, &Vec::new()),
+            (kubectl.as_ref(), &kubectl_args, &kubectl_env),
+        ] {
+            if let Some(p) = program {
+                let (_, out) = measure::run(p, a, env, &dir);
+                check_exit(p, &out)?;
+            }
+        }
+        server.take();
+        if args.verbose {
+            for u in server.unknown.lock().expect("unknown").drain(..) {
+                eprintln!("  404 for {u}");
+            }
+        }
+
+        let mut ours = vec![Vec::new(); bins.len()];
+        let mut ours_counts = vec![Counts::default(); bins.len()];
+        let (mut by_curl, mut by_kubectl) = (Vec::new(), Vec::new());
+        let (mut curl_counts, mut kubectl_counts) = (Counts::default(), Counts::default());
+        for round in 0..args.runs {
+            for (i, bin) in bins.iter().enumerate() {
+                let (s, out) = measure::run(bin, &[], &ours_env("warn"), &dir);
+                ours_counts[i] = server.take();
+                check_exit(bin, &out)?;
+                ours[i].push(s);
+            }
+            if let Some(p) = &curl {
+                let (s, out) = measure::run(p, &curl_args, &[], &dir);
+                curl_counts = server.take();
+                check_exit(p, &out)?;
+                by_curl.push(s);
+            }
+            if let Some(p) = &kubectl {
+                let (s, out) = measure::run(p, &kubectl_args, &kubectl_env, &dir);
+                kubectl_counts = server.take();
+                check_exit(p, &out)?;
+                by_kubectl.push(s);
+            }
+            eprintln!(
+                "N={n} round {}: ours {}{}{}",
+                round + 1,
+                ours.iter()
+                    .map(|o| format!("{:.0} ms", s_ms(o.last())))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                by_curl
+                    .last()
+                    .map_or(String::new(), |s| format!(", curl {:.0} ms", s.wall * 1e3)),
+                by_kubectl
+                    .last()
+                    .map_or(String::new(), |s| format!(", kubectl {:.0} ms", s.wall * 1e3)),
+            );
+        }
+        rows.push(Row {
+            n,
+            pages,
+            pod_bytes,
+            ours: bins
+                .iter()
+                .zip(&ours)
+                .zip(&ours_counts)
+                .map(|((b, o), c)| (label(b, bins.len()), median(o), *c))
+                .collect(),
+            curl: curl.as_ref().map(|_| (median(&by_curl), curl_counts)),
+            kubectl: kubectl.as_ref().map(|_| (median(&by_kubectl), kubectl_counts)),
+        });
+    }
+    print_table(&rows);
+    print_targets(&rows);
+    for p in &problems {
+        println!("- PROBLEM: {p}");
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(())
+}
+
+/// How a binary is named in the table: nothing for the usual one, its path for A/B runs.
+fn label(bin: &Path, count: usize) -> String {
+    if count == 1 {
+        String::new()
+    } else {
+        bin.display().to_string()
+    }
+}
+
+fn s_ms(s: Option<&Sample>) -> f64 {
+    s.map_or(f64::NAN, |s| s.wall * 1e3)
+}
+
+/// One `curl` fetching what the binary fetches (the Deployment, every page, the
+/// query) over one kept-alive connection, to /dev/null.
+fn curl_args(url: &str, ca: &Path, header: &Path, n: usize) -> Vec<String> {
+    let ca = ca.display().to_string();
+    let header = format!("@{}", header.display());
+    let common = |v: &mut Vec<String>| {
+        v.extend(["-sS", "--fail", "--cacert", &ca, "-H", &header].map(String::from));
+    };
+    let mut v = Vec::new();
+    common(&mut v);
+    let list = format!(
+        "{url}/api/v1/namespaces/{}/pods?labelSelector={}&limit={PAGE_LIMIT}",
+        fleet::NAMESPACE,
+        fleet::SELECTOR.replace('=', "%3D")
+    );
+    let mut urls = vec![format!(
+        "{url}/apis/apps/v1/namespaces/{}/deployments/{}",
+        fleet::NAMESPACE,
+        fleet::DEPLOYMENT
+    )];
+    urls.push(list.clone());
+    for offset in (PAGE_LIMIT..n).step_by(PAGE_LIMIT) {
+        urls.push(format!("{list}&continue={}", server::continue_token(offset)));
+    }
+    for u in urls {
+        v.extend(["-o".to_string(), "/dev/null".to_string(), u]);
+    }
+    v.push("--next".into());
+    common(&mut v);
+    v.extend(
+        [
+            "--data-urlencode",
+            "query=sum by (pod) (rate(container_cpu_usage_seconds_total{namespace=\"posthog\",container=\"consumer\"}[300s]))",
+            "-o",
+            "/dev/null",
+        ]
+        .map(String::from),
+    );
+    v.push(format!("{url}/api/v1/query"));
+    v
+}
+
+fn check_exit(program: &Path, out: &Output) -> Result<(), String> {
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "{} exited with {}: {}",
+        program.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    ))
+}
+
+/// The binary must exit 0 and log "dry run: would evict pod X" for exactly the
+/// hottest and the coldest pod of the fleet.
+fn check_ours(out: &Output, hottest: &str, coldest: &str) -> Result<(), String> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("pod-rebalancer exited with {}: {}", out.status, stderr.trim()));
+    }
+    let mut named: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("dry run: would evict pod ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    named.sort_unstable();
+    let mut expected = vec![hottest, coldest];
+    expected.sort_unstable();
+    if named != expected {
+        return Err(format!(
+            "expected the dry run to name {hottest} (hottest) and {coldest} (coldest), it named {named:?}:\n{stderr}"
+        ));
+    }
+    Ok(())
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.1} MB", bytes / 1e6)
+}
+
+fn rss(s: &Sample) -> String {
+    mb(s.rss_kb as f64 * 1024.0)
+}
+
+fn ms(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{:.0} ms", secs * 1e3)
+    } else {
+        format!("{:.2} s", secs)
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let ab = rows.iter().any(|r| r.ours.len() > 1);
+    println!();
+    println!(
+        "| pods | pages | received |{} ours wall | ours CPU | ours RSS | curl wall | curl CPU | curl RSS | kubectl wall | kubectl CPU | kubectl RSS | ours / curl wall | kubectl / ours wall | kubectl / ours RSS |",
+        if ab { " binary |" } else { "" }
+    );
+    println!(
+        "|---:|---:|---:|{}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        if ab { "---|" } else { "" }
+    );
+    for r in rows {
+        for (name, ours, counts) in &r.ours {
+            let (cw, cc, cr, ratio) = match &r.curl {
+                Some((c, _)) => (ms(c.wall), ms(c.cpu), rss(c), format!("{:.2}×", ours.wall / c.wall)),
+                None => ("-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let (kw, kc, kr, kwr, krr) = match &r.kubectl {
+                Some((k, _)) => (
+                    ms(k.wall),
+                    ms(k.cpu),
+                    rss(k),
+                    format!("{:.0}×", k.wall / ours.wall),
+                    format!("{:.0}×", k.rss_kb as f64 / ours.rss_kb as f64),
+                ),
+                None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+            };
+            println!(
+                "| {} | {} | {} |{} {} | {} | {} | {cw} | {cc} | {cr} | {kw} | {kc} | {kr} | {ratio} | {kwr} | {krr} |",
+                r.n,
+                r.pages,
+                mb(counts.bytes as f64),
+                if ab { format!(" {name} |") } else { String::new() },
+                ms(ours.wall),
+                ms(ours.cpu),
+                rss(ours),
+            );
+        }
+    }
+    println!();
+    for r in rows {
+        let (_, _, counts) = &r.ours[0];
+        let mut line = format!(
+            "- {} pods ({} bytes of JSON each): ours {} connections / {} requests",
+            r.n, r.pod_bytes, counts.connections, counts.requests
+        );
+        if let Some((_, c)) = &r.curl {
+            line += &format!("; curl {} / {}", c.connections, c.requests);
+        }
+        if let Some((_, k)) = &r.kubectl {
+            line += &format!("; kubectl {} / {} ({})", k.connections, k.requests, mb(k.bytes as f64));
+        }
+        println!("{line}");
+    }
+}
+
+/// The targets, judged on the first binary's medians.
+fn print_targets(rows: &[Row]) {
+    let find = |n| rows.iter().find(|r| r.n == n);
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!();
+    if let Some(r) = find(10_000) {
+        let ours = &r.ours[0].1;
+        if let Some((c, _)) = &r.curl {
+            let x = ours.wall / c.wall;
+            println!("- 10k wall ≤ 2× curl floor: {x:.2}× — {}", verdict(x <= 2.0));
+        }
+        println!("- 10k wall ≤ 0.4 s: {} — {}", ms(ours.wall), verdict(ours.wall <= 0.4));
+        println!(
+            "- 10k peak RSS ≤ 16 MB: {} — {}",
+            rss(ours),
+            verdict(ours.rss_kb as f64 * 1024.0 <= 16e6)
+        );
+        if let Some((k, _)) = &r.kubectl {
+            let (w, m) = (k.wall / ours.wall, k.rss_kb as f64 / ours.rss_kb as f64);
+            println!("- 10k ≥ 20× faster than kubectl: {w:.1}× — {}", verdict(w >= 20.0));
+            println!("- 10k ≥ 20× less memory than kubectl: {m:.1}× — {}", verdict(m >= 20.0));
+        }
+    }
+    if let Some(r) = find(50_000) {
+        let ours = &r.ours[0].1;
+        println!(
+            "- 50k peak RSS ≤ 32 MB: {} — {}",
+            rss(ours),
+            verdict(ours.rss_kb as f64 * 1024.0 <= 32e6)
+        );
+        if let Some(t) = find(10_000) {
+            let x = ours.wall / t.ours[0].1.wall;
+            println!("- wall(50k) / wall(10k) ≤ 6: {x:.2} — {}", verdict(x <= 6.0));
+        }
+    }
+}

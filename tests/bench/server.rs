@@ -1,0 +1,396 @@
+//! A loopback HTTPS server that plays the Kubernetes API (discovery, the Deployment,
+//! the paged pod list) and VictoriaMetrics (`/api/v1/query`) from pre-serialized
+//! bytes. One thread per connection, keep-alive, no JSON work per request, so what
+//! is measured is the client. It counts connections, requests and bytes sent.
+
+use crate::fleet::{DEPLOYMENT, Fleet, NAMESPACE, SELECTOR};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// A throw-away CA and a server certificate for 127.0.0.1.
+pub struct Pki {
+    pub ca_pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key: Vec<u8>,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "pod-rebalancer bench CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA cert");
+        let key = KeyPair::generate().expect("server key");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        let cert = params.signed_by(&key, &ca).expect("server cert");
+        Pki {
+            ca_pem: ca.pem(),
+            chain: vec![cert.der().clone()],
+            key: key.serialize_der(),
+        }
+    }
+}
+
+/// What the server did since the last `take`.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Counts {
+    pub connections: u64,
+    pub requests: u64,
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// The bodies the server answers with; swapped between fleet sizes.
+pub struct Content {
+    pub fleet: Fleet,
+    pub token: String,
+}
+
+pub struct Server {
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    content: Arc<Mutex<Option<Arc<Content>>>>,
+    /// Paths the server did not know, for `--verbose`.
+    pub unknown: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(pki: &Pki) -> Server {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key.clone()));
+        // Choose the cipher suite as kube-apiserver (Go's crypto/tls) does on a CPU
+        // with AES instructions: AES-128-GCM first, whatever the client prefers.
+        use rustls::crypto::ring::{cipher_suite, default_provider};
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: vec![
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ],
+            ..default_provider()
+        };
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(pki.chain.clone(), key)
+            .expect("server TLS config");
+        config.ignore_client_order = true;
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let counters = Arc::new(Counters::default());
+        let content: Arc<Mutex<Option<Arc<Content>>>> = Arc::new(Mutex::new(None));
+        let unknown = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (counters, content, unknown, stop) = (counters.clone(), content.clone(), unknown.clone(), stop.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    counters.connections.fetch_add(1, Ordering::SeqCst);
+                    let Some(content) = content.lock().expect("content").clone() else {
+                        continue;
+                    };
+                    let (config, counters, unknown) = (config.clone(), counters.clone(), unknown.clone());
+                    std::thread::spawn(move || serve(stream, config, &content, &counters, &unknown));
+                }
+            })
+        };
+        Server {
+            addr,
+            counters,
+            content,
+            unknown,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn serve_content(&self, content: Content) {
+        *self.content.lock().expect("content") = Some(Arc::new(content));
+    }
+
+    /// The counts since the previous call, and zero again.
+    pub fn take(&self) -> Counts {
+        Counts {
+            connections: self.counters.connections.swap(0, Ordering::SeqCst),
+            requests: self.counters.requests.swap(0, Ordering::SeqCst),
+            bytes: self.counters.bytes.swap(0, Ordering::SeqCst),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The continue token of a page starting at `offset`: shaped like the API server's
+/// (base64 of a small JSON object), with the offset readable back.
+pub fn continue_token(offset: usize) -> String {
+    format!("eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6OTAwMDAwMDAsInN0YXJ0Ijoi{offset}In0")
+}
+
+fn offset_of(token: &str) -> Option<usize> {
+    token
+        .strip_prefix("eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6OTAwMDAwMDAsInN0YXJ0Ijoi")?
+        .strip_suffix("In0")?
+        .parse()
+        .ok()
+}
+
+fn decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("3F");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query(target: &str, name: &str) -> Option<String> {
+    let q = target.split_once('?')?.1;
+    q.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| decode(v))
+    })
+}
+
+fn serve(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    content: &Content,
+    counters: &Counters,
+    unknown: &Mutex<Vec<String>>,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let _ = stream.set_nodelay(true);
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut reader = BufReader::new(rustls::StreamOwned::new(conn, stream));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (method, target) = (method.to_string(), target.to_string());
+        let mut length = 0usize;
+        let mut authorized = false;
+        let mut close = false;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let Some((k, v)) = h.split_once(':') else { continue };
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("authorization") {
+                authorized = v.strip_prefix("Bearer ") == Some(content.token.as_str());
+            } else if k.eq_ignore_ascii_case("connection") {
+                close = v.eq_ignore_ascii_case("close");
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        counters.requests.fetch_add(1, Ordering::SeqCst);
+        let answer = route(&method, &target, authorized, content);
+        if let Answer::NotFound = answer {
+            unknown.lock().expect("unknown").push(format!("{method} {target}"));
+        }
+        let (status, parts) = answer.parts(content);
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{}\r\n",
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        // Counted before writing: the client may exit the moment it has the last byte.
+        counters.bytes.fetch_add((head.len() + len) as u64, Ordering::SeqCst);
+        let out = reader.get_mut();
+        let mut result = out.write_all(head.as_bytes());
+        for p in &parts {
+            result = result.and_then(|()| out.write_all(p));
+        }
+        if result.and_then(|()| out.flush()).is_err() {
+            return;
+        }
+        if close {
+            out.conn.send_close_notify();
+            let _ = out.flush();
+            return;
+        }
+    }
+}
+
+enum Answer {
+    Static(&'static str, String),
+    Deployment,
+    Page { from: usize, to: usize },
+    Query,
+    Unauthorized,
+    NotFound,
+}
+
+impl Answer {
+    fn parts<'c>(&self, c: &'c Content) -> (&'static str, Vec<std::borrow::Cow<'c, [u8]>>) {
+        use std::borrow::Cow::{Borrowed, Owned};
+        match self {
+            Answer::Static(status, body) => (status, vec![Owned(body.clone().into_bytes())]),
+            Answer::Deployment => ("200 OK", vec![Borrowed(&c.fleet.deployment)]),
+            Answer::Query => ("200 OK", vec![Borrowed(&c.fleet.vm_answer)]),
+            Answer::Page { from, to } => {
+                let n = c.fleet.n;
+                let more = if *to < n {
+                    format!(
+                        ",\"continue\":\"{}\",\"remainingItemCount\":{}",
+                        continue_token(*to),
+                        n - to
+                    )
+                } else {
+                    String::new()
+                };
+                let head =
+                    format!("{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"90000000\"{more}}},\"items\":[");
+                (
+                    "200 OK",
+                    vec![
+                        Owned(head.into_bytes()),
+                        Borrowed(c.fleet.slice(*from, *to)),
+                        Borrowed(b"]}".as_slice()),
+                    ],
+                )
+            }
+            Answer::Unauthorized => (
+                "401 Unauthorized",
+                vec![Borrowed(
+                    br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#.as_slice(),
+                )],
+            ),
+            Answer::NotFound => (
+                "404 Not Found",
+                vec![Borrowed(
+                    br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","code":404}"#.as_slice(),
+                )],
+            ),
+        }
+    }
+}
+
+fn route(method: &str, target: &str, authorized: bool, c: &Content) -> Answer {
+    let path = target.split('?').next().unwrap_or_default();
+    if method == "POST" && path == "/api/v1/query" {
+        return Answer::Query;
+    }
+    if !authorized {
+        return Answer::Unauthorized;
+    }
+    let pods = format!("/api/v1/namespaces/{NAMESPACE}/pods");
+    let deployment = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}");
+    match (method, path) {
+        ("GET", p) if p == pods => {
+            if query(target, "labelSelector").as_deref() != Some(SELECTOR) {
+                return Answer::Static("400 Bad Request", "{\"kind\":\"Status\",\"code\":400,\"message\":\"bench: unexpected labelSelector\"}".into());
+            }
+            let n = c.fleet.n;
+            let from = match query(target, "continue").filter(|t| !t.is_empty()) {
+                Some(token) => match offset_of(&token) {
+                    Some(o) => o.min(n),
+                    None => {
+                        return Answer::Static("410 Gone", "{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\",\"message\":\"bench: unknown continue token\"}".into());
+                    }
+                },
+                None => 0,
+            };
+            let limit = query(target, "limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|&l| l > 0)
+                .unwrap_or(n);
+            Answer::Page {
+                from,
+                to: from.saturating_add(limit).min(n),
+            }
+        }
+        ("GET", p) if p == deployment => Answer::Deployment,
+        ("GET", "/version") => Answer::Static(
+            "200 OK",
+            r#"{"major":"1","minor":"36","gitVersion":"v1.36.0","gitCommit":"0000000000000000000000000000000000000000","gitTreeState":"clean","buildDate":"2026-04-01T00:00:00Z","goVersion":"go1.25.0","compiler":"gc","platform":"linux/amd64"}"#.into(),
+        ),
+        ("GET", "/api") => Answer::Static(
+            "200 OK",
+            r#"{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":"127.0.0.1:443"}]}"#.into(),
+        ),
+        ("GET", "/apis") => Answer::Static(
+            "200 OK",
+            r#"{"kind":"APIGroupList","apiVersion":"v1","groups":[{"name":"apps","versions":[{"groupVersion":"apps/v1","version":"v1"}],"preferredVersion":{"groupVersion":"apps/v1","version":"v1"}}]}"#.into(),
+        ),
+        ("GET", "/api/v1") => Answer::Static(
+            "200 OK",
+            r#"{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","verbs":["create","delete","deletecollection","get","list","patch","update","watch"],"shortNames":["po"],"categories":["all"]},{"name":"pods/eviction","singularName":"","namespaced":true,"group":"policy","version":"v1","kind":"Eviction","verbs":["create"]},{"name":"events","singularName":"event","namespaced":true,"kind":"Event","verbs":["create","get","list"],"shortNames":["ev"]}]}"#.into(),
+        ),
+        ("GET", "/apis/apps/v1") => Answer::Static(
+            "200 OK",
+            r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":[{"name":"deployments","singularName":"deployment","namespaced":true,"kind":"Deployment","verbs":["create","delete","get","list","patch","update","watch"],"shortNames":["deploy"],"categories":["all"]}]}"#.into(),
+        ),
+        _ => Answer::NotFound,
+    }
+}
