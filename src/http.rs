@@ -25,11 +25,12 @@ pub const BODY_LIMIT: u64 = 32 * 1024 * 1024;
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
 /// The most elements we accept in one list of an answer (pods in a page, series in a
-/// metrics answer): twenty times a page (`kube::PAGE_LIMIT`), far more than any
-/// Deployment has pods, so only a broken answer reaches it. The body limit alone does
-/// not bound memory: a parsed item takes many times the room of its JSON, and a
-/// 64 MiB body of tiny items grew the process past a gigabyte.
-pub const MAX_ITEMS: usize = 10_000;
+/// metrics answer): 150,000, the most pods Kubernetes supports in a whole cluster, so
+/// no real Deployment's metrics answer (one series per pod) reaches it and only a
+/// broken answer does. The body limit alone does not bound memory: a parsed item
+/// takes many times the room of its JSON, and a 64 MiB body of tiny items grew the
+/// process past a gigabyte; 150,000 tiny items take tens of MB.
+pub const MAX_ITEMS: usize = 150_000;
 
 pub const USER_AGENT: &str = concat!("pod-rebalancer/", env!("CARGO_PKG_VERSION"));
 
@@ -537,7 +538,7 @@ mod tests {
         let e = serde_json::from_str::<List>(&list_of(MAX_ITEMS + 1)).unwrap_err();
         assert!(
             e.to_string()
-                .contains("expected at most 10000 elements in a list, got more"),
+                .contains(&format!("expected at most {MAX_ITEMS} elements in a list, got more")),
             "{e}"
         );
         // The error comes at the element too many, not at the end of the body.

@@ -398,7 +398,8 @@ mod tests {
             crate::http::MAX_ITEMS
         );
         let e = parse_pod_list(&page(crate::http::MAX_ITEMS + 1), None).unwrap_err();
-        assert!(e.to_string().contains("expected at most 10000 elements"), "{e}");
+        let expected = format!("expected at most {} elements", crate::http::MAX_ITEMS);
+        assert!(e.to_string().contains(&expected), "{e}");
     }
 
     #[test]

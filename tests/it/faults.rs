@@ -812,7 +812,7 @@ fn rows() -> Vec<Row> {
                 "{\"kind\":\"PodList\",\"metadata\":{},\"items\":[",
                 "{\"metadata\":{\"name\":\"a\"}},",
             ),
-            "expected at most 10000 elements in a list, got more",
+            "expected at most 150000 elements in a list, got more",
         ),
         (
             "100 MB of one pod name",
@@ -971,7 +971,7 @@ fn rows() -> Vec<Row> {
                 "{\"metric\":{\"pod\":\"x\"},\"value\":[1,\"1\"]},",
             ),
             1,
-            "expected at most 10000 elements in a list, got more",
+            "expected at most 150000 elements in a list, got more",
         ),
         (
             "100 MB of one label",
