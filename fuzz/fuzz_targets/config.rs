@@ -4,7 +4,7 @@
 //!
 //! Input: one entry per line. `KEY=VALUE` sets a variable (a KEY that is a number
 //! picks the setting of that index, so the fuzzer reaches every variable quickly);
-//! any other line is a command-line argument (non-UTF-8 bytes kept as such).
+//! any other non-empty line is a command-line argument (non-UTF-8 bytes kept).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStringExt;
 fuzz_target!(|data: &[u8]| {
     let mut args = Vec::new();
     let mut env = BTreeMap::new();
-    for line in data.split(|b| *b == b'\n') {
+    for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let text = String::from_utf8_lossy(line);
         match text.split_once('=') {
             Some((key, value)) if !key.starts_with('-') && !key.is_empty() => {
@@ -46,6 +46,14 @@ fuzz_target!(|data: &[u8]| {
             let d = &c.decision;
             assert!(d.threshold.is_finite() && d.threshold > 0.0, "threshold {}", d.threshold);
             assert!(d.min_pods >= 1 && d.window_secs > 0);
+            // The decision counts seconds in i64 (ages, `now - created`): a window
+            // beyond that would wrap, and a wrapped stabilization window is no gate.
+            assert!(i64::try_from(d.window_secs).is_ok(), "METRICS_TIME_WINDOW {}s", d.window_secs);
+            assert!(
+                i64::try_from(d.stabilization_secs).is_ok(),
+                "STABILIZATION_WINDOW {}s",
+                d.stabilization_secs
+            );
             assert!(!c.prometheus.timeout.is_zero());
             assert!(c.prometheus.url.starts_with("http://") || c.prometheus.url.starts_with("https://"));
             let authority = c.prometheus.url.split("://").nth(1).and_then(|r| r.split('/').next());
