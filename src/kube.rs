@@ -10,22 +10,25 @@ use crate::error::{Cause, Error};
 use crate::http::{Client, Payload};
 use crate::plan::{Pod, Rollout};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 /// Page size of the pod list: large enough that a 1,000-pod fleet is two requests,
 /// small enough that a page of fat pods stays a few MiB.
 pub const PAGE_LIMIT: usize = 500;
 
+// The wire structs skip every field the decision does not read as it is parsed, and
+// borrow the strings they only compare from the page buffer (a `Cow` borrows when
+// the string has no escapes): a pod costs the four strings `Pod` keeps, no map.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PodList {
+struct PodList<'a> {
     #[serde(default)]
     metadata: ListMeta,
     /// Required and not null: a page without items is a broken page, and treating it
     /// as empty would silently shrink the fleet the budget is computed on. Bounded,
     /// so a page of countless tiny items fails instead of exhausting memory.
-    #[serde(deserialize_with = "crate::http::bounded_seq")]
-    items: Vec<WirePod>,
+    #[serde(deserialize_with = "crate::http::bounded_seq", borrow)]
+    items: Vec<WirePod<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -35,56 +38,71 @@ struct ListMeta {
 }
 
 #[derive(Deserialize)]
-struct WirePod {
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: PodSpec,
-    #[serde(default)]
-    status: PodStatus,
+struct WirePod<'a> {
+    #[serde(borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    spec: PodSpec<'a>,
+    #[serde(default, borrow)]
+    status: PodStatus<'a>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ObjectMeta {
+struct ObjectMeta<'a> {
     name: String,
     #[serde(default)]
     uid: String,
-    creation_timestamp: Option<String>,
-    deletion_timestamp: Option<String>,
+    #[serde(borrow)]
+    creation_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    deletion_timestamp: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct PodSpec {
+struct PodSpec<'a> {
     node_name: Option<String>,
-    #[serde(default)]
-    containers: Vec<Container>,
+    #[serde(default, borrow)]
+    containers: Vec<Container<'a>>,
 }
 
 #[derive(Deserialize)]
-struct Container {
-    name: String,
-    #[serde(default)]
-    resources: Resources,
+struct Container<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    resources: Resources<'a>,
 }
 
 #[derive(Deserialize, Default)]
-struct Resources {
-    requests: Option<BTreeMap<String, String>>,
-    limits: Option<BTreeMap<String, String>>,
+struct Resources<'a> {
+    #[serde(borrow)]
+    requests: Option<Quantities<'a>>,
+    #[serde(borrow)]
+    limits: Option<Quantities<'a>>,
+}
+
+/// A `requests` or `limits` map, of which only `cpu` is read.
+#[derive(Deserialize, Default)]
+struct Quantities<'a> {
+    #[serde(borrow)]
+    cpu: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize, Default)]
-struct PodStatus {
+struct PodStatus<'a> {
     phase: Option<String>,
-    conditions: Option<Vec<Condition>>,
+    #[serde(borrow)]
+    conditions: Option<Vec<Condition<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct Condition {
-    #[serde(rename = "type")]
-    kind: String,
-    status: String,
+struct Condition<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +160,7 @@ pub fn parse_cpu(q: &str) -> Option<f64> {
     (v.is_finite() && v >= 0.0).then_some(v * scale)
 }
 
-impl WirePod {
+impl WirePod<'_> {
     /// The decision's view of this pod; `container` picks the measured container's
     /// resources (the only container when the name is unknown or absent).
     fn into_pod(self, container: Option<&str>) -> Pod {
@@ -151,7 +169,7 @@ impl WirePod {
             None if self.spec.containers.len() == 1 => self.spec.containers.first(),
             None => None,
         };
-        let cpu = |m: Option<&BTreeMap<String, String>>| m.and_then(|m| m.get("cpu")).and_then(|q| parse_cpu(q));
+        let cpu = |m: Option<&Quantities>| m.and_then(|m| m.cpu.as_deref()).and_then(parse_cpu);
         let ready = self
             .status
             .conditions
@@ -258,12 +276,14 @@ impl Kube<'_> {
         let mut restarted = false;
         let mut pods = Vec::new();
         let mut next: Option<String> = None;
+        // One body buffer for every page: memory holds one page whatever the fleet.
+        let mut buf = Vec::new();
         loop {
             let path = match &next {
                 Some(token) => format!("{first}&continue={}", encode(token)),
                 None => first.clone(),
             };
-            match self.client.json::<PodList>("list pods", "GET", &path, None) {
+            match self.page(&path, &mut buf) {
                 Ok(list) => {
                     let (page, token) = list_into_pods(list, Some(container));
                     log::debug!(pods = page.len(), more = token.is_some(); "pod list page");
@@ -282,6 +302,13 @@ impl Kube<'_> {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One page of the pod list, read into `buf` and parsed from there.
+    fn page<'b>(&self, path: &str, buf: &'b mut Vec<u8>) -> Result<PodList<'b>, Error> {
+        let (doing, response) = self.client.send("list pods", "GET", path, None)?;
+        self.client.read_body(&doing, response.into_body(), buf)?;
+        self.client.parse_slice(&doing, buf)
     }
 
     /// Evicts or deletes one pod, only if it is still the pod with this uid.
