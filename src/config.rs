@@ -110,6 +110,10 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// The longest window (a leap year): the decision counts ages in i64 seconds, and a
+/// window that wrapped there would be no gate at all.
+const MAX_WINDOW_SECS: u64 = 366 * 24 * 3600;
+
 const DNS_LABEL: &str =
     "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric, at most 63 characters)";
 
@@ -208,10 +212,10 @@ fn common(c: &mut Checker) -> Option<Config> {
     };
     let window = c.parsed(
         "METRICS_TIME_WINDOW",
-        "a duration > 0 in whole seconds such as 5m",
+        "a duration > 0 in whole seconds, at most 8784h, such as 5m",
         |v| {
             let d = positive_duration(v)?;
-            (d.subsec_nanos() == 0).then_some(d.as_secs())
+            (d.subsec_nanos() == 0 && d.as_secs() <= MAX_WINDOW_SECS).then_some(d.as_secs())
         },
     );
     let threshold = c.parsed("CPU_VARIANCE_THRESHOLD", "a finite number > 0 such as 0.3", |v| {
@@ -245,9 +249,15 @@ fn common(c: &mut Checker) -> Option<Config> {
             _ => None,
         }
     });
-    let stabilization = c.parsed("STABILIZATION_WINDOW", "a duration >= 0 such as 10m", |v| {
-        parse_duration(v).map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-    });
+    let stabilization = c.parsed(
+        "STABILIZATION_WINDOW",
+        "a duration >= 0, at most 8784h, such as 10m",
+        |v| {
+            parse_duration(v)
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                .filter(|s| *s <= MAX_WINDOW_SECS)
+        },
+    );
     let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
     let push_url = match c.value("METRICS_PUSH_URL") {
         Some(_) => c
@@ -531,6 +541,8 @@ mod tests {
             ("KUBE_TIMEOUT", "never", "duration > 0"),
             ("EVICTION_MODE", "kill", "evict or delete"),
             ("STABILIZATION_WINDOW", "ten minutes", "duration >= 0"),
+            ("STABILIZATION_WINDOW", "9223372036854775808s", "at most 8784h"),
+            ("METRICS_TIME_WINDOW", "8785h", "at most 8784h"),
             ("METRICS_PUSH_URL", "vm/api", "http(s) URL"),
             (
                 "METRICS_PUSH_URL",
