@@ -254,7 +254,7 @@ fn common(c: &mut Checker) -> Option<Config> {
         "a duration >= 0, at most 8784h, such as 10m",
         |v| {
             parse_duration(v)
-                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                .and_then(|d| d.as_secs().checked_add(u64::from(d.subsec_nanos() > 0)))
                 .filter(|s| *s <= MAX_WINDOW_SECS)
         },
     );
@@ -323,8 +323,44 @@ pub fn http_url(v: &str) -> Option<String> {
     if authority.is_empty() || authority.contains('@') || v.contains(['?', '#']) || v.contains(char::is_whitespace) {
         return None;
     }
+    if !valid_authority(authority) {
+        return None;
+    }
     ureq::http::Uri::try_from(v).ok()?;
     Some(v.trim_end_matches('/').to_string())
+}
+
+/// `host[:port]` with a DNS name or IPv4 address, or `[IPv6][:port]`.
+fn valid_authority(authority: &str) -> bool {
+    let (host_ok, port) = match authority.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip, after)) => (
+                ip.parse::<std::net::Ipv6Addr>().is_ok(),
+                after.strip_prefix(':').or(Some(after).filter(|a| a.is_empty())),
+            ),
+            None => (false, None),
+        },
+        None => {
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, Some("")),
+            };
+            let ok = !host.is_empty()
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            (ok, port)
+        }
+    };
+    let port_ok = match port {
+        Some("") => !authority.ends_with(':'),
+        Some(p) => p.parse::<u16>().is_ok_and(|n| n > 0),
+        None => false,
+    };
+    host_ok && port_ok
 }
 
 /// `http_url`, plus an optional query string: VictoriaMetrics' import endpoint takes
@@ -394,7 +430,7 @@ pub fn parse_duration(v: &str) -> Option<Duration> {
         let mut scale = unit_nanos;
         for d in frac.bytes().take(18) {
             scale /= 10;
-            nanos += u128::from(d - b'0') * scale;
+            nanos = nanos.checked_add(u128::from(d - b'0') * scale)?;
         }
         total_nanos = total_nanos.checked_add(nanos)?;
         s = rest;
@@ -519,6 +555,10 @@ mod tests {
                 "without credentials",
             ),
             ("PROMETHEUS_ENDPOINT", "ftp://vm", "http(s) URL"),
+            ("PROMETHEUS_ENDPOINT", "http://gv0(1/x", "http(s) URL"),
+            ("PROMETHEUS_ENDPOINT", "http://vm:99999", "http(s) URL"),
+            ("PROMETHEUS_ENDPOINT", "http://vm:", "http(s) URL"),
+            ("KUBE_API_URL", "https://[fd00::1/x", "http(s) URL"),
             ("PROMETHEUS_TIMEOUT", "0s", "duration > 0"),
             ("PROMETHEUS_TIMEOUT", "30", "duration > 0"),
             ("KUBE_NAMESPACE", "Posthog", "DNS-1123"),
@@ -543,6 +583,12 @@ mod tests {
             ("STABILIZATION_WINDOW", "ten minutes", "duration >= 0"),
             ("STABILIZATION_WINDOW", "9223372036854775808s", "at most 8784h"),
             ("METRICS_TIME_WINDOW", "8785h", "at most 8784h"),
+            ("STABILIZATION_WINDOW", "18446744073709551615.5s", "at most 8784h"),
+            (
+                "STABILIZATION_WINDOW",
+                "340282366920938463463374607431.9s",
+                "at most 8784h",
+            ),
             ("METRICS_PUSH_URL", "vm/api", "http(s) URL"),
             (
                 "METRICS_PUSH_URL",
@@ -605,6 +651,11 @@ mod tests {
         assert_eq!(live(&r).unwrap().1.kube.url, "https://10.96.0.1:443");
         r.service_host = Some("fd00::1".into());
         assert_eq!(live(&r).unwrap().1.kube.url, "https://[fd00::1]:443");
+        r.values.insert("KUBE_API_URL", "https://[fd00::1]/".into());
+        assert_eq!(live(&r).unwrap().1.kube.url, "https://[fd00::1]");
+        r.values
+            .insert("KUBE_API_URL", "https://kubernetes.default.svc:443".into());
+        assert_eq!(live(&r).unwrap().1.kube.url, "https://kubernetes.default.svc:443");
         r.values.insert("KUBE_API_URL", "http://127.0.0.1:8001/".into());
         assert_eq!(live(&r).unwrap().1.kube.url, "http://127.0.0.1:8001");
     }

@@ -244,9 +244,9 @@ fn publish(config: &Config, run: &Run) -> bool {
     }
     if let Some(url) = &config.push_url {
         // The push usually goes to the same VictoriaMetrics (or its vmauth): same CA
-        // bundle, same token, same timeout as the query.
-        let pushed = prometheus_client(config).and_then(|query_client| {
-            let client = query_client.for_base(url);
+        // bundle and timeout as the query, and the query's token, but only to the
+        // same origin, so a Pushgateway elsewhere never receives that credential.
+        let pushed = push_client(config, url).and_then(|client| {
             let payload = http::Payload {
                 content_type: "text/plain; version=0.0.4",
                 bytes: text.as_bytes(),
@@ -258,6 +258,26 @@ fn publish(config: &Config, run: &Run) -> bool {
         }
     }
     wrote
+}
+
+/// `scheme://host:port` of a validated URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
+fn push_client(config: &Config, url: &str) -> Result<Client, Error> {
+    let p = &config.prometheus;
+    let roots = p.ca_file.as_deref().map(http::read_ca).transpose()?;
+    let token = p.token_file.as_deref().map(http::read_token).transpose()?;
+    Ok(match token {
+        Some(token) if origin(url) == origin(&p.url) => Client::new(url, p.timeout, roots, Some(token)),
+        Some(token) => Client::new(url, p.timeout, roots, None).hiding(token),
+        None => Client::new(url, p.timeout, roots, None),
+    })
 }
 
 fn read_previous(path: &Path) -> Carried {
@@ -467,4 +487,24 @@ fn offline_plan(
         container: if container.is_empty() { "?" } else { &container },
         namespace: &config.namespace,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_scheme_host_and_port() {
+        assert_eq!(
+            origin("http://vm:8428/api/v1/import/prometheus?extra_label=a"),
+            "http://vm:8428"
+        );
+        assert_eq!(
+            origin("https://vmauth.example/select/0/prometheus"),
+            "https://vmauth.example"
+        );
+        assert_eq!(origin("http://vm:8428?x=1"), "http://vm:8428");
+        assert_ne!(origin("http://vm:8428/x"), origin("http://pushgateway:9091/x"));
+        assert_ne!(origin("http://vm:8428"), origin("https://vm:8428"));
+    }
 }

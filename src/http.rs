@@ -41,6 +41,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     timeout: Duration,
+    /// A secret this client does not send but must never print.
+    hidden: Option<String>,
     /// When set, a copy of every 2xx JSON body parsed (for `plan --save`).
     tap: Option<Mutex<Vec<Vec<u8>>>>,
 }
@@ -120,15 +122,8 @@ impl Client {
             base: base.to_string(),
             token,
             timeout,
+            hidden: None,
             tap: None,
-        }
-    }
-
-    /// The same agent, token and timeout for another base URL.
-    pub fn for_base(self, base: &str) -> Client {
-        Client {
-            base: base.to_string(),
-            ..self
         }
     }
 
@@ -151,10 +146,20 @@ impl Client {
 
     /// `e` without this client's token, should the server have echoed it: see `Error::redact`.
     pub fn redact(&self, e: Error) -> Error {
-        match &self.token {
+        let e = match &self.token {
             Some(token) => e.redact(token),
             None => e,
+        };
+        match &self.hidden {
+            Some(secret) => e.redact(secret),
+            None => e,
         }
+    }
+
+    /// Also redacts `secret` from errors, though this client never sends it.
+    pub fn hiding(mut self, secret: String) -> Client {
+        self.hidden = Some(secret);
+        self
     }
 
     fn exchange(
@@ -211,6 +216,12 @@ impl Client {
             ureq::Error::Timeout(_) => self.timed_out(),
             ureq::Error::Io(io) => format!("{io}"),
             other => other.to_string(),
+        };
+        // rustls's words for "the server does not speak TLS" say nothing of the cause.
+        let why = if why.contains("InvalidContentType") || why.contains("corrupt message") {
+            format!("{why} (is the server plain HTTP? check http:// against https://)")
+        } else {
+            why
         };
         Error::new(doing, Cause::Transport(why))
     }

@@ -764,9 +764,19 @@ fn metrics_are_pushed_as_written() {
     let world = World::new("push", |f| f, &pods, &cpu);
     let sink = Server::http(Arc::new(|_: &Request| Reply::text(204, "")));
     let push_url = format!("{}/api/v1/import/prometheus", sink.url());
-    let out = world.run(&[("METRICS_PUSH_URL", &push_url)]);
+    let token_file = world.dir.path().join("vm-token");
+    std::fs::write(&token_file, "vm-token-for-the-query-only").expect("token");
+    let out = world.run(&[
+        ("METRICS_PUSH_URL", &push_url),
+        ("PROMETHEUS_BEARER_TOKEN_FILE", token_file.to_str().unwrap()),
+    ]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let pushed = sink.requests();
+    assert_eq!(
+        pushed[0].header("authorization"),
+        None,
+        "the query's token goes to the query's origin only"
+    );
     assert_eq!(pushed.len(), 1);
     assert_eq!(pushed[0].method, "POST");
     assert_eq!(pushed[0].path(), "/api/v1/import/prometheus");
