@@ -3,7 +3,7 @@
 # pod list, the VictoriaMetrics answer, the command line and environment, and the
 # previous metrics file. Each target runs for a bounded time from a corpus seeded
 # with fixtures/; any crash (a panic, a failed invariant, a hang past 10 s, 2 GB of
-# memory) fails the script and leaves the input in fuzz/artifacts/TARGET/.
+# memory) fails the script and leaves the input in tests/fuzz/artifacts/TARGET/.
 #
 # Usage: .ci/fuzz.sh [SECONDS_PER_TARGET]   (default 45, or $FUZZ_SECONDS)
 # It installs what is missing: the nightly toolchain and cargo-fuzz.
@@ -22,32 +22,32 @@ step "corpus from fixtures/"
 seed() {
     local target=$1
     shift
-    mkdir -p "fuzz/corpus/$target"
+    mkdir -p "tests/fuzz/corpus/$target"
     local f
     for f in "$@"; do
-        [ -f "$f" ] && cp "$f" "fuzz/corpus/$target/seed-$(basename "$f")"
+        [ -f "$f" ] && cp "$f" "tests/fuzz/corpus/$target/seed-$(basename "$f")"
     done
     return 0
 }
 shopt -s nullglob
 seed pod_list fixtures/k8s/*.json fixtures/k8s/constructed/*.json fixtures/demo/pods.json
 seed vm_answer fixtures/vm/*.json fixtures/prom/*.json fixtures/demo/cpu.json
-seed config fuzz/seeds/config/*
-seed previous_metrics fuzz/seeds/previous/* fixtures/prom/*.txt
+seed config tests/fuzz/seeds/config/*
+seed previous_metrics tests/fuzz/seeds/previous/* fixtures/prom/*.txt
 for t in "${targets[@]}"; do
-    printf '%-18s %s inputs\n' "$t" "$(find "fuzz/corpus/$t" -type f | wc -l)"
+    printf '%-18s %s inputs\n' "$t" "$(find "tests/fuzz/corpus/$t" -type f | wc -l)"
 done
 
 step "build"
-cargo +nightly fuzz build --fuzz-dir fuzz
+cargo +nightly fuzz build --fuzz-dir tests/fuzz
 
 declare -A executions rate
 failed=()
 for t in "${targets[@]}"; do
     step "fuzz $t for ${seconds}s"
-    log="fuzz/artifacts/$t.log"
-    mkdir -p "fuzz/artifacts/$t"
-    if cargo +nightly fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+    log="tests/fuzz/artifacts/$t.log"
+    mkdir -p "tests/fuzz/artifacts/$t"
+    if cargo +nightly fuzz run --fuzz-dir tests/fuzz "$t" "tests/fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1; then
         :
@@ -65,7 +65,7 @@ for t in "${targets[@]}"; do
     printf '%-18s %14s %10s %8s\n' "$t" "${executions[$t]:-?}" "${rate[$t]:-?}" "$seconds"
 done
 if ((${#failed[@]})); then
-    echo "crashed: ${failed[*]} (inputs in fuzz/artifacts/)" >&2
+    echo "crashed: ${failed[*]} (inputs in tests/fuzz/artifacts/)" >&2
     exit 1
 fi
 echo "no crash"
