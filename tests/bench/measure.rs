@@ -14,19 +14,27 @@ pub struct Sample {
     pub rss_kb: u64,
 }
 
+/// The median of `v`; NaN when empty.
+pub fn mid(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The median of a ratio taken round by round: `a[i]` and `b[i]` ran back to back,
+/// under the same load, so their ratio is steadier than the ratio of two medians.
+pub fn paired(a: &[Sample], b: &[Sample], ratio: impl Fn(&Sample, &Sample) -> f64) -> f64 {
+    mid(a.iter().zip(b).map(|(a, b)| ratio(a, b)).collect())
+}
+
 /// The median of each column separately (hyperfine-style: robust to one bad run).
 pub fn median(samples: &[Sample]) -> Sample {
-    let mid = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
     Sample {
         wall: mid(samples.iter().map(|s| s.wall).collect()),
         cpu: mid(samples.iter().map(|s| s.cpu).collect()),
