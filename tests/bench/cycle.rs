@@ -7,6 +7,9 @@
 //!     cargo bench --bench cycle                   # N = 100, 1000, 10000, 50000; 7 runs each
 //!     cargo bench --bench cycle -- --smoke        # N = 1000 once; checks the decision (CI)
 //!     cargo bench --bench cycle -- --sizes 10000 --runs 5 --no-kubectl
+//!     cargo bench --bench cycle -- --bin A --bin B  # two builds, round by round
+//!     cargo bench --bench cycle -- --parse-floor  # one page: our parser vs serde_json skipping it
+//!     cargo bench --bench cycle -- --serve 10000  # keep a fleet up (for perf, heaptrack)
 //!
 //! It needs GNU `time` at /usr/bin/time (Debian package `time`) for the child's CPU
 //! time and peak RSS, and `curl` and `kubectl` on PATH unless told to skip them.
@@ -30,12 +33,13 @@ struct Args {
     kubectl: bool,
     verbose: bool,
     dump_pod: bool,
+    parse_floor: bool,
     serve: Option<usize>,
     /// Binaries to measure instead of the one Cargo built (A/B comparisons).
     bins: Vec<PathBuf>,
 }
 
-const USAGE: &str = "usage: cargo bench --bench cycle -- [--smoke] [--runs N] [--sizes N,N,..] [--no-curl] [--no-kubectl] [--verbose] [--dump-pod] [--serve N] [--bin PATH]..";
+const USAGE: &str = "usage: cargo bench --bench cycle -- [--smoke] [--runs N] [--sizes N,N,..] [--no-curl] [--no-kubectl] [--verbose] [--dump-pod] [--parse-floor] [--serve N] [--bin PATH]..";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -46,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         kubectl: true,
         verbose: false,
         dump_pod: false,
+        parse_floor: false,
         serve: None,
         bins: Vec::new(),
     };
@@ -59,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-kubectl" => args.kubectl = false,
             "--verbose" => args.verbose = true,
             "--dump-pod" => args.dump_pod = true,
+            "--parse-floor" => args.parse_floor = true,
             "--bin" => args.bins.push(
                 it.next()
                     .ok_or("--bin: expected the path of a pod-rebalancer binary")?
@@ -126,6 +132,10 @@ fn main() {
         // One generated pod, to see what the server sends.
         let fleet = fleet::build(Path::new(env!("CARGO_MANIFEST_DIR")), 10, 1_790_000_000);
         println!("{}", String::from_utf8_lossy(fleet.slice(0, 1)));
+        return;
+    }
+    if args.parse_floor {
+        parse_floor();
         return;
     }
     if let Err(why) = run(&args) {
@@ -633,4 +643,42 @@ fn print_targets(rows: &[Row]) {
             println!("- wall(50k) / wall(10k) ≤ 6: {x:.2} (medians) — {}", verdict(x <= 6.0));
         }
     }
+}
+
+/// In process, no network: the time to parse one page of 500 generated pods with the
+/// binary's own parser, beside serde_json skipping the same page without keeping
+/// anything (`IgnoredAny`), the least any serde_json-based client can spend on it.
+fn parse_floor() {
+    use std::time::Instant;
+    let fleet = fleet::build(Path::new(env!("CARGO_MANIFEST_DIR")), PAGE_LIMIT, 1_790_000_000);
+    let page = format!(
+        "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"1\"}},\"items\":[{}]}}",
+        String::from_utf8_lossy(fleet.slice(0, PAGE_LIMIT))
+    );
+    let time = |what: &str, f: &dyn Fn()| {
+        f();
+        let rounds = 200;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let started = Instant::now();
+            for _ in 0..rounds {
+                f();
+            }
+            best = best.min(started.elapsed().as_secs_f64() / rounds as f64);
+        }
+        println!(
+            "- {what}: {:.2} ms per page of {PAGE_LIMIT} pods ({:.2} MB), {:.0} MB/s",
+            best * 1e3,
+            page.len() as f64 / 1e6,
+            page.len() as f64 / best / 1e6
+        );
+    };
+    time("pod_rebalancer::kube::parse_pod_list", &|| {
+        let parsed = pod_rebalancer::kube::parse_pod_list(&page, Some(fleet::DEPLOYMENT)).expect("page");
+        std::hint::black_box(parsed);
+    });
+    time("serde_json, skipping everything (IgnoredAny)", &|| {
+        let skipped: serde::de::IgnoredAny = serde_json::from_str(&page).expect("page");
+        std::hint::black_box(skipped);
+    });
 }
