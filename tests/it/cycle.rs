@@ -119,6 +119,16 @@ impl World {
             .collect()
     }
 
+    /// The `continue` parameter of every pod list request, in order.
+    fn continue_tokens(&self) -> Vec<Option<String>> {
+        self.kube
+            .requests()
+            .iter()
+            .filter(|r| r.path().ends_with("/pods"))
+            .map(|r| r.query("continue"))
+            .collect()
+    }
+
     fn events(&self) -> Vec<Request> {
         self.kube
             .mutations()
@@ -126,6 +136,21 @@ impl World {
             .filter(|r| r.path().ends_with("/events"))
             .collect()
     }
+}
+
+/// A world whose API pages the list `page_size` pods at a time and answers the first
+/// `expire` continue requests with 410 Gone.
+fn paged_world(namespace: &str, page_size: usize, expire: usize, pods: &[FakePod], cpu: &[(String, f64)]) -> World {
+    World::new(
+        namespace,
+        |mut f| {
+            f.page_size = page_size;
+            f.expire_continue = expire;
+            f
+        },
+        pods,
+        cpu,
+    )
 }
 
 fn outcome(metrics: &str) -> String {
@@ -371,24 +396,10 @@ fn a_pod_without_metrics_is_skipped() {
 fn the_pod_list_is_read_page_by_page() {
     let cpus = [0.8, 1.9, 0.79, 0.12, 0.85, 1.0, 0.9];
     let (pods, cpu) = fleet(&cpus);
-    let world = World::new(
-        "paging",
-        |mut f| {
-            f.page_size = 2;
-            f
-        },
-        &pods,
-        &cpu,
-    );
+    let world = paged_world("paging", 2, 0, &pods, &cpu);
     let out = world.run(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let lists: Vec<Option<String>> = world
-        .kube
-        .requests()
-        .iter()
-        .filter(|r| r.path().ends_with("/pods"))
-        .map(|r| r.query("continue"))
-        .collect();
+    let lists = world.continue_tokens();
     assert_eq!(
         lists,
         vec![
@@ -413,25 +424,10 @@ fn the_pod_list_is_read_page_by_page() {
 #[test]
 fn an_expired_continue_token_restarts_the_list_once() {
     let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0, 0.9]);
-    let world = World::new(
-        "gone-once",
-        |mut f| {
-            f.page_size = 3;
-            f.expire_continue = 1;
-            f
-        },
-        &pods,
-        &cpu,
-    );
+    let world = paged_world("gone-once", 3, 1, &pods, &cpu);
     let out = world.run(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let lists: Vec<Option<String>> = world
-        .kube
-        .requests()
-        .iter()
-        .filter(|r| r.path().ends_with("/pods"))
-        .map(|r| r.query("continue"))
-        .collect();
+    let lists = world.continue_tokens();
     assert_eq!(
         lists,
         vec![
@@ -449,16 +445,7 @@ fn an_expired_continue_token_restarts_the_list_once() {
     );
 
     // Expired twice in a row: the run fails, and nothing is removed.
-    let world = World::new(
-        "gone-twice",
-        |mut f| {
-            f.page_size = 3;
-            f.expire_continue = 2;
-            f
-        },
-        &pods,
-        &cpu,
-    );
+    let world = paged_world("gone-twice", 3, 2, &pods, &cpu);
     let out = world.run(&[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
