@@ -139,8 +139,8 @@ fn observe(config: &Config, cluster: &Cluster, clients: &Clients, now: i64, tall
     // `decide` fails only for "no pods matched" (the selector's fault) and "no CPU
     // metrics" (the metrics pipeline's), so the stage to blame is known up front.
     tally.stage = if pods.is_empty() { "kubernetes" } else { "metrics" };
-    plan::decide(&Inputs {
-        pods: &pods,
+    plan::decide(Inputs {
+        pods,
         samples: &samples,
         rollout: Some(&rollout),
         now,
@@ -184,7 +184,7 @@ fn cycle(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<(), Er
 }
 
 fn log_plan(plan: &Plan, mode: EvictionMode, dry_run: bool) {
-    for v in &plan.pods {
+    for v in plan.pods.iter() {
         // Usage as a share of the request, SPEC §5; absent without either number.
         let of_request = match (v.sample, v.pod.cpu_request) {
             (Some(c), Some(r)) if r > 0.0 => Some(format!("{:.0}%", 100.0 * c / r)),
@@ -478,8 +478,8 @@ fn offline_plan(
             Cause::Malformed(why),
         )
     })?;
-    plan::decide(&Inputs {
-        pods: &pods,
+    plan::decide(Inputs {
+        pods,
         samples: &samples,
         rollout: rollout.as_ref(),
         now,

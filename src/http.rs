@@ -259,9 +259,7 @@ where
             let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
             while let Some(item) = seq.next_element()? {
                 if items.len() == MAX_ITEMS {
-                    return Err(serde::de::Error::custom(format_args!(
-                        "expected at most {MAX_ITEMS} elements in a list, got more"
-                    )));
+                    return Err(too_many_items());
                 }
                 items.push(item);
             }
@@ -269,6 +267,11 @@ where
         }
     }
     deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
+}
+
+/// The error of a list longer than `MAX_ITEMS`.
+pub fn too_many_items<E: serde::de::Error>() -> E {
+    E::custom(format_args!("expected at most {MAX_ITEMS} elements in a list, got more"))
 }
 
 /// Reads through to `inner`, keeping a copy of every byte.

@@ -10,6 +10,7 @@ use crate::config::DecisionSettings;
 use crate::error::Error;
 use crate::stats::{self, Stats};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -23,7 +24,7 @@ pub struct Pod {
     pub uid: String,
     pub node: Option<String>,
     /// `status.phase`; empty when the API gave none.
-    pub phase: String,
+    pub phase: Cow<'static, str>,
     /// Condition `Ready` is `True`.
     pub ready: bool,
     /// `metadata.deletionTimestamp` is set.
@@ -35,13 +36,49 @@ pub struct Pod {
     pub cpu_limit: Option<f64>,
 }
 
-/// One pod's answer from the metrics query.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sample {
-    /// Cores, as the server sent it (may be negative; classification decides).
-    Cores(f64),
-    /// The server sent `NaN`, `+Inf` or `-Inf`.
-    NotFinite(String),
+/// The metrics answer: each pod's CPU in cores, by pod name, as the server sent it
+/// (`NaN`, `±Inf` and negative numbers included: classification decides).
+///
+/// A vector sorted by name rather than a map: 24 bytes a pod beside its name, which at
+/// 50,000 pods is less than half of what a `BTreeMap<String, _>` holds.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Samples(Vec<(Box<str>, f64)>);
+
+impl Samples {
+    /// `Err` names a pod that has more than one sample.
+    pub fn new(mut by_pod: Vec<(Box<str>, f64)>) -> Result<Samples, Box<str>> {
+        by_pod.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(twice) = by_pod.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(twice[0].0.clone());
+        }
+        Ok(Samples(by_pod))
+    }
+
+    pub fn get(&self, pod: &str) -> Option<f64> {
+        let i = self.0.binary_search_by(|(name, _)| (**name).cmp(pod)).ok()?;
+        Some(self.0[i].1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// By pod name, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
+        self.0.iter().map(|(name, cpu)| (&**name, *cpu))
+    }
+}
+
+/// As a map collects: a later sample for the same pod replaces an earlier one.
+impl<S: Into<String>> FromIterator<(S, f64)> for Samples {
+    fn from_iter<I: IntoIterator<Item = (S, f64)>>(iter: I) -> Samples {
+        let map: BTreeMap<String, f64> = iter.into_iter().map(|(name, cpu)| (name.into(), cpu)).collect();
+        Samples(map.into_iter().map(|(name, cpu)| (name.into_boxed_str(), cpu)).collect())
+    }
 }
 
 /// The Deployment's rollout state, from its `metadata`, `spec` and `status`.
@@ -82,10 +119,11 @@ impl Rollout {
     }
 }
 
-/// Everything `decide` reads.
+/// Everything `decide` reads. The pods are moved in: the plan keeps them, so a
+/// 50,000-pod fleet is held once, not once as listed and once as planned.
 pub struct Inputs<'a> {
-    pub pods: &'a [Pod],
-    pub samples: &'a BTreeMap<String, Sample>,
+    pub pods: Vec<Pod>,
+    pub samples: &'a Samples,
     pub rollout: Option<&'a Rollout>,
     /// Unix seconds.
     pub now: i64,
@@ -136,11 +174,21 @@ impl Role {
     }
 }
 
+/// What the decision made of one pod.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Seen {
+    cpu: Option<f64>,
+    sample: Option<f64>,
+    age: Option<i64>,
+    excluded: Option<Exclusion>,
+    role: Option<Role>,
+}
+
 /// One matched pod as the decision saw it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PodView {
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PodView<'a> {
     #[serde(flatten)]
-    pub pod: Pod,
+    pub pod: &'a Pod,
     /// Cores, when the pod had a finite sample.
     pub cpu: Option<f64>,
     /// The pod's finite sample (cores), eligible or not: what the query answered.
@@ -151,6 +199,75 @@ pub struct PodView {
     pub excluded: Option<Exclusion>,
     /// Set on the pods the plan removes.
     pub role: Option<Role>,
+}
+
+/// Every matched pod with what the decision made of it, in the plan's order: eligible
+/// pods by CPU, highest first, then the excluded ones; ties by name.
+///
+/// Two parallel vectors rather than one of `(Pod, Seen)`: the pods are the ones
+/// `decide` was given, sorted in place, so no second copy of the fleet ever exists.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Pods {
+    pods: Vec<Pod>,
+    seen: Vec<Seen>,
+}
+
+impl Pods {
+    /// Sorts `pods` and `seen` (same length, same order) into the plan's order.
+    fn sorted(mut pods: Vec<Pod>, mut seen: Vec<Seen>) -> Pods {
+        // Highest CPU first; ties and pods without a number by name, so the order (and
+        // with it the choice of candidates) does not depend on the order the API used.
+        // Unstable is enough: names are unique in a namespace, so no two pods compare equal.
+        let mut order: Vec<usize> = (0..pods.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let by_cpu = match (seen[a].cpu, seen[b].cpu) {
+                (Some(x), Some(y)) => y.total_cmp(&x),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            };
+            by_cpu.then_with(|| pods[a].name.cmp(&pods[b].name))
+        });
+        // Apply the order in place, one cycle of the permutation at a time: position k
+        // takes the element that was at order[k]; a finished position is marked k.
+        for start in 0..order.len() {
+            let mut k = start;
+            while order[k] != start && order[k] != k {
+                let from = order[k];
+                pods.swap(k, from);
+                seen.swap(k, from);
+                order[k] = k;
+                k = from;
+            }
+            order[k] = k;
+        }
+        Pods { pods, seen }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = PodView<'_>> + Clone {
+        self.pods.iter().zip(&self.seen).map(|(pod, s)| PodView {
+            pod,
+            cpu: s.cpu,
+            sample: s.sample,
+            age: s.age,
+            excluded: s.excluded,
+            role: s.role,
+        })
+    }
+}
+
+impl Serialize for Pods {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
 }
 
 /// A pod the plan removes, in order.
@@ -237,7 +354,7 @@ pub struct Plan {
     pub threshold: f64,
     pub min_pods: usize,
     /// Every matched pod: eligible ones by CPU, highest first, then the excluded ones.
-    pub pods: Vec<PodView>,
+    pub pods: Pods,
     pub stats: Option<Stats>,
     /// Matched pods that are Running, Ready and not terminating.
     pub healthy: usize,
@@ -289,7 +406,7 @@ pub fn budget(healthy: usize, min_pods: usize) -> usize {
     healthy.saturating_sub(min_pods).min(healthy / 2)
 }
 
-fn classify(pod: &Pod, sample: Option<&Sample>, now: i64, window_secs: u64) -> Result<f64, Exclusion> {
+fn classify(pod: &Pod, sample: Option<f64>, now: i64, window_secs: u64) -> Result<f64, Exclusion> {
     if pod.terminating {
         return Err(Exclusion::Terminating);
     }
@@ -306,66 +423,59 @@ fn classify(pod: &Pod, sample: Option<&Sample>, now: i64, window_secs: u64) -> R
     }
     match sample {
         None => Err(Exclusion::NoMetrics),
-        Some(Sample::Cores(c)) if c.is_finite() && *c >= 0.0 => Ok(*c),
+        Some(c) if c.is_finite() && c >= 0.0 => Ok(c),
         Some(_) => Err(Exclusion::InvalidMetrics),
     }
 }
 
 /// The decision. `Err` when the run cannot decide at all (no pods, no metrics).
-pub fn decide(input: &Inputs) -> Result<Plan, Error> {
-    let settings = input.settings;
-    if input.pods.is_empty() {
+pub fn decide(input: Inputs) -> Result<Plan, Error> {
+    let Inputs {
+        pods,
+        samples,
+        rollout,
+        now,
+        settings,
+        container,
+        namespace,
+    } = input;
+    if pods.is_empty() {
         return Err(Error::refused("decide", "no pods matched the label selector"));
     }
 
-    let mut views: Vec<PodView> = input
-        .pods
+    let seen: Vec<Seen> = pods
         .iter()
         .map(|pod| {
-            let sample = input.samples.get(&pod.name);
-            let class = classify(pod, sample, input.now, settings.window_secs);
-            PodView {
-                pod: pod.clone(),
+            let sample = samples.get(&pod.name);
+            let class = classify(pod, sample, now, settings.window_secs);
+            Seen {
                 cpu: class.ok(),
-                sample: match sample {
-                    Some(Sample::Cores(c)) if c.is_finite() => Some(*c),
-                    _ => None,
-                },
-                age: pod.created.map(|c| input.now - c),
+                sample: sample.filter(|c| c.is_finite()),
+                age: pod.created.map(|c| now - c),
                 excluded: class.err(),
                 role: None,
             }
         })
         .collect();
-    // Highest CPU first; ties and pods without a number by name, so the order (and
-    // with it the choice of candidates) does not depend on the order the API used.
-    // Unstable is enough: names are unique in a namespace, so no two views compare equal.
-    views.sort_unstable_by(|a, b| {
-        let by_cpu = match (a.cpu, b.cpu) {
-            (Some(x), Some(y)) => y.total_cmp(&x),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        };
-        by_cpu.then_with(|| a.pod.name.cmp(&b.pod.name))
-    });
-
-    let cpus: Vec<f64> = views.iter().filter_map(|v| v.cpu).collect();
-    let stats = stats::describe(&cpus);
-    let healthy = input
-        .pods
+    let healthy = pods
         .iter()
         .filter(|p| p.phase == "Running" && p.ready && !p.terminating)
         .count();
+    let any_metrics = pods.iter().any(|p| samples.get(&p.name).is_some());
     let budget = budget(healthy, settings.min_pods);
+    let mut pods = Pods::sorted(pods, seen);
+    // Over the sorted pods, so the figures do not depend on the API's order either.
+    let cpus: Vec<f64> = pods.seen.iter().filter_map(|s| s.cpu).collect();
+    let stats = stats::describe(&cpus);
+    drop(cpus);
 
     let mut plan = Plan {
-        now: input.now,
-        namespace: input.namespace.to_string(),
-        container: input.container.to_string(),
+        now,
+        namespace: namespace.to_string(),
+        container: container.to_string(),
         threshold: settings.threshold,
         min_pods: settings.min_pods,
-        pods: Vec::new(),
+        pods: Pods::default(),
         stats,
         healthy,
         budget,
@@ -378,10 +488,10 @@ pub fn decide(input: &Inputs) -> Result<Plan, Error> {
     // The fleet gate: while the fleet changes, its rate windows describe no stable
     // partition assignment. Terminating pods are also the cooldown after our own removals.
     let mut because = Vec::new();
-    if let Some(reason) = input.rollout.and_then(Rollout::unfinished) {
+    if let Some(reason) = rollout.and_then(Rollout::unfinished) {
         because.push(reason);
     }
-    let terminating: Vec<&str> = views
+    let terminating: Vec<&str> = pods
         .iter()
         .filter(|v| v.pod.terminating)
         .map(|v| v.pod.name.as_str())
@@ -394,29 +504,27 @@ pub fn decide(input: &Inputs) -> Result<Plan, Error> {
         ));
     }
     let window = settings.stabilization_secs as i64;
-    let is_young = |v: &&PodView| window > 0 && v.age.is_some_and(|a| a < window);
-    if let Some(youngest) = views.iter().filter(is_young).min_by_key(|v| v.age) {
+    let is_young = |v: &PodView| window > 0 && v.age.is_some_and(|a| a < window);
+    if let Some(youngest) = pods.iter().filter(is_young).min_by_key(|v| v.age) {
         because.push(format!(
             "{} younger than the stabilization window {} (youngest {} is {} old)",
-            plural(views.iter().filter(is_young).count(), "pod"),
+            plural(pods.iter().filter(is_young).count(), "pod"),
             crate::clock::format_duration(window as u64),
             youngest.pod.name,
             crate::clock::format_duration(youngest.age.unwrap_or(0).max(0) as u64),
         ));
     }
     if !because.is_empty() {
-        plan.pods = views;
+        plan.pods = pods;
         plan.decision = Decision::Hold(Hold::Stabilizing { because });
         return Ok(plan);
     }
 
-    if !input.pods.iter().any(|p| input.samples.contains_key(&p.name)) {
+    if !any_metrics {
         return Err(Error::refused(
             "decide",
             format!(
-                "no CPU metrics for container {} in namespace {} over {}",
-                input.container,
-                input.namespace,
+                "no CPU metrics for container {container} in namespace {namespace} over {}",
                 crate::clock::format_duration(settings.window_secs)
             ),
         ));
@@ -443,39 +551,39 @@ pub fn decide(input: &Inputs) -> Result<Plan, Error> {
         Some(_) => None,
     };
     if let Some(hold) = hold {
-        plan.pods = views;
+        plan.pods = pods;
         plan.decision = Decision::Hold(hold);
         return Ok(plan);
     }
 
-    // Eligible pods are sorted highest first with ties by name: the first is the
+    // Eligible pods come first, highest first with ties by name: the first is the
     // hottest; the coldest is the lowest value, the first name among equals.
-    let eligible: Vec<usize> = (0..views.len()).filter(|&i| views[i].cpu.is_some()).collect();
-    let hottest = eligible[0];
-    let lowest_cpu = views[eligible[eligible.len() - 1]].cpu;
-    let coldest = eligible
-        .iter()
-        .copied()
-        .find(|&i| views[i].cpu == lowest_cpu)
-        .unwrap_or(hottest);
+    let eligible = pods.seen.iter().take_while(|s| s.cpu.is_some()).count();
+    let hottest = 0;
+    let Some(lowest_cpu) = pods.seen[..eligible].last().map(|s| s.cpu) else {
+        // Unreachable (statistics exist only over eligible pods); holding is the safe side.
+        plan.pods = pods;
+        return Ok(plan);
+    };
+    let coldest = (0..eligible).find(|&i| pods.seen[i].cpu == lowest_cpu).unwrap_or(hottest);
     let mut chosen = vec![(hottest, Role::HighestCpu)];
     if budget >= 2 && coldest != hottest {
         chosen.push((coldest, Role::LowestCpu));
     }
-    let mut pods = Vec::new();
+    let mut removals = Vec::new();
     for (i, role) in chosen {
-        views[i].role = Some(role);
-        let v = &views[i];
-        pods.push(Removal {
-            name: v.pod.name.clone(),
-            uid: v.pod.uid.clone(),
-            node: v.pod.node.clone(),
-            cpu: v.cpu.unwrap_or(0.0),
+        pods.seen[i].role = Some(role);
+        let (pod, seen) = (&pods.pods[i], &pods.seen[i]);
+        removals.push(Removal {
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            node: pod.node.clone(),
+            cpu: seen.cpu.unwrap_or(0.0),
             role,
         });
     }
-    plan.pods = views;
-    plan.decision = Decision::Remove { pods };
+    plan.pods = pods;
+    plan.decision = Decision::Remove { pods: removals };
     Ok(plan)
 }
 
@@ -518,25 +626,25 @@ mod tests {
     }
 
     /// A fleet of healthy hour-old pods with these CPU numbers, named p0, p1, …
-    fn fleet(cpus: &[f64]) -> (Vec<Pod>, BTreeMap<String, Sample>) {
+    fn fleet(cpus: &[f64]) -> (Vec<Pod>, BTreeMap<String, f64>) {
         let pods: Vec<Pod> = (0..cpus.len()).map(|i| pod(&format!("p{i}"))).collect();
         let samples = cpus
             .iter()
             .enumerate()
-            .map(|(i, c)| (format!("p{i}"), Sample::Cores(*c)))
+            .map(|(i, c)| (format!("p{i}"), *c))
             .collect();
         (pods, samples)
     }
 
     fn check(
         pods: &[Pod],
-        samples: &BTreeMap<String, Sample>,
+        samples: &BTreeMap<String, f64>,
         rollout: Option<&Rollout>,
         settings: &DecisionSettings,
     ) -> Result<Plan, Error> {
-        decide(&Inputs {
-            pods,
-            samples,
+        decide(Inputs {
+            pods: pods.to_vec(),
+            samples: &samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect(),
             rollout,
             now: NOW,
             settings,
@@ -566,8 +674,8 @@ mod tests {
         let plan = check(&pods, &samples, None, &settings()).unwrap();
         assert_eq!(removed(&plan), vec![("p1", Role::HighestCpu), ("p3", Role::LowestCpu)]);
         assert_eq!(plan.removals()[0].uid, "uid-p1");
-        assert_eq!(plan.pods[0].pod.name, "p1");
-        assert_eq!(plan.pods[0].role, Some(Role::HighestCpu));
+        let first = plan.pods.iter().next().unwrap();
+        assert_eq!((first.pod.name.as_str(), first.role), ("p1", Some(Role::HighestCpu)));
         assert!(
             plan.summary("would evict")
                 .starts_with("would evict p1 and p3: spread 0.64 > threshold 0.30")
@@ -642,8 +750,8 @@ mod tests {
         pods[2].created = Some(NOW - 299);
         pods[2].phase = "Running".into();
         samples.remove("p3");
-        samples.insert("p4".into(), Sample::NotFinite("NaN".into()));
-        samples.insert("p5".into(), Sample::Cores(-0.5));
+        samples.insert("p4".into(), f64::NAN);
+        samples.insert("p5".into(), -0.5);
         pods[6].phase = "Failed".into();
         pods[6].ready = false;
         let s = DecisionSettings {
@@ -826,7 +934,7 @@ mod tests {
     #[test]
     fn metrics_of_pods_that_are_not_matched_are_ignored() {
         let (pods, mut samples) = fleet(&[1.0, 1.0, 1.0]);
-        samples.insert("someone-else".into(), Sample::Cores(50.0));
+        samples.insert("someone-else".into(), 50.0);
         assert!(matches!(
             hold(&check(&pods, &samples, None, &settings()).unwrap()),
             Hold::Balanced { .. }

@@ -13,7 +13,7 @@
 //! nothing removed when the spread is within the threshold.
 
 use pod_rebalancer::config::DecisionSettings;
-use pod_rebalancer::plan::{self, Decision, Inputs, Plan, Pod, Role, Rollout, Sample};
+use pod_rebalancer::plan::{self, Decision, Inputs, Plan, Pod, Role, Rollout};
 use pod_rebalancer::stats;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -72,16 +72,16 @@ fn env_or(var: &str, default: u64) -> u64 {
 #[derive(Debug, Clone)]
 struct Fleet {
     pods: Vec<Pod>,
-    samples: BTreeMap<String, Sample>,
+    samples: BTreeMap<String, f64>,
     rollout: Option<Rollout>,
     settings: DecisionSettings,
 }
 
 impl Fleet {
     fn decide(&self) -> Result<Plan, pod_rebalancer::error::Error> {
-        plan::decide(&Inputs {
-            pods: &self.pods,
-            samples: &self.samples,
+        plan::decide(Inputs {
+            pods: self.pods.clone(),
+            samples: &self.samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect(),
             rollout: self.rollout.as_ref(),
             now: NOW,
             settings: &self.settings,
@@ -127,9 +127,9 @@ fn fleet(rng: &mut Rng) -> Fleet {
             uid: format!("uid-{i}-{}", rng.next()),
             node: rng.chance(0.9).then(|| format!("node-{}", rng.below(4))),
             phase: if rng.chance(0.85) {
-                "Running".to_string()
+                "Running".into()
             } else {
-                rng.pick(&["Pending", "Failed", "Succeeded", "Unknown", ""]).to_string()
+                (*rng.pick(&["Pending", "Failed", "Succeeded", "Unknown", ""])).into()
             },
             ready: rng.chance(0.88),
             terminating: churning && rng.chance(0.1),
@@ -146,9 +146,9 @@ fn fleet(rng: &mut Rng) -> Fleet {
         };
         let sample = match rng.below(40) {
             0 | 1 => None,
-            2 => Some(Sample::NotFinite(rng.pick(&["NaN", "+Inf", "-Inf"]).to_string())),
-            3 => Some(Sample::Cores(-cpu(rng, mean, spread) - 0.001)),
-            _ => Some(Sample::Cores(cpu(rng, mean, spread))),
+            2 => Some(*rng.pick(&[f64::NAN, f64::INFINITY, f64::NEG_INFINITY])),
+            3 => Some(-cpu(rng, mean, spread) - 0.001),
+            _ => Some(cpu(rng, mean, spread)),
         };
         if let Some(s) = sample {
             samples.insert(pod.name.clone(), s);
@@ -161,7 +161,7 @@ fn fleet(rng: &mut Rng) -> Fleet {
     }
     // Series of pods that are not matched (another Deployment's, an old ReplicaSet's).
     for j in 0..rng.below(3) {
-        samples.insert(format!("other-{j}"), Sample::Cores(100.0 * rng.unit()));
+        samples.insert(format!("other-{j}"), 100.0 * rng.unit());
     }
     let rollout = match rng.below(10) {
         0..=2 => None,
@@ -196,10 +196,7 @@ fn eligible_cpu(f: &Fleet, p: &Pod) -> Option<f64> {
     if p.terminating || p.phase != "Running" || !p.ready || !old_enough {
         return None;
     }
-    match f.samples.get(&p.name) {
-        Some(Sample::Cores(c)) if c.is_finite() && *c >= 0.0 => Some(*c),
-        _ => None,
-    }
+    f.samples.get(&p.name).copied().filter(|c| c.is_finite() && *c >= 0.0)
 }
 
 fn healthy(f: &Fleet) -> usize {
@@ -345,6 +342,32 @@ fn check(f: &Fleet, rng: &mut Rng) -> Result<(), String> {
             plan.pods.len(),
             f.pods.len()
         ));
+    }
+
+    // Every matched pod once, with its own numbers, in the documented order: eligible
+    // pods by CPU, highest first, then the excluded ones; ties by name.
+    let by_name: BTreeMap<&str, &Pod> = f.pods.iter().map(|p| (p.name.as_str(), p)).collect();
+    for v in plan.pods.iter() {
+        let pod = by_name
+            .get(v.pod.name.as_str())
+            .ok_or_else(|| format!("plans {}, which is not a matched pod", v.pod.name))?;
+        let sample = f.samples.get(&pod.name).copied().filter(|c| c.is_finite());
+        if v.pod != *pod || v.cpu != eligible_cpu(f, pod) || v.sample != sample {
+            return Err(format!("{} is planned with another pod's numbers: {v:?}", pod.name));
+        }
+    }
+    let views: Vec<_> = plan.pods.iter().collect();
+    for pair in views.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        let in_order = match (a.cpu, b.cpu) {
+            (Some(x), Some(y)) => x > y || (x == y && a.pod.name < b.pod.name),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => a.pod.name < b.pod.name,
+        };
+        if !in_order {
+            return Err(format!("{} is planned before {}", a.pod.name, b.pod.name));
+        }
     }
 
     // The same plan, whatever order the API listed the pods in.

@@ -14,7 +14,7 @@ use crate::support::server::{Request, Server};
 use crate::support::vm::{self, Gone, Restart, RestartShape, Scrape, Vm};
 use crate::support::{Output, TempDir, root, run_bin};
 use pod_rebalancer::config::DecisionSettings;
-use pod_rebalancer::plan::{self, Decision, Inputs, Sample};
+use pod_rebalancer::plan::{self, Decision, Inputs, Samples};
 use pod_rebalancer::{kube, victoria};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -403,15 +403,15 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
     let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": fake.pods.clone()});
     let (planner_pods, _) = kube::parse_pod_list(&list.to_string(), Some(DEPLOYMENT)).expect("pod list");
     let rollout = kube::parse_deployment(&fake.deployment.to_string()).expect("deployment");
-    let samples: BTreeMap<String, Sample> = cpu.iter().map(|(p, c)| (p.clone(), Sample::Cores(*c))).collect();
+    let samples: Samples = cpu.iter().map(|(p, c)| (p.as_str(), *c)).collect();
     let settings = DecisionSettings {
         window_secs: 300,
         threshold: 0.3,
         min_pods: 3,
         stabilization_secs: 600,
     };
-    let expected = plan::decide(&Inputs {
-        pods: &planner_pods,
+    let expected = plan::decide(Inputs {
+        pods: planner_pods,
         samples: &samples,
         rollout: Some(&rollout),
         now,
