@@ -271,7 +271,9 @@ where
 
 /// The error of a list longer than `MAX_ITEMS`.
 pub fn too_many_items<E: serde::de::Error>() -> E {
-    E::custom(format_args!("expected at most {MAX_ITEMS} elements in a list, got more"))
+    E::custom(format_args!(
+        "expected at most {MAX_ITEMS} elements in a list, got more"
+    ))
 }
 
 /// Reads through to `inner`, keeping a copy of every byte.

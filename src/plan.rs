@@ -77,7 +77,11 @@ impl Samples {
 impl<S: Into<String>> FromIterator<(S, f64)> for Samples {
     fn from_iter<I: IntoIterator<Item = (S, f64)>>(iter: I) -> Samples {
         let map: BTreeMap<String, f64> = iter.into_iter().map(|(name, cpu)| (name.into(), cpu)).collect();
-        Samples(map.into_iter().map(|(name, cpu)| (name.into_boxed_str(), cpu)).collect())
+        Samples(
+            map.into_iter()
+                .map(|(name, cpu)| (name.into_boxed_str(), cpu))
+                .collect(),
+        )
     }
 }
 
@@ -565,7 +569,9 @@ pub fn decide(input: Inputs) -> Result<Plan, Error> {
         plan.pods = pods;
         return Ok(plan);
     };
-    let coldest = (0..eligible).find(|&i| pods.seen[i].cpu == lowest_cpu).unwrap_or(hottest);
+    let coldest = (0..eligible)
+        .find(|&i| pods.seen[i].cpu == lowest_cpu)
+        .unwrap_or(hottest);
     let mut chosen = vec![(hottest, Role::HighestCpu)];
     if budget >= 2 && coldest != hottest {
         chosen.push((coldest, Role::LowestCpu));
@@ -628,11 +634,7 @@ mod tests {
     /// A fleet of healthy hour-old pods with these CPU numbers, named p0, p1, …
     fn fleet(cpus: &[f64]) -> (Vec<Pod>, BTreeMap<String, f64>) {
         let pods: Vec<Pod> = (0..cpus.len()).map(|i| pod(&format!("p{i}"))).collect();
-        let samples = cpus
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("p{i}"), *c))
-            .collect();
+        let samples = cpus.iter().enumerate().map(|(i, c)| (format!("p{i}"), *c)).collect();
         (pods, samples)
     }
 
