@@ -44,11 +44,19 @@ fuzz_target!(|data: &[u8]| {
     match checked {
         Ok(c) => {
             let d = &c.decision;
-            assert!(d.threshold.is_finite() && d.threshold > 0.0, "threshold {}", d.threshold);
+            assert!(
+                d.threshold.is_finite() && d.threshold > 0.0,
+                "threshold {}",
+                d.threshold
+            );
             assert!(d.min_pods >= 1 && d.window_secs > 0);
             // The decision counts seconds in i64 (ages, `now - created`): a window
             // beyond that would wrap, and a wrapped stabilization window is no gate.
-            assert!(i64::try_from(d.window_secs).is_ok(), "METRICS_TIME_WINDOW {}s", d.window_secs);
+            assert!(
+                i64::try_from(d.window_secs).is_ok(),
+                "METRICS_TIME_WINDOW {}s",
+                d.window_secs
+            );
             assert!(
                 i64::try_from(d.stabilization_secs).is_ok(),
                 "STABILIZATION_WINDOW {}s",
