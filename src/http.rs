@@ -255,25 +255,33 @@ where
             write!(f, "a sequence of at most {MAX_ITEMS} elements")
         }
 
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<T>, A::Error> {
             let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-            while let Some(item) = seq.next_element()? {
-                if items.len() == MAX_ITEMS {
-                    return Err(too_many_items());
-                }
-                items.push(item);
-            }
+            each_bounded(seq, |item| items.push(item))?;
             Ok(items)
         }
     }
     deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
 }
 
-/// The error of a list longer than `MAX_ITEMS`.
-pub fn too_many_items<E: serde::de::Error>() -> E {
-    E::custom(format_args!(
-        "expected at most {MAX_ITEMS} elements in a list, got more"
-    ))
+/// Hands each element of a sequence to `each` as it is parsed, failing at the element
+/// past `MAX_ITEMS`: `bounded_seq` collects them, a visitor may convert them instead.
+pub fn each_bounded<'de, A, T>(mut seq: A, mut each: impl FnMut(T)) -> Result<(), A::Error>
+where
+    A: serde::de::SeqAccess<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let mut count = 0;
+    while let Some(item) = seq.next_element()? {
+        if count == MAX_ITEMS {
+            return Err(serde::de::Error::custom(format_args!(
+                "expected at most {MAX_ITEMS} elements in a list, got more"
+            )));
+        }
+        count += 1;
+        each(item);
+    }
+    Ok(())
 }
 
 /// Reads through to `inner`, keeping a copy of every byte.

@@ -75,14 +75,9 @@ impl<'de> Deserialize<'de> for Series {
                 write!(f, "a sequence of at most {} series", crate::http::MAX_ITEMS)
             }
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Series, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Series, A::Error> {
                 let mut series = Series::default();
-                let mut count = 0;
-                while let Some(one) = seq.next_element::<VectorSample>()? {
-                    if count == crate::http::MAX_ITEMS {
-                        return Err(crate::http::too_many_items());
-                    }
-                    count += 1;
+                crate::http::each_bounded(seq, |one: VectorSample| {
                     if series.problem.is_none() {
                         match pod_sample(one) {
                             Ok(Some(sample)) => series.by_pod.push(sample),
@@ -90,7 +85,7 @@ impl<'de> Deserialize<'de> for Series {
                             Err(why) => series.problem = Some(why),
                         }
                     }
-                }
+                })?;
                 Ok(series)
             }
         }
