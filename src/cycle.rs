@@ -98,11 +98,18 @@ fn kube_client(cluster: &Cluster) -> Result<Client, Error> {
     Ok(Client::new(&cluster.kube.url, cluster.kube.timeout, roots, token))
 }
 
-fn prometheus_client(config: &Config) -> Result<Client, Error> {
+/// A client for `url` on the metrics side: the query endpoint or the push URL. The
+/// push usually goes to the same VictoriaMetrics (or its vmauth): same CA bundle and
+/// timeout, and the query's token, but only to the same origin, so a Pushgateway
+/// elsewhere never receives that credential.
+fn metrics_client(config: &Config, url: &str) -> Result<Client, Error> {
     let p = &config.prometheus;
     let token = p.token_file.as_deref().map(http::read_token).transpose()?;
     let roots = p.ca_file.as_deref().map(http::read_ca).transpose()?;
-    Ok(Client::new(&p.url, p.timeout, roots, token))
+    Ok(match token {
+        Some(token) if origin(url) != origin(&p.url) => Client::new(url, p.timeout, roots, None).hiding(token),
+        token => Client::new(url, p.timeout, roots, token),
+    })
 }
 
 /// The clients of one run, built from the files they need (read on every run).
@@ -115,7 +122,7 @@ fn clients(config: &Config, cluster: &Cluster, tally: &mut Tally) -> Result<Clie
     tally.stage = "kubernetes";
     let kube = kube_client(cluster)?;
     tally.stage = "metrics";
-    let metrics = prometheus_client(config)?;
+    let metrics = metrics_client(config, &config.prometheus.url)?;
     Ok(Clients { kube, metrics })
 }
 
@@ -243,10 +250,7 @@ fn publish(config: &Config, run: &Run) -> bool {
         text = report::render(&previous, &failed);
     }
     if let Some(url) = &config.push_url {
-        // The push usually goes to the same VictoriaMetrics (or its vmauth): same CA
-        // bundle and timeout as the query, and the query's token, but only to the
-        // same origin, so a Pushgateway elsewhere never receives that credential.
-        let pushed = push_client(config, url).and_then(|client| {
+        let pushed = metrics_client(config, url).and_then(|client| {
             let payload = http::Payload {
                 content_type: "text/plain; version=0.0.4",
                 bytes: text.as_bytes(),
@@ -267,17 +271,6 @@ fn origin(url: &str) -> &str {
         .find(['/', '?'])
         .map_or(url.len(), |i| after_scheme + i);
     &url[..end]
-}
-
-fn push_client(config: &Config, url: &str) -> Result<Client, Error> {
-    let p = &config.prometheus;
-    let roots = p.ca_file.as_deref().map(http::read_ca).transpose()?;
-    let token = p.token_file.as_deref().map(http::read_token).transpose()?;
-    Ok(match token {
-        Some(token) if origin(url) == origin(&p.url) => Client::new(url, p.timeout, roots, Some(token)),
-        Some(token) => Client::new(url, p.timeout, roots, None).hiding(token),
-        None => Client::new(url, p.timeout, roots, None),
-    })
 }
 
 fn read_previous(path: &Path) -> Carried {
