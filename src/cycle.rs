@@ -14,6 +14,8 @@ use crate::kube::{self, Kube};
 use crate::plan::{self, Decision, Inputs, Plan};
 use crate::report::{self, Carried, Run};
 use crate::{clock, show, victoria};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::time::Instant;
 
@@ -419,12 +421,21 @@ fn save_responses(dir: &Path, clients: &Clients) -> Result<(), Error> {
     }
     // A 410 restart repeats pages: keep each pod once, by uid, the last copy.
     let mut items: Vec<serde_json::Value> = Vec::new();
+    let mut by_uid: HashMap<String, usize> = HashMap::new();
     for page in kube.iter().skip(1) {
-        let page: serde_json::Value =
+        let mut page: serde_json::Value =
             serde_json::from_slice(page).map_err(|e| Error::new(&doing, Cause::Malformed(e.to_string())))?;
-        for item in page["items"].as_array().into_iter().flatten() {
-            items.retain(|kept| kept["metadata"]["uid"] != item["metadata"]["uid"]);
-            items.push(item.clone());
+        let serde_json::Value::Array(list) = page["items"].take() else {
+            continue;
+        };
+        for item in list {
+            match by_uid.entry(item["metadata"]["uid"].to_string()) {
+                Entry::Occupied(at) => items[*at.get()] = item,
+                Entry::Vacant(at) => {
+                    at.insert(items.len());
+                    items.push(item);
+                }
+            }
         }
     }
     if kube.len() > 1 {
