@@ -447,10 +447,12 @@ pub fn decide(input: Inputs) -> Result<Plan, Error> {
         return Err(Error::refused("decide", "no pods matched the label selector"));
     }
 
+    let mut any_metrics = false;
     let seen: Vec<Seen> = pods
         .iter()
         .map(|pod| {
             let sample = samples.get(&pod.name);
+            any_metrics |= sample.is_some();
             let class = classify(pod, sample, now, settings.window_secs);
             Seen {
                 cpu: class.ok(),
@@ -465,13 +467,10 @@ pub fn decide(input: Inputs) -> Result<Plan, Error> {
         .iter()
         .filter(|p| p.phase == "Running" && p.ready && !p.terminating)
         .count();
-    let any_metrics = pods.iter().any(|p| samples.get(&p.name).is_some());
     let budget = budget(healthy, settings.min_pods);
     let mut pods = Pods::sorted(pods, seen);
     // Over the sorted pods, so the figures do not depend on the API's order either.
-    let cpus: Vec<f64> = pods.seen.iter().filter_map(|s| s.cpu).collect();
-    let stats = stats::describe(&cpus);
-    drop(cpus);
+    let stats = stats::describe(&pods.seen.iter().filter_map(|s| s.cpu).collect::<Vec<f64>>());
 
     let mut plan = Plan {
         now,
