@@ -592,7 +592,8 @@ pub fn decide(input: Inputs) -> Result<Plan, Error> {
     Ok(plan)
 }
 
-fn plural(n: usize, word: &str) -> String {
+/// "1 pod", "3 pods".
+pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
     } else {

@@ -201,11 +201,7 @@ pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
                 &mut o,
                 &format!(
                     "decision: {verb} {}: spread {:.2} > threshold {:.2}",
-                    if pods.len() == 1 {
-                        "1 pod".to_string()
-                    } else {
-                        format!("{} pods", pods.len())
-                    },
+                    crate::plan::plural(pods.len(), "pod"),
                     s.spread,
                     plan.threshold
                 ),
