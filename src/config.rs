@@ -332,33 +332,26 @@ pub fn http_url(v: &str) -> Option<String> {
 
 /// `host[:port]` with a DNS name or IPv4 address, or `[IPv6][:port]`.
 fn valid_authority(authority: &str) -> bool {
-    let (host_ok, port) = match authority.strip_prefix('[') {
-        Some(rest) => match rest.split_once(']') {
-            Some((ip, after)) => (
-                ip.parse::<std::net::Ipv6Addr>().is_ok(),
-                after.strip_prefix(':').or(Some(after).filter(|a| a.is_empty())),
-            ),
-            None => (false, None),
+    // The host, and what follows it: nothing, or ':' and the port.
+    let (host_ok, rest) = match authority.strip_prefix('[') {
+        Some(bracketed) => match bracketed.split_once(']') {
+            Some((ip, rest)) => (ip.parse::<std::net::Ipv6Addr>().is_ok(), rest),
+            None => return false,
         },
         None => {
-            let (host, port) = match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, Some("")),
+            let (host, rest) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+            let label_ok = |label: &str| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             };
-            let ok = !host.is_empty()
-                && host.split('.').all(|label| {
-                    !label.is_empty()
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
-            (ok, port)
+            (host.split('.').all(label_ok), rest)
         }
     };
-    let port_ok = match port {
-        Some("") => !authority.ends_with(':'),
-        Some(p) => p.parse::<u16>().is_ok_and(|n| n > 0),
-        None => false,
+    let port_ok = match rest.strip_prefix(':') {
+        Some(port) => port.parse::<u16>().is_ok_and(|n| n > 0),
+        None => rest.is_empty(),
     };
     host_ok && port_ok
 }
