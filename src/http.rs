@@ -237,6 +237,95 @@ impl Client {
         let (doing, response) = self.send(what, method, path_and_query, payload)?;
         self.parse_body(&doing, response.into_body())
     }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "timed out after {}",
+            crate::clock::format_duration(self.timeout.as_secs().max(1))
+        )
+    }
+
+    /// Why a body could not be parsed. A body that stopped arriving in time is a
+    /// timeout, said as for any other request, not a reading error.
+    fn body_error(&self, doing: &str, e: serde_json::Error) -> Error {
+        if !e.is_io() {
+            return Error::new(
+                doing,
+                Cause::Malformed(format!("expected JSON of the documented shape: {e}")),
+            );
+        }
+        self.read_error(doing, &std::io::Error::from(e))
+    }
+
+    fn read_error(&self, doing: &str, io: &std::io::Error) -> Error {
+        match io.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
+            Some(ureq::Error::Timeout(_)) => Error::new(
+                doing,
+                Cause::Transport(format!("{} while reading the body", self.timed_out())),
+            ),
+            _ => Error::new(doing, Cause::Malformed(format!("reading the body failed: {io}"))),
+        }
+    }
+
+    /// Keeps a copy of every JSON body this client parses from now on.
+    pub fn with_tap(mut self) -> Client {
+        self.tap = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// The bodies kept since `with_tap`, in order.
+    pub fn tapped(&self) -> Vec<Vec<u8>> {
+        self.tap
+            .as_ref()
+            .map(|t| t.lock().map(|v| v.clone()).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Reads a 2xx body into `buf`, through the size limit: emptied first, its capacity
+    /// kept, so one buffer serves every page of a list and holds one page at a time.
+    /// Parsing from memory (`parse_slice`) takes half the CPU of parsing from the
+    /// stream (10,000 pods: 88 ms instead of 189 ms in `cargo bench --bench cycle`),
+    /// and lets the wire structs borrow the strings they only compare.
+    pub fn read_body(&self, doing: &str, body: Body, buf: &mut Vec<u8>) -> Result<(), Error> {
+        buf.clear();
+        if let Some(len) = body.content_length() {
+            // Exactly one page, rather than the doubling growth would give.
+            buf.reserve_exact(len.min(BODY_LIMIT) as usize);
+        }
+        let read = body.into_with_config().limit(BODY_LIMIT).reader().read_to_end(buf);
+        if let Some(tap) = &self.tap
+            && let Ok(mut bodies) = tap.lock()
+        {
+            bodies.push(buf.clone());
+        }
+        read.map(drop).map_err(|e| self.redact(self.read_error(doing, &e)))
+    }
+
+    /// Parses a body read by `read_body`; the value may borrow strings from it. The
+    /// body is checked to be UTF-8 (as JSON must be) in one pass first, which is cheaper
+    /// than serde_json checking every string it keeps: 3% of a 10,000-pod run's CPU.
+    pub fn parse_slice<'a, T: serde::Deserialize<'a>>(&self, doing: &str, body: &'a [u8]) -> Result<T, Error> {
+        let text = std::str::from_utf8(body)
+            .map_err(|e| Error::new(doing, Cause::Malformed(format!("expected JSON in UTF-8: {e}"))))?;
+        serde_json::from_str(text).map_err(|e| self.redact(self.body_error(doing, e)))
+    }
+
+    /// Parses a JSON body from the stream, through the size limit.
+    pub fn parse_body<T: DeserializeOwned>(&self, doing: &str, body: Body) -> Result<T, Error> {
+        let reader = body.into_with_config().limit(BODY_LIMIT).reader();
+        let Some(tap) = &self.tap else {
+            return parse_reader(reader).map_err(|e| self.redact(self.body_error(doing, e)));
+        };
+        let mut tee = Tee {
+            inner: reader,
+            copy: Vec::new(),
+        };
+        let parsed = parse_reader(&mut tee).map_err(|e| self.body_error(doing, e));
+        if let Ok(mut bodies) = tap.lock() {
+            bodies.push(tee.copy);
+        }
+        parsed.map_err(|e| self.redact(e))
+    }
 }
 
 /// Deserializes a sequence of at most `MAX_ITEMS` elements, for
@@ -300,99 +389,6 @@ impl<R: Read> Read for Tee<R> {
 
 fn parse_reader<T: DeserializeOwned>(reader: impl Read) -> Result<T, serde_json::Error> {
     serde_json::from_reader(BufReader::with_capacity(64 * 1024, reader))
-}
-
-impl Client {
-    fn timed_out(&self) -> String {
-        format!(
-            "timed out after {}",
-            crate::clock::format_duration(self.timeout.as_secs().max(1))
-        )
-    }
-
-    /// Why a body could not be parsed. A body that stopped arriving in time is a
-    /// timeout, said as for any other request, not a reading error.
-    fn body_error(&self, doing: &str, e: serde_json::Error) -> Error {
-        if !e.is_io() {
-            return Error::new(
-                doing,
-                Cause::Malformed(format!("expected JSON of the documented shape: {e}")),
-            );
-        }
-        self.read_error(doing, &std::io::Error::from(e))
-    }
-
-    fn read_error(&self, doing: &str, io: &std::io::Error) -> Error {
-        match io.get_ref().and_then(|inner| inner.downcast_ref::<ureq::Error>()) {
-            Some(ureq::Error::Timeout(_)) => Error::new(
-                doing,
-                Cause::Transport(format!("{} while reading the body", self.timed_out())),
-            ),
-            _ => Error::new(doing, Cause::Malformed(format!("reading the body failed: {io}"))),
-        }
-    }
-}
-
-impl Client {
-    /// Keeps a copy of every JSON body this client parses from now on.
-    pub fn with_tap(mut self) -> Client {
-        self.tap = Some(Mutex::new(Vec::new()));
-        self
-    }
-
-    /// The bodies kept since `with_tap`, in order.
-    pub fn tapped(&self) -> Vec<Vec<u8>> {
-        self.tap
-            .as_ref()
-            .map(|t| t.lock().map(|v| v.clone()).unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    /// Reads a 2xx body into `buf`, through the size limit: emptied first, its capacity
-    /// kept, so one buffer serves every page of a list and holds one page at a time.
-    /// Parsing from memory (`parse_slice`) takes half the CPU of parsing from the
-    /// stream (10,000 pods: 88 ms instead of 189 ms in `cargo bench --bench cycle`),
-    /// and lets the wire structs borrow the strings they only compare.
-    pub fn read_body(&self, doing: &str, body: Body, buf: &mut Vec<u8>) -> Result<(), Error> {
-        buf.clear();
-        if let Some(len) = body.content_length() {
-            // Exactly one page, rather than the doubling growth would give.
-            buf.reserve_exact(len.min(BODY_LIMIT) as usize);
-        }
-        let read = body.into_with_config().limit(BODY_LIMIT).reader().read_to_end(buf);
-        if let Some(tap) = &self.tap
-            && let Ok(mut bodies) = tap.lock()
-        {
-            bodies.push(buf.clone());
-        }
-        read.map(drop).map_err(|e| self.redact(self.read_error(doing, &e)))
-    }
-
-    /// Parses a body read by `read_body`; the value may borrow strings from it. The
-    /// body is checked to be UTF-8 (as JSON must be) in one pass first, which is cheaper
-    /// than serde_json checking every string it keeps: 3% of a 10,000-pod run's CPU.
-    pub fn parse_slice<'a, T: serde::Deserialize<'a>>(&self, doing: &str, body: &'a [u8]) -> Result<T, Error> {
-        let text = std::str::from_utf8(body)
-            .map_err(|e| Error::new(doing, Cause::Malformed(format!("expected JSON in UTF-8: {e}"))))?;
-        serde_json::from_str(text).map_err(|e| self.redact(self.body_error(doing, e)))
-    }
-
-    /// Parses a JSON body from the stream, through the size limit.
-    pub fn parse_body<T: DeserializeOwned>(&self, doing: &str, body: Body) -> Result<T, Error> {
-        let reader = body.into_with_config().limit(BODY_LIMIT).reader();
-        let Some(tap) = &self.tap else {
-            return parse_reader(reader).map_err(|e| self.redact(self.body_error(doing, e)));
-        };
-        let mut tee = Tee {
-            inner: reader,
-            copy: Vec::new(),
-        };
-        let parsed = parse_reader(&mut tee).map_err(|e| self.body_error(doing, e));
-        if let Ok(mut bodies) = tap.lock() {
-            bodies.push(tee.copy);
-        }
-        parsed.map_err(|e| self.redact(e))
-    }
 }
 
 /// The explanation in an error body: a Kubernetes `Status.message`, a Prometheus
