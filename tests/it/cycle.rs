@@ -3,11 +3,11 @@
 
 use crate::support::kube::{Fake, FakePod, pod, uid_of};
 use crate::support::server::{Pki, Reply, Request, Server};
-use crate::support::{Output, TempDir, fixture, now, run_bin, vm};
+use crate::support::{Output, TempDir, assert_contains, env_with, fixture, now, run_bin, vm};
 use std::sync::Arc;
 use std::time::Duration;
 
-const DEPLOYMENT: &str = "ingestion-consumer";
+pub(crate) const DEPLOYMENT: &str = "ingestion-consumer";
 pub(crate) const TOKEN: &str = "sa-token-do-not-print-7f3a9c";
 
 pub(crate) fn name(i: usize) -> String {
@@ -63,7 +63,7 @@ impl World {
     }
 
     pub(crate) fn env(&self, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = [
+        let vars = [
             ("KUBE_API_URL", self.kube.url()),
             (
                 "KUBE_SERVICE_ACCOUNT_DIR",
@@ -75,15 +75,8 @@ impl World {
             ("PROMETHEUS_ENDPOINT", self.prometheus.clone()),
             ("METRICS_FILE", self.metrics_path().display().to_string()),
             ("LOG_LEVEL", "debug".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (k, v) in extra {
-            env.retain(|(n, _)| n != k);
-            env.push((k.to_string(), v.to_string()));
-        }
-        env
+        ];
+        env_with(vars, extra)
     }
 
     fn run(&self, extra: &[(&str, &str)]) -> Output {
@@ -186,6 +179,16 @@ fn check(
     world
 }
 
+/// Runs one cycle of `world` that must send no mutating request at all (no removal, no
+/// Event); checks the exit code and a phrase of the log.
+fn check_untouched(world: &World, code: i32, phrase: &str) -> Output {
+    let out = world.run(&[]);
+    assert_eq!(out.code, code, "{}", out.stderr);
+    assert_contains(&out.stderr, phrase);
+    assert!(world.kube.mutations().is_empty(), "{:?}", world.kube.mutations());
+    out
+}
+
 #[test]
 fn a_balanced_fleet_is_left_alone() {
     let (pods, cpu) = fleet(&[1.0, 1.1, 0.9, 1.05, 0.95]);
@@ -248,16 +251,10 @@ fn an_imbalanced_fleet_loses_its_hottest_then_its_coldest_pod() {
         .collect();
     assert_eq!(kinds, ["evict", "event", "evict", "event"]);
     let metrics = world.metrics();
-    assert!(
-        metrics.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 1\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("rebalancer_pods_analyzed_total 5\n"), "{metrics}");
-    assert!(metrics.contains("rebalancer_pods_matched 5\n"), "{metrics}");
+    assert_contains(&metrics, "rebalancer_pods_deleted_total{type=\"highest_cpu\"} 1\n");
+    assert_contains(&metrics, "rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n");
+    assert_contains(&metrics, "rebalancer_pods_analyzed_total 5\n");
+    assert_contains(&metrics, "rebalancer_pods_matched 5\n");
 }
 
 #[test]
@@ -267,19 +264,11 @@ fn a_dry_run_sends_no_mutating_request_at_all() {
     let out = world.run(&[("DRY_RUN", "true")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(world.kube.mutations().is_empty(), "{:?}", world.kube.mutations());
-    assert!(
-        out.stderr.contains(&format!("dry run: would evict pod {}", name(1))),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!("dry run: would evict pod {}", name(3))),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, &format!("dry run: would evict pod {}", name(1)));
+    assert_contains(&out.stderr, &format!("dry run: would evict pod {}", name(3)));
     let metrics = world.metrics();
     assert_eq!(outcome(&metrics), "dry_run");
-    assert!(metrics.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 0\n"));
+    assert_contains(&metrics, "rebalancer_pods_deleted_total{type=\"highest_cpu\"} 0\n");
 }
 
 #[test]
@@ -333,15 +322,8 @@ fn a_young_pod_gates_the_fleet() {
     let (mut pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0]);
     pods[5].age_secs = 120;
     let world = World::new("gate-young", |f| f, &pods, &cpu);
-    let out = world.run(&[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("younger than the stabilization window 10m"),
-        "{}",
-        out.stderr
-    );
+    check_untouched(&world, 0, "younger than the stabilization window 10m");
     assert_eq!(outcome(&world.metrics()), "stabilizing");
-    assert!(world.kube.mutations().is_empty());
 }
 
 #[test]
@@ -356,15 +338,8 @@ fn an_unfinished_rollout_gates_the_fleet() {
         &pods,
         &cpu,
     );
-    let out = world.run(&[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("rollout in progress: 3 of 5 replicas updated"),
-        "{}",
-        out.stderr
-    );
+    check_untouched(&world, 0, "rollout in progress: 3 of 5 replicas updated");
     assert_eq!(outcome(&world.metrics()), "stabilizing");
-    assert!(world.kube.mutations().is_empty());
 }
 
 #[test]
@@ -380,7 +355,7 @@ fn a_not_ready_pod_is_never_chosen() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("excluded=\"not ready\""), "{}", out.stderr);
+    assert_contains(&out.stderr, "excluded=\"not ready\"");
 }
 
 #[test]
@@ -389,7 +364,7 @@ fn a_pod_without_metrics_is_skipped() {
     cpu.pop();
     let world = check("no-metrics-pod", &pods, &cpu, &[], 0, "acted", &[evict(1), evict(3)]);
     let out = world.run(&[("DRY_RUN", "true")]);
-    assert!(out.stderr.contains("excluded=\"no metrics\""), "{}", out.stderr);
+    assert_contains(&out.stderr, "excluded=\"no metrics\"");
 }
 
 #[test]
@@ -446,15 +421,7 @@ fn an_expired_continue_token_restarts_the_list_once() {
 
     // Expired twice in a row: the run fails, and nothing is removed.
     let world = paged_world("gone-twice", 3, 2, &pods, &cpu);
-    let out = world.run(&[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("got 410: The provided continue parameter is too old"),
-        "{}",
-        out.stderr
-    );
-    assert!(world.kube.mutations().is_empty());
+    check_untouched(&world, 1, "got 410: The provided continue parameter is too old");
 }
 
 #[test]
@@ -462,25 +429,11 @@ fn a_forbidden_list_fails_the_run_with_the_servers_message() {
     let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
     let forbidden = Reply::json(403, fixture("k8s/status_403_forbidden_list_pods.json"));
     let world = World::new("forbidden", |f| f.reply("list", forbidden), &pods, &cpu);
-    let out = world.run(&[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("list pods (GET https://127.0.0.1:"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("got 403: pods is forbidden: User"),
-        "{}",
-        out.stderr
-    );
-    assert!(world.kube.mutations().is_empty());
+    let out = check_untouched(&world, 1, "list pods (GET https://127.0.0.1:");
+    assert_contains(&out.stderr, "got 403: pods is forbidden: User");
     let metrics = world.metrics();
     assert_eq!(outcome(&metrics), "error");
-    assert!(
-        metrics.contains("rebalancer_errors_total{stage=\"kubernetes\"} 1\n"),
-        "{metrics}"
-    );
+    assert_contains(&metrics, "rebalancer_errors_total{stage=\"kubernetes\"} 1\n");
 }
 
 #[test]
@@ -489,11 +442,7 @@ fn a_missing_deployment_is_said_plainly() {
     let world = World::new("no-deploy", |f| f, &pods, &cpu);
     let out = world.run(&[("DEPLOYMENT_NAME", "other")]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("deployment other not found in namespace no-deploy"),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, "deployment other not found in namespace no-deploy");
 }
 
 #[test]
@@ -523,17 +472,11 @@ fn a_disruption_budget_on_the_hottest_still_lets_the_coldest_go() {
     let out = world.run(&[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(world.removals(), vec![evict(1), evict(3)]);
-    assert!(out.stderr.contains("PodDisruptionBudget"), "{}", out.stderr);
+    assert_contains(&out.stderr, "PodDisruptionBudget");
     assert_eq!(world.events().len(), 1, "only the removed pod gets an Event");
     let metrics = world.metrics();
-    assert!(
-        metrics.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 0\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n"),
-        "{metrics}"
-    );
+    assert_contains(&metrics, "rebalancer_pods_deleted_total{type=\"highest_cpu\"} 0\n");
+    assert_contains(&metrics, "rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n");
 }
 
 #[test]
@@ -553,12 +496,8 @@ fn an_unexpected_eviction_failure_stops_acting() {
         vec![evict(1)],
         "the coldest is not tried after a broken API"
     );
-    assert!(
-        out.stderr.contains("got 500: etcdserver: request timed out"),
-        "{}",
-        out.stderr
-    );
-    assert!(world.metrics().contains("rebalancer_errors_total{stage=\"act\"} 1\n"));
+    assert_contains(&out.stderr, "got 500: etcdserver: request timed out");
+    assert_contains(&world.metrics(), "rebalancer_errors_total{stage=\"act\"} 1\n");
 }
 
 /// A metrics endpoint that answers every request with `reply`.
@@ -580,14 +519,10 @@ fn check_metrics_endpoint(
     world.prometheus = endpoint.to_string();
     let out = world.run(extra);
     assert_eq!(out.code, code, "{}", out.stderr);
-    assert!(out.stderr.contains(phrase), "expected {phrase:?} in:\n{}", out.stderr);
+    assert_contains(&out.stderr, phrase);
     if code != 0 {
         assert!(world.kube.mutations().is_empty(), "{:?}", world.kube.mutations());
-        assert!(
-            world
-                .metrics()
-                .contains("rebalancer_errors_total{stage=\"metrics\"} 1\n")
-        );
+        assert_contains(&world.metrics(), "rebalancer_errors_total{stage=\"metrics\"} 1\n");
     }
     (world, out)
 }
@@ -647,15 +582,11 @@ fn victoriametrics_failures_fail_the_run_and_remove_nothing() {
 fn a_real_victoriametrics_without_our_series_fails_the_run() {
     let (pods, _) = fleet(&[0.8, 1.9, 0.79]);
     let world = World::new("vm-real-empty", |f| f, &pods, &[]);
-    let out = world.run(&[]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("no CPU metrics for container ingestion-consumer in namespace vm-real-empty over 5m"),
-        "{}",
-        out.stderr
+    check_untouched(
+        &world,
+        1,
+        "no CPU metrics for container ingestion-consumer in namespace vm-real-empty over 5m",
     );
-    assert!(world.kube.mutations().is_empty());
 }
 
 #[test]
@@ -665,11 +596,8 @@ fn infinite_samples_exclude_their_pods_and_nothing_else() {
     let s = canned(Reply::json(200, fixture("vm/query_nan_inf.json")));
     let mut world = World::new("vm-inf", |f| f, &pods, &[]);
     world.prometheus = s.url();
-    let out = world.run(&[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("excluded=\"invalid metrics\""), "{}", out.stderr);
+    check_untouched(&world, 0, "excluded=\"invalid metrics\"");
     assert_eq!(outcome(&world.metrics()), "too_few_pods");
-    assert!(world.kube.mutations().is_empty());
 }
 
 #[test]
@@ -680,11 +608,7 @@ fn a_missing_deployment_name_is_a_configuration_error_before_any_request() {
     env.retain(|(k, _)| k != "DEPLOYMENT_NAME");
     let out = run_bin(&[], &env);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("DEPLOYMENT_NAME (--deployment-name): required"),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, "DEPLOYMENT_NAME (--deployment-name): required");
     assert!(world.kube.requests().is_empty());
     assert!(!world.metrics_path().exists(), "no metrics on exit 2");
 }
@@ -778,5 +702,5 @@ fn metrics_are_pushed_as_written() {
     let dead = Server::http(Arc::new(|_: &Request| Reply::text(503, "overloaded")));
     let out = world.run(&[("METRICS_PUSH_URL", &dead.url()), ("DRY_RUN", "true")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("metrics push failed"), "{}", out.stderr);
+    assert_contains(&out.stderr, "metrics push failed");
 }

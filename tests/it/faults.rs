@@ -14,7 +14,7 @@
 use crate::cycle::{fleet, name};
 use crate::support::kube::{Fake, deployment_json, pod_json};
 use crate::support::server::{Blackhole, CertOptions, Delivery, Pki, Reply, Request, Server};
-use crate::support::{TempDir, fixture, now, vm};
+use crate::support::{TempDir, env_with, fixture, now, vm};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -71,6 +71,22 @@ enum Addr {
     /// An http URL, but the server speaks TLS.
     TlsOnHttp,
 }
+
+/// The certificate faults, as (what, addr, what the run says of it): the same for every
+/// server the run asks over TLS.
+const CERTIFICATE_FAULTS: [(&str, Addr, &str); 3] = [
+    ("signed by another CA", Addr::OtherCa, "UnknownIssuer"),
+    (
+        "with an expired certificate",
+        Addr::Expired,
+        "invalid peer certificate: certificate expired",
+    ),
+    (
+        "with a certificate for another name",
+        Addr::WrongName,
+        "certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"kubernetes.example\")",
+    ),
+];
 
 /// A file the run reads or writes, broken.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -213,6 +229,20 @@ fn truncated(body: &str) -> Reply {
 /// The whole body announced, half of it sent, then the connection closes.
 fn cut(body: &str) -> Reply {
     Reply::json(200, body).delivered(Delivery::CutMidBody)
+}
+
+/// The ways any JSON body arrives broken, as (what, reply, what the run says of it).
+fn broken_bodies(body: &str) -> [(&'static str, Reply, &'static str); 4] {
+    [
+        ("empty", Reply::json(200, ""), "EOF while parsing"),
+        (
+            "not JSON",
+            Reply::text(200, "<html><body>Sign in to continue</body></html>"),
+            "expected JSON of the documented shape",
+        ),
+        ("truncated", truncated(body), "EOF while parsing"),
+        ("cut off mid-body", cut(body), "reading the body failed"),
+    ]
 }
 
 /// The body, one byte every 50 ms: each read makes progress, the whole never arrives in time.
@@ -643,18 +673,7 @@ fn rows() -> Vec<Row> {
     );
 
     // TLS.
-    for (what, addr, says) in [
-        ("signed by another CA", Addr::OtherCa, "UnknownIssuer"),
-        (
-            "with an expired certificate",
-            Addr::Expired,
-            "invalid peer certificate: certificate expired",
-        ),
-        (
-            "with a certificate for another name",
-            Addr::WrongName,
-            "certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"kubernetes.example\")",
-        ),
+    for (what, addr, says) in CERTIFICATE_FAULTS.into_iter().chain([
         (
             "speaking plain HTTP on an https URL",
             Addr::PlainOnHttps,
@@ -665,7 +684,7 @@ fn rows() -> Vec<Row> {
             Addr::TlsOnHttp,
             "get deployment (GET http://127.0.0.1:",
         ),
-    ] {
+    ]) {
         rows.push(row(
             format!("Kubernetes API {what}"),
             Fault::KubeAt(addr),
@@ -674,18 +693,7 @@ fn rows() -> Vec<Row> {
             says,
         ));
     }
-    for (what, addr, says) in [
-        ("signed by another CA", Addr::OtherCa, "UnknownIssuer"),
-        (
-            "with an expired certificate",
-            Addr::Expired,
-            "invalid peer certificate: certificate expired",
-        ),
-        (
-            "with a certificate for another name",
-            Addr::WrongName,
-            "certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"kubernetes.example\")",
-        ),
+    for (what, addr, says) in CERTIFICATE_FAULTS.into_iter().chain([
         (
             "speaking plain HTTP on an https URL",
             Addr::PlainOnHttps,
@@ -696,7 +704,7 @@ fn rows() -> Vec<Row> {
             Addr::TlsOnHttp,
             "query CPU (POST http://127.0.0.1:",
         ),
-    ] {
+    ]) {
         rows.push(row(
             format!("metrics endpoint {what}"),
             Fault::MetricsAt(addr),
@@ -719,15 +727,7 @@ fn rows() -> Vec<Row> {
         edit(&mut d);
         Reply::json(200, d.to_string())
     };
-    for (what, reply, says) in [
-        ("empty", Reply::json(200, ""), "EOF while parsing"),
-        (
-            "not JSON",
-            Reply::text(200, "<html><body>Sign in to continue</body></html>"),
-            "expected JSON of the documented shape",
-        ),
-        ("truncated", truncated(&deployment_body), "EOF while parsing"),
-        ("cut off mid-body", cut(&deployment_body), "reading the body failed"),
+    for (what, reply, says) in broken_bodies(&deployment_body).into_iter().chain([
         (
             "a Status",
             Reply::json(200, fixture("k8s/status_403_forbidden_get_pod.json")),
@@ -748,7 +748,7 @@ fn rows() -> Vec<Row> {
             huge(200, "{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"", "a"),
             "limit",
         ),
-    ] {
+    ]) {
         let r = row(
             format!("deployment body {what}"),
             kube("deployment", reply),
@@ -780,15 +780,7 @@ fn rows() -> Vec<Row> {
         Reply::json(200, l.to_string())
     };
     let fat_pod = format!("{},", pods_json()[0]);
-    for (what, reply, says) in [
-        ("empty", Reply::json(200, ""), "EOF while parsing"),
-        (
-            "not JSON",
-            Reply::text(200, "<html><body>Sign in to continue</body></html>"),
-            "expected JSON of the documented shape",
-        ),
-        ("truncated", truncated(&list_body), "EOF while parsing"),
-        ("cut off mid-body", cut(&list_body), "reading the body failed"),
+    for (what, reply, says) in broken_bodies(&list_body).into_iter().chain([
         (
             "a Status",
             Reply::json(200, fixture("k8s/status_403_forbidden_list_pods.json")),
@@ -857,7 +849,7 @@ fn rows() -> Vec<Row> {
             huge(500, "<html><body><h1>500</h1>", "<p>lorem ipsum</p>"),
             "got 500: <html><body><h1>500</h1><p>lorem ipsum</p>",
         ),
-    ] {
+    ]) {
         let r = row(format!("pod list body {what}"), kube("list", reply), 1, NONE, says);
         rows.push(if what.starts_with("100 MB") { r.huge() } else { r });
     }
@@ -901,38 +893,25 @@ fn rows() -> Vec<Row> {
     let isp: Value = serde_json::from_str(&fixture("vm/cluster_query_vector_isPartial_false.json")).expect("JSON");
     let mut partial = isp.clone();
     partial["isPartial"] = json!(true);
-    for (what, reply, code, says) in [
-        ("empty", Reply::json(200, ""), 1, "EOF while parsing"),
-        (
-            "not JSON",
-            Reply::text(200, "<html><body>Sign in to continue</body></html>"),
-            1,
-            "expected JSON of the documented shape",
-        ),
-        ("truncated", truncated(&a.good), 1, "EOF while parsing"),
-        ("cut off mid-body", cut(&a.good), 1, "reading the body failed"),
+    for (what, reply, says) in broken_bodies(&a.good).into_iter().chain([
         (
             "status error with 200",
             status(200, "prom/error_internal_tsdb_not_ready.json"),
-            1,
             "status \"error\": TSDB not ready (internal)",
         ),
         (
             "isPartial true",
             Reply::json(200, partial.to_string()),
-            1,
             "isPartial is true",
         ),
         (
             "a matrix",
             Reply::json(200, a.matrix.clone()),
-            1,
             "expected resultType vector, got matrix",
         ),
         (
             "a scalar",
             status(200, "prom/query_scalar_openapi.json"),
-            1,
             "expected resultType vector, got scalar",
         ),
         // No server at hand answers with a string; the shape is the Prometheus API's.
@@ -942,31 +921,26 @@ fn rows() -> Vec<Row> {
                 200,
                 r#"{"status":"success","data":{"resultType":"string","result":[1767436620,"42"]}}"#,
             ),
-            1,
             "expected resultType vector, got string",
         ),
         (
             "duplicate series for a pod",
             Reply::json(200, a.duplicates.clone()),
-            1,
             "expected one series per pod, got several",
         ),
         (
             "a value that is not a number",
             Reply::json(200, edited(|v| v["data"]["result"][0]["value"][1] = json!("1,9"))),
-            1,
             "expected a number, got \"1,9\"",
         ),
         (
             "a value as a JSON number",
             Reply::json(200, edited(|v| v["data"]["result"][0]["value"][1] = json!(1.9))),
-            1,
             "invalid type: floating point `1.9`, expected a string",
         ),
         (
             "without data",
             Reply::json(200, r#"{"status":"success"}"#),
-            1,
             "expected data with a vector result, got no data",
         ),
         (
@@ -976,7 +950,6 @@ fn rows() -> Vec<Row> {
                 "{\"status\":\"success\",\"data\":{\"resultType\":\"vector\",\"result\":[",
                 "{\"metric\":{\"pod\":\"x\"},\"value\":[1,\"1\"]},",
             ),
-            1,
             "expected at most 150000 elements in a list, got more",
         ),
         (
@@ -986,17 +959,10 @@ fn rows() -> Vec<Row> {
                 "{\"status\":\"success\",\"data\":{\"resultType\":\"vector\",\"result\":[{\"metric\":{\"pod\":\"",
                 "x",
             ),
-            1,
             "limit",
         ),
-    ] {
-        let r = row(
-            format!("metrics answer {what}"),
-            Fault::Metrics(reply),
-            code,
-            NONE,
-            says,
-        );
+    ]) {
+        let r = row(format!("metrics answer {what}"), Fault::Metrics(reply), 1, NONE, says);
         rows.push(if what.starts_with("100 MB") { r.huge() } else { r });
     }
     rows.push(
@@ -1508,11 +1474,7 @@ impl Scenario {
     }
 
     fn run(&self, extra: &[(&str, &str)]) -> Ran {
-        let mut env = self.env.clone();
-        for (k, v) in extra {
-            env.retain(|(n, _)| n != k);
-            env.push((k.to_string(), v.to_string()));
-        }
+        let env = env_with(self.env.clone(), extra);
         let (code, stdout, stderr, elapsed, peak_rss_kib) = run_measured(&env, self.as_nobody);
         let metrics_file = env
             .iter()

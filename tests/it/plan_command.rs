@@ -3,7 +3,7 @@
 
 use crate::support::kube::{FakePod, deployment_json, pod, pod_json};
 use crate::support::server::{Reply, Request, Server};
-use crate::support::{Output, root, run_bin, vm};
+use crate::support::{Output, assert_contains, root, run_bin, vm};
 use std::sync::Arc;
 
 /// The demo's "now": every age in the snapshot is relative to it.
@@ -40,7 +40,7 @@ fn the_demo_shows_a_real_decision() {
         "  ingestion-consumer-5f7c9d8b4d-7qwzt (1.920 cores, highest cpu)",
         "  ingestion-consumer-5f7c9d8b4d-hv8rc (0.120 cores, lowest cpu)",
     ] {
-        assert!(text.contains(line), "missing {line:?} in\n{text}");
+        assert_contains(&text, line);
     }
     assert!(
         text.lines()
@@ -94,24 +94,13 @@ fn the_plan_is_available_as_json() {
 fn the_decision_settings_apply_to_the_plan() {
     let out = plan(&[], &[("CPU_VARIANCE_THRESHOLD", "0.5")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains("decision: no action: balanced: spread 0.47 <= threshold 0.50"),
-        "{}",
-        out.stdout
+    assert_contains(
+        &out.stdout,
+        "decision: no action: balanced: spread 0.47 <= threshold 0.50",
     );
     let out = plan(&["--min-pods-required", "9"], &[]);
-    assert!(
-        out.stdout
-            .contains("decision: would evict 1 pod: spread 0.47 > threshold 0.30"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("  only one: 10 healthy pods, 9 must stay"),
-        "{}",
-        out.stdout
-    );
+    assert_contains(&out.stdout, "decision: would evict 1 pod: spread 0.47 > threshold 0.30");
+    assert_contains(&out.stdout, "  only one: 10 healthy pods, 9 must stay");
 }
 
 #[test]
@@ -137,11 +126,7 @@ fn plan_errors_name_the_file() {
         &[],
     );
     assert_eq!(missing.code, 1);
-    assert!(
-        missing.stderr.contains("read pods /nonexistent/pods.json"),
-        "{}",
-        missing.stderr
-    );
+    assert_contains(&missing.stderr, "read pods /nonexistent/pods.json");
     let swapped = run_bin(&["plan", "--pods", &demo("cpu.json"), "--cpu", &demo("pods.json")], &[]);
     assert_eq!(swapped.code, 1);
     assert!(
@@ -323,11 +308,7 @@ fn a_large_fleet_folds_to_its_top_and_bottom_rows() {
         "ten on top and ten below (the coldest is last):\n{}",
         folded.stdout
     );
-    assert!(
-        folded.stdout.contains("… 20 more pods (--all shows every pod)"),
-        "{}",
-        folded.stdout
-    );
+    assert_contains(&folded.stdout, "… 20 more pods (--all shows every pod)");
     assert!(
         folded.stdout.lines().any(|l| l.starts_with("▲ 017 ")),
         "{}",
@@ -369,18 +350,11 @@ fn a_live_plan_reads_like_a_run_changes_nothing_and_saves_a_replayable_snapshot(
         .map(|r| format!("{} {}", r.method, r.path()))
         .collect();
     assert_eq!(verbs.len(), 4, "the deployment and three pages: {verbs:?}");
-    assert!(
-        live.stdout
-            .contains("decision: would evict 2 pods: spread 0.53 > threshold 0.30"),
-        "{}",
-        live.stdout
+    assert_contains(
+        &live.stdout,
+        "decision: would evict 2 pods: spread 0.53 > threshold 0.30",
     );
-    assert!(
-        live.stdout
-            .contains(&format!("  {} (1.900 cores, highest cpu)", name(1))),
-        "{}",
-        live.stdout
-    );
+    assert_contains(&live.stdout, &format!("  {} (1.900 cores, highest cpu)", name(1)));
     for file in ["pods.json", "cpu.json", "deployment.json"] {
         let text = std::fs::read_to_string(saved.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(!text.contains(TOKEN), "{file} holds the token");

@@ -9,29 +9,17 @@
 //! that proves nothing. It also holds the recorder of `fixtures/vm/` and the test that
 //! the committed bodies are still what this server answers.
 
+use crate::cycle::{DEPLOYMENT, fleet, name};
 use crate::support::kube::{Fake, FakePod, pod};
 use crate::support::server::{Request, Server};
 use crate::support::vm::{self, Gone, Restart, RestartShape, Scrape, Vm};
-use crate::support::{Output, TempDir, root, run_bin};
+use crate::support::{Output, TempDir, assert_contains, env_with, root, run_bin};
 use pod_rebalancer::config::DecisionSettings;
 use pod_rebalancer::plan::{self, Decision, Inputs, Samples};
 use pod_rebalancer::{kube, victoria};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Instant;
-
-const DEPLOYMENT: &str = "ingestion-consumer";
-
-fn name(i: usize) -> String {
-    format!("{DEPLOYMENT}-5f7c9d8b4d-p{i}")
-}
-
-/// A fleet of healthy pods p0, p1, … with these CPU numbers.
-fn fleet(cpus: &[f64]) -> (Vec<FakePod>, Vec<(String, f64)>) {
-    let pods = (0..cpus.len()).map(|i| pod(&name(i))).collect();
-    let cpu = cpus.iter().enumerate().map(|(i, c)| (name(i), *c)).collect();
-    (pods, cpu)
-}
 
 /// The fake Kubernetes API (plain HTTP: TLS is `cycle.rs`'s business) serving `pods`,
 /// and a directory for the service account and the metrics file.
@@ -61,7 +49,7 @@ impl World {
 
     /// One run against `endpoint`, logging JSON at debug.
     fn run(&self, endpoint: &str, extra: &[(&str, &str)]) -> Output {
-        let mut env: Vec<(String, String)> = [
+        let vars = [
             ("KUBE_API_URL", self.kube.url()),
             (
                 "KUBE_SERVICE_ACCOUNT_DIR",
@@ -74,15 +62,8 @@ impl World {
             ("METRICS_FILE", self.metrics_path().display().to_string()),
             ("LOG_LEVEL", "debug".to_string()),
             ("LOG_FORMAT", "json".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (k, v) in extra {
-            env.retain(|(n, _)| n != k);
-            env.push((k.to_string(), v.to_string()));
-        }
-        run_bin(&[], &env)
+        ];
+        run_bin(&[], &env_with(vars, extra))
     }
 
     fn mutations(&self) -> Vec<Request> {
@@ -337,21 +318,13 @@ fn a_real_server_error_fails_the_run_with_its_own_words_and_removes_nothing() {
         )),
         "{error}"
     );
-    assert!(
-        error.contains(
-            "the number of matching timeseries exceeds 1; either narrow down the search or increase -search.max* command-line flag values at vmselect"
-        ),
-        "{error}"
+    assert_contains(
+        &error,
+        "the number of matching timeseries exceeds 1; either narrow down the search or increase -search.max* command-line flag values at vmselect",
     );
     let metrics = std::fs::read_to_string(world.metrics_path()).expect("metrics file");
-    assert!(
-        metrics.contains("rebalancer_errors_total{stage=\"metrics\"} 1\n"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("rebalancer_cycle_outcome{outcome=\"error\"} 1\n"),
-        "{metrics}"
-    );
+    assert_contains(&metrics, "rebalancer_errors_total{stage=\"metrics\"} 1\n");
+    assert_contains(&metrics, "rebalancer_cycle_outcome{outcome=\"error\"} 1\n");
 
     // The same fleet on a server without the limit is acted on: the limit, nothing
     // else, failed the run.

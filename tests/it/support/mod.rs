@@ -56,6 +56,25 @@ impl Drop for TempDir {
     }
 }
 
+/// The variables `vars`, each of `extra` replacing the variable of its name (or added).
+pub fn env_with<K: ToString>(
+    vars: impl IntoIterator<Item = (K, String)>,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vars.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    for (k, v) in extra {
+        env.retain(|(n, _)| n != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env
+}
+
+/// `text` (a log, an output, a metrics file) contains `phrase`.
+#[track_caller]
+pub fn assert_contains(text: &str, phrase: &str) {
+    assert!(text.contains(phrase), "expected {phrase:?} in:\n{text}");
+}
+
 /// What a run of the binary gave.
 #[derive(Debug)]
 pub struct Output {
