@@ -3,44 +3,18 @@
 //! bytes. One thread per connection, keep-alive, no JSON work per request, so what
 //! is measured is the client. It counts connections, requests and bytes sent.
 
+#[path = "../common/loopback.rs"]
+mod loopback;
+
 use crate::fleet::{DEPLOYMENT, Fleet, NAMESPACE, SELECTOR};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use loopback::{Listener, Request, read_request};
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A throw-away CA and a server certificate for 127.0.0.1.
-pub struct Pki {
-    pub ca_pem: String,
-    chain: Vec<CertificateDer<'static>>,
-    key: Vec<u8>,
-}
-
-impl Pki {
-    pub fn new() -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "pod-rebalancer bench CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA cert");
-        let key = KeyPair::generate().expect("server key");
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-        let cert = params.signed_by(&key, &ca).expect("server cert");
-        Pki {
-            ca_pem: ca.pem(),
-            chain: vec![cert.der().clone()],
-            key: key.serialize_der(),
-        }
-    }
-}
+pub use loopback::Pki;
 
 /// What the server did since the last `take`.
 #[derive(Default, Debug, Clone, Copy)]
@@ -64,18 +38,15 @@ pub struct Content {
 }
 
 pub struct Server {
-    addr: SocketAddr,
+    listener: Listener,
     counters: Arc<Counters>,
     content: Arc<Mutex<Option<Arc<Content>>>>,
     /// Paths the server did not know, for `--verbose`.
     pub unknown: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
     pub fn start(pki: &Pki) -> Server {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key.clone()));
         // Choose the cipher suite as kube-apiserver (Go's crypto/tls) does on a CPU
         // with AES instructions: AES-128-GCM first, whatever the client prefers.
         use rustls::crypto::ring::{cipher_suite, default_provider};
@@ -91,45 +62,33 @@ impl Server {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("TLS versions")
             .with_no_client_auth()
-            .with_single_cert(pki.chain.clone(), key)
+            .with_single_cert(pki.server_chain.clone(), pki.server_key())
             .expect("server TLS config");
         config.ignore_client_order = true;
         let config = Arc::new(config);
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("local addr");
         let counters = Arc::new(Counters::default());
         let content: Arc<Mutex<Option<Arc<Content>>>> = Arc::new(Mutex::new(None));
         let unknown = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (counters, content, unknown, stop) = (counters.clone(), content.clone(), unknown.clone(), stop.clone());
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    counters.connections.fetch_add(1, Ordering::SeqCst);
-                    let Some(content) = content.lock().expect("content").clone() else {
-                        continue;
-                    };
-                    let (config, counters, unknown) = (config.clone(), counters.clone(), unknown.clone());
-                    std::thread::spawn(move || serve(stream, config, &content, &counters, &unknown));
-                }
+        let listener = {
+            let (counters, content, unknown) = (counters.clone(), content.clone(), unknown.clone());
+            Listener::start(move |stream| {
+                counters.connections.fetch_add(1, Ordering::SeqCst);
+                let Some(content) = content.lock().expect("content").clone() else {
+                    return;
+                };
+                serve(stream, config.clone(), &content, &counters, &unknown);
             })
         };
         Server {
-            addr,
+            listener,
             counters,
             content,
             unknown,
-            stop,
-            thread: Some(thread),
         }
     }
 
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
+        format!("https://127.0.0.1:{}", self.listener.port())
     }
 
     pub fn serve_content(&self, content: Content) {
@@ -142,16 +101,6 @@ impl Server {
             connections: self.counters.connections.swap(0, Ordering::SeqCst),
             requests: self.counters.requests.swap(0, Ordering::SeqCst),
             bytes: self.counters.bytes.swap(0, Ordering::SeqCst),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -170,38 +119,6 @@ fn offset_of(token: &str) -> Option<usize> {
         .ok()
 }
 
-fn decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("3F");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn query(target: &str, name: &str) -> Option<String> {
-    let q = target.split_once('?')?.1;
-    q.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| decode(v))
-    })
-}
-
 fn serve(
     stream: TcpStream,
     config: Arc<rustls::ServerConfig>,
@@ -215,48 +132,19 @@ fn serve(
         return;
     };
     let mut reader = BufReader::new(rustls::StreamOwned::new(conn, stream));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-            return;
-        };
-        let (method, target) = (method.to_string(), target.to_string());
-        let mut length = 0usize;
-        let mut authorized = false;
-        let mut close = false;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            let Some((k, v)) = h.split_once(':') else { continue };
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.parse().unwrap_or(0);
-            } else if k.eq_ignore_ascii_case("authorization") {
-                authorized = v.strip_prefix("Bearer ") == Some(content.token.as_str());
-            } else if k.eq_ignore_ascii_case("connection") {
-                close = v.eq_ignore_ascii_case("close");
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some(request) = read_request(&mut reader) {
         counters.requests.fetch_add(1, Ordering::SeqCst);
-        let answer = route(&method, &target, authorized, content);
+        let authorized =
+            request.header("authorization").and_then(|v| v.strip_prefix("Bearer ")) == Some(content.token.as_str());
+        let close = request
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let answer = route(&request, authorized, content);
         if let Answer::NotFound = answer {
-            unknown.lock().expect("unknown").push(format!("{method} {target}"));
+            unknown
+                .lock()
+                .expect("unknown")
+                .push(format!("{} {}", request.method, request.target));
         }
         let (status, parts) = answer.parts(content);
         let len: usize = parts.iter().map(|p| p.len()).sum();
@@ -336,8 +224,8 @@ impl Answer {
     }
 }
 
-fn route(method: &str, target: &str, authorized: bool, c: &Content) -> Answer {
-    let path = target.split('?').next().unwrap_or_default();
+fn route(request: &Request, authorized: bool, c: &Content) -> Answer {
+    let (method, path) = (request.method.as_str(), request.path());
     if method == "POST" && path == "/api/v1/query" {
         return Answer::Query;
     }
@@ -348,11 +236,11 @@ fn route(method: &str, target: &str, authorized: bool, c: &Content) -> Answer {
     let deployment = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}");
     match (method, path) {
         ("GET", p) if p == pods => {
-            if query(target, "labelSelector").as_deref() != Some(SELECTOR) {
+            if request.query("labelSelector").as_deref() != Some(SELECTOR) {
                 return Answer::Static("400 Bad Request", "{\"kind\":\"Status\",\"code\":400,\"message\":\"bench: unexpected labelSelector\"}".into());
             }
             let n = c.fleet.n;
-            let from = match query(target, "continue").filter(|t| !t.is_empty()) {
+            let from = match request.query("continue").filter(|t| !t.is_empty()) {
                 Some(token) => match offset_of(&token) {
                     Some(o) => o.min(n),
                     None => {
@@ -361,7 +249,7 @@ fn route(method: &str, target: &str, authorized: bool, c: &Content) -> Answer {
                 },
                 None => 0,
             };
-            let limit = query(target, "limit")
+            let limit = request.query("limit")
                 .and_then(|l| l.parse::<usize>().ok())
                 .filter(|&l| l > 0)
                 .unwrap_or(n);

@@ -47,8 +47,11 @@ pub fn uid_of(name: &str) -> String {
     )
 }
 
+/// Unix seconds as the API server writes a timestamp (`2026-01-01T00:00:00Z`).
 pub fn rfc3339_of(t: i64) -> String {
-    // Civil-from-days (Hinnant), as in the product; tests must not trust the product's clock code.
+    // Civil-from-days (Hinnant): the same arithmetic as `pod_rebalancer::clock::format_rfc3339`,
+    // copied on purpose. These timestamps are what the product's age checks parse, so the
+    // tests must not make them with the product's own clock code (the bench may: fleet.rs).
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
