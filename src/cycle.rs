@@ -400,10 +400,19 @@ fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) 
         clients.metrics = clients.metrics.with_tap();
     }
     let observed = observe(config, cluster, &clients, now, &mut tally);
-    if let Some(dir) = save {
-        save_responses(dir, &clients)?;
+    let Some(dir) = save else { return observed };
+    // What was read is saved even when the plan failed: that is when it is wanted.
+    // A body cut short cannot be saved as a list, but the reading's error is the one
+    // that explains the run.
+    match (observed, save_responses(dir, &clients)) {
+        (Ok(plan), saved) => saved.map(|()| plan),
+        (Err(reading), saved) => {
+            if let Err(saving) = saved {
+                log::warn!(error:% = saving; "responses not saved");
+            }
+            Err(reading)
+        }
     }
-    observed
 }
 
 /// Writes `deployment.json`, `pods.json` (every page's items in one list) and

@@ -392,3 +392,35 @@ fn a_live_plan_reads_like_a_run_changes_nothing_and_saves_a_replayable_snapshot(
     };
     assert_eq!(decision(&replay.stdout), decision(&live.stdout));
 }
+
+#[test]
+fn a_live_plan_that_fails_reading_says_why_though_its_responses_cannot_all_be_saved() {
+    use crate::cycle::{World, fleet};
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0, 0.9]);
+    let world = World::new(
+        "live-plan-cut",
+        |mut f| {
+            f.page_size = 3;
+            // The second page stops halfway: the run fails on it, and a half page
+            // cannot be saved as part of a list either.
+            let half = r#"{"kind":"PodList","apiVersion":"v1","metadata":{},"items":[{"metadata":{"na"#;
+            f.replies.insert("list:continue".into(), Reply::json(200, half));
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let saved = world.dir.path().join("snapshot");
+    let out = run_bin(&["plan", "--save", saved.to_str().unwrap()], &world.env(&[]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    assert_contains(error, "list pods (GET ");
+    assert_contains(error, "expected JSON of the documented shape: EOF while parsing");
+    assert_contains(&out.stderr, "responses not saved");
+    assert!(saved.join("deployment.json").exists(), "what could be saved is");
+    assert!(world.kube.mutations().is_empty());
+}
