@@ -43,7 +43,8 @@ pub fn common_prefix<'a>(names: impl Iterator<Item = &'a str> + Clone) -> String
     if names.clone().any(|n| n.len() == len) {
         len = len.saturating_sub(1);
     }
-    match first[..len].rfind('-') {
+    // `len` counts bytes and may fall inside a character; a '-' never does.
+    match first.as_bytes()[..len].iter().rposition(|&b| b == b'-') {
         Some(dash) => first[..=dash].to_string(),
         None => String::new(),
     }
@@ -251,6 +252,9 @@ mod tests {
         assert_eq!(p(&["c-5f7c", "c-5f7c-x"]), "c-");
         assert_eq!(p(&["alpha", "beta"]), "");
         assert_eq!(p(&[]), "");
+        // Names that part inside a character: 'é' and 'è' share their first byte.
+        assert_eq!(p(&["aé-x", "aè-y"]), "");
+        assert_eq!(p(&["n-é-x", "n-è-y"]), "n-");
     }
 
     #[test]
