@@ -434,7 +434,7 @@ fn save_responses(dir: &Path, clients: &Clients) -> Result<(), Error> {
     for page in kube.iter().skip(1) {
         let mut page: serde_json::Value =
             serde_json::from_slice(page).map_err(|e| Error::new(&doing, Cause::Malformed(e.to_string())))?;
-        let serde_json::Value::Array(list) = page["items"].take() else {
+        let Some(serde_json::Value::Array(list)) = page.get_mut("items").map(serde_json::Value::take) else {
             continue;
         };
         for item in list {

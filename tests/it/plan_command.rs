@@ -424,3 +424,23 @@ fn a_live_plan_that_fails_reading_says_why_though_its_responses_cannot_all_be_sa
     assert!(saved.join("deployment.json").exists(), "what could be saved is");
     assert!(world.kube.mutations().is_empty());
 }
+
+#[test]
+fn a_live_plan_saves_without_panicking_when_a_page_is_not_a_list() {
+    use crate::cycle::{World, fleet};
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new(
+        "live-plan-array",
+        |mut f| {
+            f.replies.insert("list".into(), Reply::json(200, "[]"));
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let saved = world.dir.path().join("snapshot");
+    let out = run_bin(&["plan", "--save", saved.to_str().unwrap()], &world.env(&[]));
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_contains(&out.stderr, "error: list pods (GET ");
+    assert!(saved.join("deployment.json").exists(), "what could be saved is");
+}
