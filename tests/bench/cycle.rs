@@ -14,12 +14,15 @@
 //! It needs GNU `time` at /usr/bin/time (Debian package `time`) for the child's CPU
 //! time and peak RSS, and `curl` and `kubectl` on PATH unless told to skip them.
 
+#[path = "../common/files.rs"]
+mod files;
 mod fleet;
 mod measure;
 mod server;
 
+use files::TempDir;
 use measure::{Sample, median, paired};
-use pod_rebalancer::kube::PAGE_LIMIT;
+use pod_rebalancer::kube::{PAGE_LIMIT, encode};
 use server::{Content, Counts, Pki, Server};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -111,10 +114,39 @@ struct Row {
     n: usize,
     pages: usize,
     pod_bytes: usize,
-    /// One per binary measured: its label, its runs and what the server saw.
-    ours: Vec<(String, Vec<Sample>, Counts)>,
+    /// One per binary measured.
+    ours: Vec<Ours>,
     curl: Option<(Vec<Sample>, Counts)>,
     kubectl: Option<(Vec<Sample>, Counts)>,
+}
+
+/// One binary's runs at one fleet size.
+struct Ours {
+    label: String,
+    runs: Vec<Sample>,
+    /// What the server saw in the last run.
+    counts: Counts,
+    ratios: Ratios,
+}
+
+/// The median of the round-by-round ratios to the references that ran.
+struct Ratios {
+    /// ours / curl, wall time.
+    curl_wall: Option<f64>,
+    /// kubectl / ours, wall time.
+    kubectl_wall: Option<f64>,
+    /// kubectl / ours, peak RSS.
+    kubectl_rss: Option<f64>,
+}
+
+impl Ratios {
+    fn of(ours: &[Sample], curl: Option<&[Sample]>, kubectl: Option<&[Sample]>) -> Ratios {
+        Ratios {
+            curl_wall: curl.map(|c| paired(ours, c, |o, c| o.wall / c.wall)),
+            kubectl_wall: kubectl.map(|k| paired(ours, k, |o, k| k.wall / o.wall)),
+            kubectl_rss: kubectl.map(|k| paired(ours, k, |o, k| k.rss_kb as f64 / o.rss_kb as f64)),
+        }
+    }
 }
 
 fn main() {
@@ -130,7 +162,7 @@ fn main() {
     };
     if args.dump_pod {
         // One generated pod, to see what the server sends.
-        let fleet = fleet::build(Path::new(env!("CARGO_MANIFEST_DIR")), 10, 1_790_000_000);
+        let fleet = fleet::build(10, 1_790_000_000);
         println!("{}", String::from_utf8_lossy(fleet.slice(0, 1)));
         return;
     }
@@ -182,14 +214,6 @@ fn token() -> String {
         .collect()
 }
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
 }
@@ -203,16 +227,14 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let curl = if args.curl { Some(tool("curl")?) } else { None };
     let kubectl = if args.kubectl { Some(tool("kubectl")?) } else { None };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let bins = if args.bins.is_empty() {
         vec![PathBuf::from(env!("CARGO_BIN_EXE_pod-rebalancer"))]
     } else {
         args.bins.clone()
     };
 
-    let scratch = Scratch(std::env::temp_dir().join(format!("pod-rebalancer-bench-{}", std::process::id())));
-    let dir = scratch.0.clone();
-    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = TempDir::new("scratch");
+    let dir = scratch.path();
     std::fs::create_dir_all(dir.join("sa")).map_err(|e| format!("create {}: {e}", dir.display()))?;
     std::fs::create_dir_all(dir.join("home")).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let pki = Pki::new();
@@ -252,13 +274,33 @@ fn run(args: &Args) -> Result<(), String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     };
+    let (ours_info, ours_warn) = (ours_env("info"), ours_env("warn"));
+    let kubectl_args: Vec<String> = [
+        "--kubeconfig",
+        &kubeconfig.display().to_string(),
+        "get",
+        "pods",
+        "-n",
+        fleet::NAMESPACE,
+        "-l",
+        fleet::SELECTOR,
+        "-o",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let kubectl_env = vec![
+        ("HOME".to_string(), dir.join("home").display().to_string()),
+        ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
+    ];
     if let Some(n) = args.serve {
         // For profiling by hand: serve one fleet until killed.
         server.serve_content(Content {
-            fleet: fleet::build(&root, n, now),
+            fleet: fleet::build(n, now),
             token: token.clone(),
         });
-        for (k, v) in ours_env("warn") {
+        for (k, v) in &ours_warn {
             println!("export {k}='{v}'");
         }
         println!("export KUBECONFIG='{}'", kubeconfig.display());
@@ -305,7 +347,7 @@ fn run(args: &Args) -> Result<(), String> {
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     for &n in &args.sizes {
-        let fleet = fleet::build(&root, n, now);
+        let fleet = fleet::build(n, now);
         let (hottest, coldest) = (fleet.hottest.clone(), fleet.coldest.clone());
         let pod_bytes = fleet.mean_pod_bytes();
         let pages = n.div_ceil(PAGE_LIMIT);
@@ -318,7 +360,7 @@ fn run(args: &Args) -> Result<(), String> {
         // The decision first, at info level, where the dry-run lines are logged.
         for bin in &bins {
             server.take();
-            let (_, out) = measure::run(bin, &[], &ours_env("info"), &dir);
+            let (_, out) = measure::run(bin, &[], &ours_info, dir);
             let counts = server.take();
             check_ours(&out, &hottest, &coldest)?;
             if counts.connections > 2 {
@@ -335,25 +377,6 @@ fn run(args: &Args) -> Result<(), String> {
         }
 
         let curl_args = curl_args(&url, &ca, &dir.join("auth.header"), n);
-        let kubectl_args: Vec<String> = [
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "get",
-            "pods",
-            "-n",
-            fleet::NAMESPACE,
-            "-l",
-            fleet::SELECTOR,
-            "-o",
-            "json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let kubectl_env = vec![
-            ("HOME".to_string(), dir.join("home").display().to_string()),
-            ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
-        ];
         // Warm-ups, not counted: the page cache, and kubectl's discovery cache (a user
         // running it twice has one).
         for (program, a, env) in [
@@ -361,7 +384,7 @@ fn run(args: &Args) -> Result<(), String> {
             (kubectl.as_ref(), &kubectl_args, &kubectl_env),
         ] {
             if let Some(p) = program {
-                let (_, out) = measure::run(p, a, env, &dir);
+                let (_, out) = measure::run(p, a, env, dir);
                 check_exit(p, &out)?;
             }
         }
@@ -378,19 +401,19 @@ fn run(args: &Args) -> Result<(), String> {
         let (mut curl_counts, mut kubectl_counts) = (Counts::default(), Counts::default());
         for round in 0..args.runs {
             for (i, bin) in bins.iter().enumerate() {
-                let (s, out) = measure::run(bin, &[], &ours_env("warn"), &dir);
+                let (s, out) = measure::run(bin, &[], &ours_warn, dir);
                 ours_counts[i] = server.take();
                 check_exit(bin, &out)?;
                 ours[i].push(s);
             }
             if let Some(p) = &curl {
-                let (s, out) = measure::run(p, &curl_args, &[], &dir);
+                let (s, out) = measure::run(p, &curl_args, &[], dir);
                 curl_counts = server.take();
                 check_exit(p, &out)?;
                 by_curl.push(s);
             }
             if let Some(p) = &kubectl {
-                let (s, out) = measure::run(p, &kubectl_args, &kubectl_env, &dir);
+                let (s, out) = measure::run(p, &kubectl_args, &kubectl_env, dir);
                 kubectl_counts = server.take();
                 check_exit(p, &out)?;
                 by_kubectl.push(s);
@@ -410,18 +433,24 @@ fn run(args: &Args) -> Result<(), String> {
                     .map_or(String::new(), |s| format!(", kubectl {:.0} ms", s.wall * 1e3)),
             );
         }
+        let (by_curl, by_kubectl) = (curl.as_ref().map(|_| by_curl), kubectl.as_ref().map(|_| by_kubectl));
         rows.push(Row {
             n,
             pages,
             pod_bytes,
             ours: bins
                 .iter()
-                .zip(&ours)
+                .zip(ours)
                 .zip(&ours_counts)
-                .map(|((b, o), c)| (label(b, bins.len()), o.clone(), *c))
+                .map(|((b, runs), c)| Ours {
+                    label: label(b, bins.len()),
+                    ratios: Ratios::of(&runs, by_curl.as_deref(), by_kubectl.as_deref()),
+                    runs,
+                    counts: *c,
+                })
                 .collect(),
-            curl: curl.as_ref().map(|_| (by_curl, curl_counts)),
-            kubectl: kubectl.as_ref().map(|_| (by_kubectl, kubectl_counts)),
+            curl: by_curl.map(|c| (c, curl_counts)),
+            kubectl: by_kubectl.map(|k| (k, kubectl_counts)),
         });
     }
     print_table(&rows);
@@ -461,7 +490,7 @@ fn curl_args(url: &str, ca: &Path, header: &Path, n: usize) -> Vec<String> {
     let list = format!(
         "{url}/api/v1/namespaces/{}/pods?labelSelector={}&limit={PAGE_LIMIT}",
         fleet::NAMESPACE,
-        fleet::SELECTOR.replace('=', "%3D")
+        encode(fleet::SELECTOR)
     );
     let mut urls = vec![format!(
         "{url}/apis/apps/v1/namespaces/{}/deployments/{}",
@@ -477,15 +506,15 @@ fn curl_args(url: &str, ca: &Path, header: &Path, n: usize) -> Vec<String> {
     }
     v.push("--next".into());
     common(&mut v);
-    v.extend(
-        [
-            "--data-urlencode",
-            "query=sum by (pod) (rate(container_cpu_usage_seconds_total{namespace=\"posthog\",container=\"consumer\"}[300s]))",
-            "-o",
-            "/dev/null",
-        ]
-        .map(String::from),
-    );
+    // The binary's query and form, byte for byte: the bench leaves METRICS_TIME_WINDOW
+    // unset, so the window is its default, 5m.
+    let query = pod_rebalancer::victoria::cpu_query(fleet::NAMESPACE, fleet::DEPLOYMENT, 300);
+    v.extend([
+        "--data-raw".to_string(),
+        format!("query={}", encode(&query)),
+        "-o".to_string(),
+        "/dev/null".to_string(),
+    ]);
     v.push(format!("{url}/api/v1/query"));
     v
 }
@@ -552,45 +581,37 @@ fn print_table(rows: &[Row]) {
         "|---:|---:|---:|{}---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         if ab { "---|" } else { "" }
     );
+    // A reference's median wall, CPU and RSS, or dashes when it did not run.
+    let columns = |runs: Option<&(Vec<Sample>, Counts)>| {
+        runs.map_or(["-".to_string(), "-".into(), "-".into()], |(runs, _)| {
+            let m = median(runs);
+            [ms(m.wall), ms(m.cpu), rss(&m)]
+        })
+    };
+    let times = |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |x| format!("{x:.digits$}×"));
     for r in rows {
-        for (name, runs, counts) in &r.ours {
-            let ours = median(runs);
-            let (cw, cc, cr, ratio) = match &r.curl {
-                Some((c_runs, _)) => {
-                    let c = median(c_runs);
-                    let x = paired(runs, c_runs, |o, c| o.wall / c.wall);
-                    (ms(c.wall), ms(c.cpu), rss(&c), format!("{x:.2}×"))
-                }
-                None => ("-".into(), "-".into(), "-".into(), "-".into()),
-            };
-            let (kw, kc, kr, kwr, krr) = match &r.kubectl {
-                Some((k_runs, _)) => {
-                    let k = median(k_runs);
-                    (
-                        ms(k.wall),
-                        ms(k.cpu),
-                        rss(&k),
-                        format!("{:.0}×", paired(runs, k_runs, |o, k| k.wall / o.wall)),
-                        format!("{:.0}×", paired(runs, k_runs, |o, k| k.rss_kb as f64 / o.rss_kb as f64)),
-                    )
-                }
-                None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
-            };
+        let [cw, cc, cr] = columns(r.curl.as_ref());
+        let [kw, kc, kr] = columns(r.kubectl.as_ref());
+        for o in &r.ours {
+            let ours = median(&o.runs);
             println!(
-                "| {} | {} | {} |{} {} | {} | {} | {cw} | {cc} | {cr} | {kw} | {kc} | {kr} | {ratio} | {kwr} | {krr} |",
+                "| {} | {} | {} |{} {} | {} | {} | {cw} | {cc} | {cr} | {kw} | {kc} | {kr} | {} | {} | {} |",
                 r.n,
                 r.pages,
-                mb(counts.bytes as f64),
-                if ab { format!(" {name} |") } else { String::new() },
+                mb(o.counts.bytes as f64),
+                if ab { format!(" {} |", o.label) } else { String::new() },
                 ms(ours.wall),
                 ms(ours.cpu),
                 rss(&ours),
+                times(o.ratios.curl_wall, 2),
+                times(o.ratios.kubectl_wall, 0),
+                times(o.ratios.kubectl_rss, 0),
             );
         }
     }
     println!();
     for r in rows {
-        let (_, _, counts) = &r.ours[0];
+        let counts = &r.ours[0].counts;
         let mut line = format!(
             "- {} pods ({} bytes of JSON each): ours {} connections / {} requests",
             r.n, r.pod_bytes, counts.connections, counts.requests
@@ -612,10 +633,9 @@ fn print_targets(rows: &[Row]) {
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
     println!();
     if let Some(r) = find(10_000) {
-        let runs = &r.ours[0].1;
+        let Ours { runs, ratios, .. } = &r.ours[0];
         let ours = median(runs);
-        if let Some((c, _)) = &r.curl {
-            let x = paired(runs, c, |o, c| o.wall / c.wall);
+        if let Some(x) = ratios.curl_wall {
             println!("- 10k wall ≤ 2× curl floor: {x:.2}× — {}", verdict(x <= 2.0));
         }
         println!("- 10k wall ≤ 0.4 s: {} — {}", ms(ours.wall), verdict(ours.wall <= 0.4));
@@ -624,22 +644,20 @@ fn print_targets(rows: &[Row]) {
             rss(&ours),
             verdict(ours.rss_kb as f64 * 1024.0 <= 16e6)
         );
-        if let Some((k, _)) = &r.kubectl {
-            let w = paired(runs, k, |o, k| k.wall / o.wall);
-            let m = paired(runs, k, |o, k| k.rss_kb as f64 / o.rss_kb as f64);
+        if let (Some(w), Some(m)) = (ratios.kubectl_wall, ratios.kubectl_rss) {
             println!("- 10k ≥ 20× faster than kubectl: {w:.1}× — {}", verdict(w >= 20.0));
             println!("- 10k ≥ 20× less memory than kubectl: {m:.1}× — {}", verdict(m >= 20.0));
         }
     }
     if let Some(r) = find(50_000) {
-        let ours = median(&r.ours[0].1);
+        let ours = median(&r.ours[0].runs);
         println!(
             "- 50k peak RSS ≤ 32 MB: {} — {}",
             rss(&ours),
             verdict(ours.rss_kb as f64 * 1024.0 <= 32e6)
         );
         if let Some(t) = find(10_000) {
-            let x = ours.wall / median(&t.ours[0].1).wall;
+            let x = ours.wall / median(&t.ours[0].runs).wall;
             println!("- wall(50k) / wall(10k) ≤ 6: {x:.2} (medians) — {}", verdict(x <= 6.0));
         }
     }
@@ -650,11 +668,8 @@ fn print_targets(rows: &[Row]) {
 /// anything (`IgnoredAny`), the least any serde_json-based client can spend on it.
 fn parse_floor() {
     use std::time::Instant;
-    let fleet = fleet::build(Path::new(env!("CARGO_MANIFEST_DIR")), PAGE_LIMIT, 1_790_000_000);
-    let page = format!(
-        "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"1\"}},\"items\":[{}]}}",
-        String::from_utf8_lossy(fleet.slice(0, PAGE_LIMIT))
-    );
+    let fleet = fleet::build(PAGE_LIMIT, 1_790_000_000);
+    let page = String::from_utf8(server::page(&fleet, 0, PAGE_LIMIT).concat()).expect("UTF-8 page");
     let time = |what: &str, f: &dyn Fn()| {
         f();
         let rounds = 200;

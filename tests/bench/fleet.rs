@@ -5,8 +5,10 @@
 //! sorted (serde_json's map), which none of the three clients cares about; the
 //! metrics answer is written by hand because its key order does matter (see there).
 
+use crate::files::fixture;
+// A benchmark may use the product's own formatter (tests keep an independent one).
+use pod_rebalancer::clock::format_rfc3339 as rfc3339;
 use serde_json::{Value, json};
-use std::path::Path;
 
 pub const NAMESPACE: &str = "posthog";
 pub const DEPLOYMENT: &str = "consumer";
@@ -15,10 +17,9 @@ const HASH: &str = "5f7c9d8b4d";
 
 /// The serialized fleet and the decision it must lead to.
 pub struct Fleet {
-    pub n: usize,
     /// Every pod's compact JSON, each followed by a comma: a page is one slice.
     pub items: Vec<u8>,
-    /// Where pod `i` starts in `items`; `starts[n]` is the end.
+    /// Where pod `i` starts in `items`; `starts[n]` is the end (so `n + 1` entries).
     pub starts: Vec<usize>,
     pub deployment: Vec<u8>,
     pub vm_answer: Vec<u8>,
@@ -27,6 +28,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The number of pods.
+    pub fn n(&self) -> usize {
+        self.starts.len() - 1
+    }
+
     /// The items of pods `from..to`, comma-separated, without the trailing comma.
     pub fn slice(&self, from: usize, to: usize) -> &[u8] {
         if from >= to {
@@ -36,7 +42,7 @@ impl Fleet {
     }
 
     pub fn mean_pod_bytes(&self) -> usize {
-        self.items.len() / self.n.max(1)
+        self.items.len() / self.n().max(1)
     }
 }
 
@@ -87,20 +93,14 @@ fn hex64(mix: &mut Mix) -> String {
     (0..4).map(|_| format!("{:016x}", mix.next())).collect()
 }
 
-/// A benchmark may use the product's own formatter (tests keep an independent one).
-pub fn rfc3339(t: i64) -> String {
-    pod_rebalancer::clock::format_rfc3339(t)
-}
-
-fn read_json(root: &Path, path: &str) -> Value {
-    let full = root.join("fixtures").join(path);
-    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {}: {e}", full.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", full.display()))
+/// The recorded JSON of `fixtures/{path}`.
+fn read_json(path: &str) -> Value {
+    serde_json::from_str(&fixture(path)).unwrap_or_else(|e| panic!("parse fixtures/{path}: {e}"))
 }
 
 /// The recorded coredns pod turned into the template of a two-container consumer pod.
-fn template(root: &Path) -> Value {
-    let list = read_json(root, "k8s/podlist_kube-system_kind-v1.36.json");
+fn template() -> Value {
+    let list = read_json("k8s/podlist_kube-system_kind-v1.36.json");
     let mut pod = list["items"][0].clone();
     let spec = pod["spec"].as_object_mut().expect("spec");
     spec.remove("affinity");
@@ -189,9 +189,10 @@ fn template(root: &Path) -> Value {
 
 /// Builds a fleet of `n` pods, all Running, Ready and an hour or more old, whose CPU
 /// spread is far above the default threshold: pod `n/3` is made the coldest and pod
-/// `2n/3` the hottest, so the decision is known in advance.
-pub fn build(root: &Path, n: usize, now: i64) -> Fleet {
-    let template = template(root);
+/// `2n/3` the hottest, so the decision is known in advance. Callers ask for `n >= 10`
+/// (two pods at least keep the two apart).
+pub fn build(n: usize, now: i64) -> Fleet {
+    let template = template();
     let mut mix = Mix(0x5eed_0000 + n as u64);
     let (cold, hot) = (n / 3, 2 * n / 3);
     let rs_uid = uid(&mut mix);
@@ -239,7 +240,7 @@ pub fn build(root: &Path, n: usize, now: i64) -> Fleet {
         items.push(b',');
 
         let cpu = match i {
-            _ if i == hot && n > 1 => 3.5,
+            _ if i == hot => 3.5,
             _ if i == cold => 0.01,
             _ => 0.2 + 1.6 * mix.unit(),
         };
@@ -247,7 +248,7 @@ pub fn build(root: &Path, n: usize, now: i64) -> Fleet {
     }
     starts.push(items.len());
 
-    let mut deployment = read_json(root, "k8s/deploymentlist_coredns_kind-v1.36.json")["items"][0].clone();
+    let mut deployment = read_json("k8s/deploymentlist_coredns_kind-v1.36.json")["items"][0].clone();
     deployment["metadata"]["name"] = json!(DEPLOYMENT);
     deployment["metadata"]["namespace"] = json!(NAMESPACE);
     deployment["metadata"]["generation"] = json!(3);
@@ -263,7 +264,6 @@ pub fn build(root: &Path, n: usize, now: i64) -> Fleet {
         samples.join(",")
     );
     Fleet {
-        n,
         items,
         starts,
         deployment: serde_json::to_vec(&deployment).expect("deployment"),

@@ -8,6 +8,7 @@ mod loopback;
 
 use crate::fleet::{DEPLOYMENT, Fleet, NAMESPACE, SELECTOR};
 use loopback::{Listener, Request, read_request};
+use std::borrow::Cow;
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,6 +112,29 @@ pub fn continue_token(offset: usize) -> String {
     format!("eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6OTAwMDAwMDAsInN0YXJ0Ijoi{offset}In0")
 }
 
+/// The PodList of pods `from..to`, as the API server pages it (a continue token and
+/// the remaining count when more follow), in parts so that the items are not copied.
+pub fn page(fleet: &Fleet, from: usize, to: usize) -> Vec<Cow<'_, [u8]>> {
+    let n = fleet.n();
+    let more = if to < n {
+        format!(
+            ",\"continue\":\"{}\",\"remainingItemCount\":{}",
+            continue_token(to),
+            n - to
+        )
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"90000000\"{more}}},\"items\":["
+    );
+    vec![
+        Cow::Owned(head.into_bytes()),
+        Cow::Borrowed(fleet.slice(from, to)),
+        Cow::Borrowed(b"]}".as_slice()),
+    ]
+}
+
 fn offset_of(token: &str) -> Option<usize> {
     token
         .strip_prefix("eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6OTAwMDAwMDAsInN0YXJ0Ijoi")?
@@ -180,34 +204,13 @@ enum Answer {
 }
 
 impl Answer {
-    fn parts<'c>(&self, c: &'c Content) -> (&'static str, Vec<std::borrow::Cow<'c, [u8]>>) {
-        use std::borrow::Cow::{Borrowed, Owned};
+    fn parts<'c>(&self, c: &'c Content) -> (&'static str, Vec<Cow<'c, [u8]>>) {
+        use Cow::{Borrowed, Owned};
         match self {
             Answer::Static(status, body) => (status, vec![Owned(body.clone().into_bytes())]),
             Answer::Deployment => ("200 OK", vec![Borrowed(&c.fleet.deployment)]),
             Answer::Query => ("200 OK", vec![Borrowed(&c.fleet.vm_answer)]),
-            Answer::Page { from, to } => {
-                let n = c.fleet.n;
-                let more = if *to < n {
-                    format!(
-                        ",\"continue\":\"{}\",\"remainingItemCount\":{}",
-                        continue_token(*to),
-                        n - to
-                    )
-                } else {
-                    String::new()
-                };
-                let head =
-                    format!("{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"90000000\"{more}}},\"items\":[");
-                (
-                    "200 OK",
-                    vec![
-                        Owned(head.into_bytes()),
-                        Borrowed(c.fleet.slice(*from, *to)),
-                        Borrowed(b"]}".as_slice()),
-                    ],
-                )
-            }
+            Answer::Page { from, to } => ("200 OK", page(&c.fleet, *from, *to)),
             Answer::Unauthorized => (
                 "401 Unauthorized",
                 vec![Borrowed(
@@ -239,7 +242,7 @@ fn route(request: &Request, authorized: bool, c: &Content) -> Answer {
             if request.query("labelSelector").as_deref() != Some(SELECTOR) {
                 return Answer::Static("400 Bad Request", "{\"kind\":\"Status\",\"code\":400,\"message\":\"bench: unexpected labelSelector\"}".into());
             }
-            let n = c.fleet.n;
+            let n = c.fleet.n();
             let from = match request.query("continue").filter(|t| !t.is_empty()) {
                 Some(token) => match offset_of(&token) {
                     Some(o) => o.min(n),
