@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 /// Runs kubectl, feeding it `stdin`, and returns its standard output.
 fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
@@ -63,8 +64,22 @@ fn render(dir: &Path) -> Vec<Value> {
     objects_of(&kubectl(&["kustomize", &dir.display().to_string()], None))
 }
 
-fn base() -> Vec<Value> {
-    render(&manifests())
+/// The base, rendered once per test process: it is only read.
+fn base() -> &'static [Value] {
+    static BASE: OnceLock<Vec<Value>> = OnceLock::new();
+    BASE.get_or_init(|| render(&manifests()))
+}
+
+/// The text of the rules file, the source of the rule resources.
+pub(crate) fn rules_file() -> String {
+    std::fs::read_to_string(manifests().join("alerts/pod-rebalancer.rules.yml")).expect("rules file")
+}
+
+/// The `groups` of a rules file's text, as JSON: the plain rules file as the body
+/// of a made-up object, so that kubectl reads it like the others.
+pub(crate) fn rule_groups(rules: &str) -> Value {
+    let wrapped = format!("apiVersion: example.invalid/v1\nkind: RulesFile\nmetadata:\n  name: rules\n{rules}");
+    objects_of(&wrapped).remove(0)["groups"].take()
 }
 
 /// `path` as seen from `from`; both absolute. Kustomize accepts only relative
@@ -175,7 +190,7 @@ fn environment(objects: &[Value]) -> (serde_json::Map<String, Value>, Vec<Value>
 #[test]
 fn base_renders_exactly_the_namespaced_objects_and_no_cluster_scope() {
     let objects = base();
-    let mut got = kinds(&objects);
+    let mut got = kinds(objects);
     got.sort_unstable();
     assert_eq!(
         got,
@@ -188,9 +203,9 @@ fn base_renders_exactly_the_namespaced_objects_and_no_cluster_scope() {
             "ServiceAccount"
         ]
     );
-    let namespace = &cronjob(&objects)["metadata"]["namespace"];
+    let namespace = &cronjob(objects)["metadata"]["namespace"];
     assert!(namespace.is_string(), "the base sets a namespace");
-    for object in &objects {
+    for object in objects {
         assert_eq!(&object["metadata"]["namespace"], namespace, "{object}");
     }
 }
@@ -198,7 +213,7 @@ fn base_renders_exactly_the_namespaced_objects_and_no_cluster_scope() {
 #[test]
 fn role_grants_exactly_the_requests_the_program_sends() {
     assert_eq!(
-        grants(&base()),
+        grants(base()),
         triples(&[
             ("apps", "deployments", "get"),
             ("", "pods", "list"),
@@ -222,37 +237,37 @@ fn delete_mode_swaps_the_eviction_grant_for_delete_and_sets_the_mode() {
     );
     let (data, _) = environment(&objects);
     assert_eq!(data["EVICTION_MODE"], "delete");
-    let (base_data, _) = environment(&base());
+    let (base_data, _) = environment(base());
     assert_eq!(base_data["EVICTION_MODE"], "evict");
 }
 
 #[test]
 fn role_is_bound_to_the_cronjobs_service_account_only() {
     let objects = base();
-    let binding = the(&objects, "RoleBinding");
-    let role = the(&objects, "Role");
+    let binding = the(objects, "RoleBinding");
+    let role = the(objects, "Role");
     assert_eq!(binding["roleRef"]["kind"], "Role");
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
-    let account = the(&objects, "ServiceAccount");
+    let account = the(objects, "ServiceAccount");
     let subjects = binding["subjects"].as_array().expect("subjects");
     assert_eq!(subjects.len(), 1, "{subjects:?}");
     assert_eq!(subjects[0]["kind"], "ServiceAccount");
     assert_eq!(subjects[0]["name"], account["metadata"]["name"]);
     assert_eq!(subjects[0]["namespace"], account["metadata"]["namespace"]);
-    assert_eq!(pod_spec(&objects)["serviceAccountName"], account["metadata"]["name"]);
+    assert_eq!(pod_spec(objects)["serviceAccountName"], account["metadata"]["name"]);
 }
 
 #[test]
 fn only_the_cronjobs_pod_mounts_the_service_account_token() {
     let objects = base();
-    assert_eq!(the(&objects, "ServiceAccount")["automountServiceAccountToken"], false);
-    assert_eq!(pod_spec(&objects)["automountServiceAccountToken"], true);
+    assert_eq!(the(objects, "ServiceAccount")["automountServiceAccountToken"], false);
+    assert_eq!(pod_spec(objects)["automountServiceAccountToken"], true);
 }
 
 #[test]
 fn cronjob_runs_one_cycle_every_five_minutes_without_overlap_or_retry() {
     let objects = base();
-    let spec = &cronjob(&objects)["spec"];
+    let spec = &cronjob(objects)["spec"];
     assert_eq!(spec["schedule"], "*/5 * * * *");
     assert_eq!(spec["concurrencyPolicy"], "Forbid");
     assert_eq!(spec["suspend"], Value::Null, "the base is not suspended");
@@ -280,7 +295,7 @@ fn cronjob_runs_one_cycle_every_five_minutes_without_overlap_or_retry() {
 #[test]
 fn pod_runs_unprivileged_with_a_read_only_root_and_no_capabilities() {
     let objects = base();
-    let pod = pod_spec(&objects);
+    let pod = pod_spec(objects);
     for host in ["hostNetwork", "hostPID", "hostIPC"] {
         assert_ne!(pod[host], true, "{host}");
     }
@@ -316,7 +331,7 @@ fn pod_runs_unprivileged_with_a_read_only_root_and_no_capabilities() {
 #[test]
 fn image_is_tagged_with_the_package_version() {
     let objects = base();
-    let image = pod_spec(&objects)["containers"][0]["image"].as_str().expect("image");
+    let image = pod_spec(objects)["containers"][0]["image"].as_str().expect("image");
     assert!(
         image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
         "{image} is not the version in Cargo.toml"
@@ -326,7 +341,7 @@ fn image_is_tagged_with_the_package_version() {
 #[test]
 fn environment_names_every_setting_of_the_program_and_nothing_else() {
     let objects = base();
-    let (data, env) = environment(&objects);
+    let (data, env) = environment(objects);
     let mut names: BTreeSet<&str> = data.keys().map(String::as_str).collect();
     for entry in &env {
         let name = entry["name"].as_str().expect("env name");
@@ -353,7 +368,7 @@ fn environment_names_every_setting_of_the_program_and_nothing_else() {
     );
     // The metrics file must outlive the run for the counters to carry on.
     let file = data["METRICS_FILE"].as_str().expect("METRICS_FILE");
-    let pod = pod_spec(&objects);
+    let pod = pod_spec(objects);
     let mount = pod["containers"][0]["volumeMounts"]
         .as_array()
         .expect("volumeMounts")
@@ -378,7 +393,7 @@ fn environment_names_every_setting_of_the_program_and_nothing_else() {
 /// The base's environment as the container would get it, with DEPLOYMENT_NAME
 /// as given and every address pointed at a closed loopback port.
 fn base_environment(deployment: &str, dir: &Path) -> Vec<(String, String)> {
-    let (data, _) = environment(&base());
+    let (data, _) = environment(base());
     let mut env: Vec<(String, String)> = data
         .iter()
         .map(|(k, v)| (k.clone(), v.as_str().expect("string value").to_owned()))
@@ -430,12 +445,7 @@ fn placeholder_deployment_name_stops_every_run_before_any_request() {
 
 #[test]
 fn rule_resources_carry_the_rules_files_groups() {
-    // The plain rules file as the body of a made-up object, so that kubectl
-    // reads it like the others.
-    let rules = std::fs::read_to_string(manifests().join("alerts/pod-rebalancer.rules.yml")).expect("rules file");
-    let wrapped = format!("apiVersion: example.invalid/v1\nkind: RulesFile\nmetadata:\n  name: rules\n{rules}");
-    let source = objects_of(&wrapped).remove(0);
-    let groups = &source["groups"];
+    let groups = &rule_groups(&rules_file());
     assert!(
         groups[0]["rules"].as_array().is_some_and(|r| r.len() >= 5),
         "the seed's five alerts at least: {groups}"

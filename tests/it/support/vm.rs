@@ -11,6 +11,7 @@
 //! or mishandles a restart gets numbers that differ from the fleet's.
 
 use super::TempDir;
+use pod_rebalancer::kube::encode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -569,16 +570,4 @@ impl Writer<'_> {
             self.series("", &Series { labels, value: &value });
         }
     }
-}
-
-pub fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
