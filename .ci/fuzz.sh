@@ -5,11 +5,11 @@
 # with fixtures/; any crash (a panic, a failed invariant, a hang past 10 s, 2 GB of
 # memory) fails the script and leaves the input in tests/fuzz/artifacts/TARGET/.
 #
-# Usage: .ci/fuzz.sh [SECONDS_PER_TARGET]   (default 45, or $FUZZ_SECONDS)
+# Usage: .ci/fuzz.sh [SECONDS_PER_TARGET]   (default $FUZZ_SECONDS, else 30)
 # It installs what is missing: the nightly toolchain and cargo-fuzz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds="${1:-${FUZZ_SECONDS:-45}}"
+seconds="${1:-${FUZZ_SECONDS:-30}}"
 targets=(pod_list vm_answer config previous_metrics)
 started=$(date +%s)
 step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
