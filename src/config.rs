@@ -5,69 +5,26 @@
 //! request. The names that end up in a URL path or in the PromQL query are checked
 //! here to be DNS-1123 labels, so nothing can be injected through them.
 
-use crate::cli::{Raw, SETTINGS, flag_name};
+use crate::cli::{PlanArgs, Raw, SETTINGS, flag_name};
+use crate::kube::{self, EvictionMode};
+use crate::logging;
+use crate::plan;
+use crate::plan_command::{self, Output, Source};
+use crate::victoria;
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EvictionMode {
-    Evict,
-    Delete,
-}
-
-impl EvictionMode {
-    pub fn verb(self) -> &'static str {
-        match self {
-            EvictionMode::Evict => "evict",
-            EvictionMode::Delete => "delete",
-        }
-    }
-}
-
-/// The numbers the decision needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecisionSettings {
-    pub window_secs: u64,
-    pub threshold: f64,
-    pub min_pods: usize,
-    pub stabilization_secs: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prometheus {
-    /// Base URL without a trailing slash; any path prefix is kept.
-    pub url: String,
-    pub timeout: Duration,
-    pub token_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Kube {
-    /// API server base URL without a trailing slash.
-    pub url: String,
-    pub service_account_dir: PathBuf,
-    pub timeout: Duration,
-}
 
 /// Everything but the cluster: what `plan` on saved files needs too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub prometheus: Prometheus,
+    pub prometheus: victoria::Endpoint,
     pub namespace: String,
     pub selector: String,
     pub deployment: Option<String>,
-    pub decision: DecisionSettings,
+    pub decision: plan::Settings,
     pub dry_run: bool,
     pub log_level: log::LevelFilter,
-    pub log_format: LogFormat,
+    pub log_format: logging::Format,
     pub mode: EvictionMode,
     pub metrics_file: Option<PathBuf>,
     pub push_url: Option<String>,
@@ -77,7 +34,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub deployment: String,
-    pub kube: Kube,
+    pub kube: kube::Endpoint,
 }
 
 /// Collects problems instead of stopping at the first one.
@@ -183,7 +140,7 @@ pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
             config,
             Cluster {
                 deployment,
-                kube: Kube {
+                kube: kube::Endpoint {
                     url,
                     service_account_dir,
                     timeout,
@@ -192,6 +149,72 @@ pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
         )),
         _ => Err(c.problems),
     }
+}
+
+/// Validates `pod-rebalancer plan`: its own flags, then what a plan on saved files or
+/// a live plan needs; every problem at once, the flags' first.
+pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<String>> {
+    let mut problems = Vec::new();
+    let output = args.output.as_deref().unwrap_or("text").to_ascii_lowercase();
+    let output = match output.as_str() {
+        "text" => Some(Output::Text),
+        "json" => Some(Output::Json),
+        _ => {
+            problems.push(format!("--output: expected text or json, got {output:?}"));
+            None
+        }
+    };
+    let offline = args.pods.is_some() || args.cpu.is_some();
+    if offline && (args.pods.is_none() || args.cpu.is_none()) {
+        problems.push("plan: --pods and --cpu go together (or neither, for a live plan)".to_string());
+    }
+    if offline && args.save.is_some() {
+        problems.push("plan: --save records a live plan; it does not go with --pods/--cpu".to_string());
+    }
+    if !offline && (args.deployment.is_some() || args.now.is_some()) {
+        problems.push("plan: --deployment and --now replay saved responses; they need --pods and --cpu".to_string());
+    }
+    let now = args.now.as_deref().and_then(|text| {
+        let now = crate::clock::parse_rfc3339(text);
+        if now.is_none() {
+            problems.push(format!(
+                "--now: expected an RFC 3339 time such as 2026-01-01T00:00:00Z, got {text:?}"
+            ));
+        }
+        now
+    });
+    let configs = if offline {
+        self::offline(raw).map(|c| (c, None))
+    } else {
+        live(raw).map(|(c, k)| (c, Some(k)))
+    };
+    let (config, cluster) = match configs {
+        Ok(ok) if problems.is_empty() => ok,
+        Ok(_) => return Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            return Err(problems);
+        }
+    };
+    let source = match (cluster, &args.pods, &args.cpu) {
+        (Some(cluster), _, _) => Source::Live {
+            cluster,
+            save: args.save.clone(),
+        },
+        (None, Some(pods), Some(cpu)) => Source::Saved {
+            pods: pods.clone(),
+            cpu: cpu.clone(),
+            deployment: args.deployment.clone(),
+            now,
+        },
+        (None, _, _) => return Err(vec!["plan: expected --pods and --cpu, or a live configuration".into()]),
+    };
+    Ok(plan_command::Request {
+        config,
+        source,
+        output: output.unwrap_or(Output::Text),
+        all: args.all,
+    })
 }
 
 fn common(c: &mut Checker) -> Option<Config> {
@@ -237,8 +260,8 @@ fn common(c: &mut Checker) -> Option<Config> {
     });
     let log_format = c.parsed("LOG_FORMAT", "text or json", |v| {
         match v.to_ascii_lowercase().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
+            "text" => Some(logging::Format::Text),
+            "json" => Some(logging::Format::Json),
             _ => None,
         }
     });
@@ -270,7 +293,7 @@ fn common(c: &mut Checker) -> Option<Config> {
         None => Some(None),
     };
     Some(Config {
-        prometheus: Prometheus {
+        prometheus: victoria::Endpoint {
             url: url?,
             timeout: timeout?,
             token_file,
@@ -279,7 +302,7 @@ fn common(c: &mut Checker) -> Option<Config> {
         namespace: namespace?,
         selector: selector?,
         deployment: deployment?,
-        decision: DecisionSettings {
+        decision: plan::Settings {
             window_secs: window?,
             threshold: threshold?,
             min_pods: min_pods?,
@@ -471,7 +494,7 @@ mod tests {
         assert_eq!(c.selector, "app=consumer");
         assert_eq!(
             c.decision,
-            DecisionSettings {
+            plan::Settings {
                 window_secs: 300,
                 threshold: 0.3,
                 min_pods: 3,
@@ -480,7 +503,7 @@ mod tests {
         );
         assert!(!c.dry_run);
         assert_eq!(c.log_level, log::LevelFilter::Info);
-        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_format, logging::Format::Text);
         assert_eq!(c.mode, EvictionMode::Evict);
         assert_eq!((c.metrics_file, c.push_url), (None, None));
         assert_eq!(cluster.kube.timeout, Duration::from_secs(10));
@@ -521,7 +544,7 @@ mod tests {
         assert_eq!(c.selector, "app in (a,b),tier!=x");
         assert_eq!(
             c.decision,
-            DecisionSettings {
+            plan::Settings {
                 window_secs: 120,
                 threshold: 0.25,
                 min_pods: 5,
@@ -530,7 +553,7 @@ mod tests {
         );
         assert!(c.dry_run);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
-        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_format, logging::Format::Json);
         assert_eq!(c.mode, EvictionMode::Delete);
         assert_eq!(c.metrics_file, Some(PathBuf::from("/m/rebalancer.prom")));
         assert_eq!(c.push_url.as_deref(), Some("http://vm:8428/api/v1/import/prometheus"));

@@ -5,12 +5,71 @@
 //! Reads live here; the two mutating calls (`remove`, `post_event`) are called only
 //! from `act`.
 
-use crate::config::EvictionMode;
 use crate::error::{Cause, Error};
-use crate::http::{Client, Payload};
+use crate::http::{self, Client, Keep, encode};
 use crate::plan::{Pod, Rollout};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the API server is and how to reach it (README "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// API server base URL without a trailing slash.
+    pub url: String,
+    /// Holds `token` and `ca.crt`.
+    pub service_account_dir: PathBuf,
+    pub timeout: Duration,
+}
+
+/// How a pod is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvictionMode {
+    /// The Eviction API, which honours PodDisruptionBudgets.
+    Evict,
+    Delete,
+}
+
+impl EvictionMode {
+    pub fn verb(self) -> &'static str {
+        match self {
+            EvictionMode::Evict => "evict",
+            EvictionMode::Delete => "delete",
+        }
+    }
+
+    /// The verb in the past tense: "evicted", "deleted".
+    pub fn done(self) -> &'static str {
+        match self {
+            EvictionMode::Evict => "evicted",
+            EvictionMode::Delete => "deleted",
+        }
+    }
+}
+
+/// A client for the API server, from the service account files, which are read on
+/// every run (tokens rotate). The token is sent whenever its file exists; the CA is
+/// required for https.
+pub fn client(endpoint: &Endpoint) -> Result<Client, Error> {
+    let dir = &endpoint.service_account_dir;
+    let token_path = dir.join("token");
+    let token = match std::fs::metadata(&token_path) {
+        Ok(_) => Some(http::read_token(&token_path)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::debug!(path:% = token_path.display(); "no service account token, sending no Authorization header");
+            None
+        }
+        Err(e) => return Err(Error::io(format!("read bearer token {}", token_path.display()), &e)),
+    };
+    let roots = if endpoint.url.starts_with("https://") {
+        Some(http::read_ca(&dir.join("ca.crt"))?)
+    } else {
+        None
+    };
+    Ok(Client::new(&endpoint.url, endpoint.timeout, roots, token))
+}
 
 /// Page size of the pod list: large enough that a 1,000-pod fleet is two requests,
 /// small enough that a page of fat pods stays a few MiB.
@@ -196,7 +255,7 @@ impl WirePod<'_> {
 }
 
 /// The phases the API defines are `'static`, so a pod's phase costs no allocation
-/// (50,000 of them at the cluster's pod limit); anything else is kept as sent.
+/// (a 50,000-pod fleet holds 50,000 of them); anything else is kept as sent.
 fn phase(sent: &str) -> Cow<'static, str> {
     match ["Pending", "Running", "Succeeded", "Failed", "Unknown", ""]
         .into_iter()
@@ -237,19 +296,6 @@ pub fn parse_deployment(json: &str) -> Result<Rollout, serde_json::Error> {
     serde_json::from_str::<Deployment>(json).map(Deployment::into_rollout)
 }
 
-/// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay).
-pub fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The Kubernetes API of one namespace.
 pub struct Kube<'a> {
     pub client: &'a Client,
@@ -257,10 +303,11 @@ pub struct Kube<'a> {
 }
 
 impl Kube<'_> {
-    /// The Deployment's rollout state; 404 is "not found", said plainly.
-    pub fn deployment(&self, name: &str) -> Result<Rollout, Error> {
+    /// The Deployment's rollout state; 404 is "not found", said plainly. With `keep`,
+    /// the body read is kept there.
+    pub fn deployment(&self, name: &str, keep: Keep) -> Result<Rollout, Error> {
         let path = format!("/apis/apps/v1/namespaces/{}/deployments/{name}", self.namespace);
-        match self.client.json::<Deployment>("get deployment", "GET", &path, None) {
+        match self.client.get_json::<Deployment>("get deployment", &path, keep) {
             Ok(d) => Ok(d.into_rollout()),
             Err(e) if e.status() == Some(404) => {
                 let Cause::Status { message, .. } = &e.cause else {
@@ -279,8 +326,14 @@ impl Kube<'_> {
     }
 
     /// Every pod matching `selector`, following `continue` page by page. An expired
-    /// continue token (410 Gone) restarts the list from the start, once.
-    pub fn pods(&self, selector: &str, container: &str) -> Result<Vec<Pod>, Error> {
+    /// continue token (410 Gone) restarts the list from the start, once. With `pages`,
+    /// a copy of every page read is kept there.
+    pub fn pods(
+        &self,
+        selector: &str,
+        container: &str,
+        mut pages: Option<&mut Vec<Vec<u8>>>,
+    ) -> Result<Vec<Pod>, Error> {
         let first = format!(
             "/api/v1/namespaces/{}/pods?labelSelector={}&limit={PAGE_LIMIT}",
             self.namespace,
@@ -296,7 +349,15 @@ impl Kube<'_> {
                 Some(token) => format!("{first}&continue={}", encode(token)),
                 None => first.clone(),
             };
-            match self.page(&path, &mut buf) {
+            let mut copy = Vec::new();
+            let keep = pages.is_some().then_some(&mut copy);
+            let page = self.client.get_page::<PodList>("list pods", &path, &mut buf, keep);
+            if let Some(pages) = pages.as_deref_mut()
+                && !copy.is_empty()
+            {
+                pages.push(copy);
+            }
+            match page {
                 Ok(list) => {
                     let (page, token) = list_into_pods(list, Some(container));
                     log::debug!(pods = page.len(), more = token.is_some(); "pod list page");
@@ -315,13 +376,6 @@ impl Kube<'_> {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// One page of the pod list, read into `buf` and parsed from there.
-    fn page<'b>(&self, path: &str, buf: &'b mut Vec<u8>) -> Result<PodList<'b>, Error> {
-        let (doing, response) = self.client.send("list pods", "GET", path, None)?;
-        self.client.read_body(&doing, response.into_body(), buf)?;
-        self.client.parse_slice(&doing, buf)
     }
 
     /// Evicts or deletes one pod, only if it is still the pod with this uid.
@@ -350,17 +404,7 @@ impl Kube<'_> {
                 "delete pod",
             ),
         };
-        let bytes = body.to_string().into_bytes();
-        self.client.send(
-            what,
-            method,
-            &path,
-            Some(Payload {
-                content_type: "application/json",
-                bytes: &bytes,
-            }),
-        )?;
-        Ok(())
+        self.client.send_json(what, method, &path, &body)
     }
 
     /// Posts a core/v1 Event of type Normal, reason `Rebalanced`, on the pod.
@@ -383,18 +427,8 @@ impl Kube<'_> {
             "lastTimestamp": at,
             "count": 1,
         });
-        let bytes = body.to_string().into_bytes();
-        let path = format!("/api/v1/namespaces/{ns}/events");
-        self.client.send(
-            "post event",
-            "POST",
-            &path,
-            Some(Payload {
-                content_type: "application/json",
-                bytes: &bytes,
-            }),
-        )?;
-        Ok(())
+        self.client
+            .send_json("post event", "POST", &format!("/api/v1/namespaces/{ns}/events"), &body)
     }
 }
 
@@ -496,6 +530,7 @@ mod tests {
 
     #[test]
     fn query_values_are_percent_encoded() {
+        use crate::http::encode;
         assert_eq!(
             encode("app=consumer,tier in (a b)"),
             "app%3Dconsumer%2Ctier%20in%20%28a%20b%29"

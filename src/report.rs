@@ -1,53 +1,39 @@
-//! The run's metrics in the Prometheus text format: built as a string without I/O,
-//! written atomically to `METRICS_FILE`, and/or POSTed to `METRICS_PUSH_URL`.
+//! The run's metrics in the Prometheus text format: built as a string without I/O
+//! (`render`), written atomically to `METRICS_FILE` (`write_atomic`); the caller also
+//! POSTs the same text to `METRICS_PUSH_URL`.
 //!
 //! Counters carry on across runs: the previous file's counter values are the
-//! starting point. A previous file that cannot be parsed is ignored (with a warning
-//! from the caller) and the counters restart, as a scraper would see after a reset.
+//! starting point. A previous file that cannot be parsed is ignored with a warning
+//! (`read_previous`) and the counters restart, as a scraper would see after a reset.
 
 use crate::error::Error;
+use crate::outcome::{self, Ended, Outcome, Stage};
 use crate::stats::Stats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Where a failed run failed, the `stage` label of `rebalancer_errors_total`.
-pub const STAGES: [&str; 4] = ["kubernetes", "metrics", "act", "report"];
-
-pub const OUTCOMES: [&str; 8] = [
-    "acted",
-    "dry_run",
-    "balanced",
-    "stabilizing",
-    "too_few_pods",
-    "idle",
-    "min_pods",
-    "error",
-];
-
-/// Values that carry over from one run to the next.
+/// The counters (and the last success time) that carry over from one run to the next.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Carried {
+pub struct Counters {
     pub success: f64,
     pub error: f64,
-    pub analysed: f64,
+    pub analyzed: f64,
     pub deleted_highest: f64,
     pub deleted_lowest: f64,
     pub last_success: Option<f64>,
-    /// `rebalancer_errors_total` by stage, in the order of `STAGES`.
-    pub errors: [f64; 4],
+    /// `rebalancer_errors_total` by stage; a stage without an entry is at 0.
+    pub errors: BTreeMap<Stage, f64>,
 }
 
 /// This run, as the metrics see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
-    pub ok: bool,
-    pub outcome: &'static str,
-    /// The stage that failed, one of `STAGES`, when `ok` is false.
-    pub failed_stage: Option<&'static str>,
+    /// The outcome of a completed run, or the stage a failed run failed in.
+    pub ended: Ended,
     /// Pods the label selector matched, when the list was read.
     pub matched: Option<usize>,
-    pub analysed: usize,
+    pub analyzed: usize,
     pub deleted_highest: usize,
     pub deleted_lowest: usize,
     pub stats: Option<Stats>,
@@ -57,14 +43,20 @@ pub struct Run {
     pub end: f64,
 }
 
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.ended.is_ok()
+    }
+}
+
 const EXECUTIONS: &str = "rebalancer_executions_total";
-const ANALYSED: &str = "rebalancer_pods_analyzed_total";
+const ANALYZED: &str = "rebalancer_pods_analyzed_total";
 const DELETED: &str = "rebalancer_pods_deleted_total";
 const LAST_SUCCESS: &str = "rebalancer_last_success_timestamp_seconds";
 const ERRORS: &str = "rebalancer_errors_total";
 
 /// Reads the counters of a previous run's text. `Err` says why it is not ours.
-pub fn parse_previous(text: &str) -> Result<Carried, String> {
+pub fn parse_previous(text: &str) -> Result<Counters, String> {
     let mut values: BTreeMap<&str, f64> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -86,19 +78,22 @@ pub fn parse_previous(text: &str) -> Result<Carried, String> {
         values.insert(key.trim(), value);
     }
     let get = |k: &str| values.get(k).copied().unwrap_or(0.0);
-    let carried = Carried {
+    let counters = Counters {
         success: get(&format!("{EXECUTIONS}{{status=\"success\"}}")),
         error: get(&format!("{EXECUTIONS}{{status=\"error\"}}")),
-        analysed: get(ANALYSED),
+        analyzed: get(ANALYZED),
         deleted_highest: get(&format!("{DELETED}{{type=\"highest_cpu\"}}")),
         deleted_lowest: get(&format!("{DELETED}{{type=\"lowest_cpu\"}}")),
         last_success: values.get(LAST_SUCCESS).copied(),
-        errors: STAGES.map(|stage| get(&format!("{ERRORS}{{stage=\"{stage}\"}}"))),
+        errors: Stage::ALL
+            .into_iter()
+            .map(|stage| (stage, get(&format!("{ERRORS}{{stage=\"{stage}\"}}"))))
+            .collect(),
     };
     if !values.keys().any(|k| k.starts_with("rebalancer_")) {
         return Err("no rebalancer_ metric in it".into());
     }
-    Ok(carried)
+    Ok(counters)
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -107,19 +102,20 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The exposition text of this run on top of the carried counters.
-pub fn render(prev: &Carried, run: &Run) -> String {
+pub fn render(prev: &Counters, run: &Run) -> String {
     let mut o = String::with_capacity(2048);
-    let (ok, err) = if run.ok { (1.0, 0.0) } else { (0.0, 1.0) };
+    let (ok, err) = if run.ok() { (1.0, 0.0) } else { (0.0, 1.0) };
     family(&mut o, EXECUTIONS, "counter", "Runs of pod-rebalancer by result.");
     let _ = writeln!(o, "{EXECUTIONS}{{status=\"success\"}} {}", prev.success + ok);
     let _ = writeln!(o, "{EXECUTIONS}{{status=\"error\"}} {}", prev.error + err);
     family(&mut o, ERRORS, "counter", "Failed runs by the stage that failed.");
-    for (i, stage) in STAGES.iter().enumerate() {
-        let now = f64::from(u8::from(!run.ok && run.failed_stage == Some(*stage)));
-        let _ = writeln!(o, "{ERRORS}{{stage=\"{stage}\"}} {}", prev.errors[i] + now);
+    for stage in Stage::ALL {
+        let now = f64::from(u8::from(run.ended == Err(stage)));
+        let before = prev.errors.get(&stage).copied().unwrap_or(0.0);
+        let _ = writeln!(o, "{ERRORS}{{stage=\"{stage}\"}} {}", before + now);
     }
-    family(&mut o, ANALYSED, "counter", "Eligible pods whose CPU was analysed.");
-    let _ = writeln!(o, "{ANALYSED} {}", prev.analysed + run.analysed as f64);
+    family(&mut o, ANALYZED, "counter", "Eligible pods whose CPU was analyzed.");
+    let _ = writeln!(o, "{ANALYZED} {}", prev.analyzed + run.analyzed as f64);
     family(
         &mut o,
         DELETED,
@@ -191,7 +187,7 @@ pub fn render(prev: &Carried, run: &Run) -> String {
         "End of the last run, Unix seconds.",
     );
     let _ = writeln!(o, "rebalancer_last_run_timestamp_seconds {}", run.end);
-    let last_success = if run.ok { Some(run.end) } else { prev.last_success };
+    let last_success = if run.ok() { Some(run.end) } else { prev.last_success };
     if let Some(t) = last_success {
         family(
             &mut o,
@@ -207,14 +203,31 @@ pub fn render(prev: &Carried, run: &Run) -> String {
         "gauge",
         "1 for the outcome of the last run, 0 for the others.",
     );
-    for outcome in OUTCOMES {
+    let this_run = outcome::label(run.ended);
+    for label in Outcome::ALL.map(Outcome::label).into_iter().chain([outcome::ERROR]) {
         let _ = writeln!(
             o,
-            "rebalancer_cycle_outcome{{outcome=\"{outcome}\"}} {}",
-            u8::from(outcome == run.outcome)
+            "rebalancer_cycle_outcome{{outcome=\"{label}\"}} {}",
+            u8::from(label == this_run)
         );
     }
     o
+}
+
+/// The counters of the previous run's metrics file: a missing file is a first run;
+/// one that cannot be read or parsed is ignored with a warning, and counters restart.
+pub fn read_previous(path: &Path) -> Counters {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_previous(&text).unwrap_or_else(|why| {
+            log::warn!(path:% = path.display(), reason = why.as_str(); "previous metrics file ignored, counters restart");
+            Counters::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Counters::default(),
+        Err(e) => {
+            log::warn!(path:% = path.display(), error:% = e; "previous metrics file unreadable, counters restart");
+            Counters::default()
+        }
+    }
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, then rename.
@@ -239,11 +252,9 @@ mod tests {
 
     fn run() -> Run {
         Run {
-            ok: true,
-            outcome: "acted",
-            failed_stage: None,
+            ended: Ok(Outcome::Acted),
             matched: Some(6),
-            analysed: 5,
+            analyzed: 5,
             deleted_highest: 1,
             deleted_lowest: 1,
             stats: Some(Stats {
@@ -261,10 +272,10 @@ mod tests {
 
     #[test]
     fn every_family_has_help_and_type_and_every_label_is_present() {
-        let text = render(&Carried::default(), &run());
+        let text = render(&Counters::default(), &run());
         for name in [
             EXECUTIONS,
-            ANALYSED,
+            ANALYZED,
             DELETED,
             "rebalancer_execution_duration_seconds",
             "rebalancer_cpu_variance_current",
@@ -288,14 +299,12 @@ mod tests {
 
     #[test]
     fn counters_carry_over_and_gauges_do_not() {
-        let first = render(&Carried::default(), &run());
+        let first = render(&Counters::default(), &run());
         let prev = parse_previous(&first).unwrap();
         let failed = Run {
-            ok: false,
-            outcome: "error",
-            failed_stage: Some("metrics"),
+            ended: Err(Stage::Metrics),
             matched: None,
-            analysed: 0,
+            analyzed: 0,
             deleted_highest: 0,
             deleted_lowest: 0,
             stats: None,
@@ -338,7 +347,7 @@ mod tests {
 
     #[test]
     fn no_sample_has_a_timestamp() {
-        for line in render(&Carried::default(), &run())
+        for line in render(&Counters::default(), &run())
             .lines()
             .filter(|l| !l.starts_with('#'))
         {

@@ -5,11 +5,47 @@
 //! (`isPartial` not true) instant vector; `NaN`/`±Inf` are kept as invalid samples
 //! for the decision to exclude, any other non-number makes the body malformed.
 
-use crate::error::{Cause, Error};
-use crate::http::{Client, Payload};
+use crate::error::Error;
+use crate::http::{self, Client, Keep};
 use crate::plan::Samples;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The metrics endpoint and how to reach it (README "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Base URL without a trailing slash; any path prefix is kept.
+    pub url: String,
+    pub timeout: Duration,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A client for `url` on the metrics side: the query endpoint or the push URL. The
+/// push usually goes to the same VictoriaMetrics (or its vmauth): same CA bundle and
+/// timeout, and the query's token, but only to the same origin, so a Pushgateway
+/// elsewhere never receives that credential. The files are read on every run.
+pub fn client(endpoint: &Endpoint, url: &str) -> Result<Client, Error> {
+    let token = endpoint.token_file.as_deref().map(http::read_token).transpose()?;
+    let roots = endpoint.ca_file.as_deref().map(http::read_ca).transpose()?;
+    Ok(match token {
+        Some(token) if origin(url) != origin(&endpoint.url) => {
+            Client::new(url, endpoint.timeout, roots, None).redacting(token)
+        }
+        token => Client::new(url, endpoint.timeout, roots, token),
+    })
+}
+
+/// `scheme://host:port` of a validated URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
 
 /// `sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="NS",container="C"}[Ws])))`
 ///
@@ -134,9 +170,7 @@ pub fn parse_answer(json: &str) -> Result<Samples, String> {
 
 fn answer_into_samples(envelope: Envelope) -> Result<Samples, String> {
     if envelope.status != "success" {
-        let kind = envelope
-            .error_type
-            .map(|t| t.as_str().map(str::to_string).unwrap_or_else(|| t.to_string()));
+        let kind = envelope.error_type.as_ref().map(http::error_type_text);
         return Err(format!(
             "status {:?}: {} ({})",
             envelope.status,
@@ -160,21 +194,31 @@ fn answer_into_samples(envelope: Envelope) -> Result<Samples, String> {
     Samples::new(series.by_pod).map_err(|pod| format!("pod {pod}: expected one series per pod, got several"))
 }
 
-/// POSTs the query to `{endpoint}/api/v1/query` and returns samples by pod.
-pub fn query_cpu(client: &Client, query: &str) -> Result<Samples, Error> {
-    let form = format!("query={}", crate::kube::encode(query));
-    let payload = Payload {
-        content_type: "application/x-www-form-urlencoded",
-        bytes: form.as_bytes(),
-    };
-    let (doing, response) = client.send("query CPU", "POST", "/api/v1/query", Some(payload))?;
-    let envelope: Envelope = client.parse_body(&doing, response.into_body())?;
-    answer_into_samples(envelope).map_err(|why| client.redact(Error::new(doing, Cause::Malformed(why))))
+/// POSTs the query to `{endpoint}/api/v1/query` and returns samples by pod. With
+/// `keep`, the body read is kept there.
+pub fn query_cpu(client: &Client, query: &str, keep: Keep) -> Result<Samples, Error> {
+    let form = format!("query={}", http::encode(query));
+    client.post_form("query CPU", "/api/v1/query", &form, keep, answer_into_samples)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_origin_is_scheme_host_and_port() {
+        assert_eq!(
+            origin("http://vm:8428/api/v1/import/prometheus?extra_label=a"),
+            "http://vm:8428"
+        );
+        assert_eq!(
+            origin("https://vmauth.example/select/0/prometheus"),
+            "https://vmauth.example"
+        );
+        assert_eq!(origin("http://vm:8428?x=1"), "http://vm:8428");
+        assert_ne!(origin("http://vm:8428/x"), origin("http://pushgateway:9091/x"));
+        assert_ne!(origin("http://vm:8428"), origin("https://vm:8428"));
+    }
 
     #[test]
     fn the_query_is_literal() {

@@ -22,7 +22,8 @@ mod server;
 
 use files::TempDir;
 use measure::{Sample, median, paired};
-use pod_rebalancer::kube::{PAGE_LIMIT, encode};
+use pod_rebalancer::http::encode;
+use pod_rebalancer::kube::PAGE_LIMIT;
 use server::{Content, Counts, Pki, Server};
 use std::path::{Path, PathBuf};
 use std::process::Output;

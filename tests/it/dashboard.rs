@@ -4,18 +4,17 @@
 
 use crate::manifests::{rule_groups, rules_file};
 use crate::support::root;
-use pod_rebalancer::report::{Carried, Run, render};
+use pod_rebalancer::outcome::Outcome;
+use pod_rebalancer::report::{Counters, Run, render};
 use pod_rebalancer::stats::Stats;
 use std::collections::BTreeSet;
 
 /// Every metric name in the text of a run that exported everything.
 fn exported() -> BTreeSet<String> {
     let run = Run {
-        ok: true,
-        outcome: "acted",
-        failed_stage: None,
+        ended: Ok(Outcome::Acted),
         matched: Some(3),
-        analysed: 3,
+        analyzed: 3,
         deleted_highest: 1,
         deleted_lowest: 1,
         stats: Some(Stats {
@@ -29,7 +28,7 @@ fn exported() -> BTreeSet<String> {
         duration_secs: 0.1,
         end: 1.0,
     };
-    render(&Carried::default(), &run)
+    render(&Counters::default(), &run)
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .filter_map(|l| l.split(' ').next())

@@ -12,7 +12,7 @@
 //! MIN_PODS_REQUIRED healthy pods left, the same plan whatever the input order, and
 //! nothing removed when the spread is within the threshold.
 
-use pod_rebalancer::config::DecisionSettings;
+use pod_rebalancer::plan::Settings;
 use pod_rebalancer::plan::{self, Decision, Inputs, Plan, Pod, Role, Rollout};
 use pod_rebalancer::stats;
 use std::collections::BTreeMap;
@@ -74,11 +74,11 @@ struct Fleet {
     pods: Vec<Pod>,
     samples: BTreeMap<String, f64>,
     rollout: Option<Rollout>,
-    settings: DecisionSettings,
+    settings: Settings,
 }
 
 impl Fleet {
-    fn decide(&self) -> Result<Plan, pod_rebalancer::error::Error> {
+    fn decide(&self) -> Result<Plan, pod_rebalancer::plan::Undecidable> {
         plan::decide(Inputs {
             pods: self.pods.clone(),
             samples: &self.samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect(),
@@ -103,7 +103,7 @@ fn cpu(rng: &mut Rng, mean: f64, spread: f64) -> f64 {
 }
 
 fn fleet(rng: &mut Rng) -> Fleet {
-    let settings = DecisionSettings {
+    let settings = Settings {
         window_secs: *rng.pick(&[60, 300, 600]),
         threshold: *rng.pick(&[0.05, 0.1, 0.3, 0.5, 1.0]),
         min_pods: 1 + rng.below(6) as usize,
@@ -410,7 +410,7 @@ fn check(f: &Fleet, rng: &mut Rng) -> Result<Result<Expected, &'static str>, Str
     } = expected;
     let got_outcome = match &plan.decision {
         Decision::Remove { .. } => "remove",
-        Decision::Hold(h) => h.outcome(),
+        Decision::Hold(h) => h.outcome().label(),
     };
     let got_removed: Vec<(String, Role)> = removals.iter().map(|r| (r.name.clone(), r.role)).collect();
     if got_outcome != *outcome || got_removed != *want_removed {

@@ -14,7 +14,7 @@ use crate::support::kube::{Fake, FakePod, pod};
 use crate::support::server::{Request, Server};
 use crate::support::vm::{self, Gone, Restart, RestartShape, Scrape, Vm};
 use crate::support::{Output, TempDir, assert_contains, env_with, root, run_bin};
-use pod_rebalancer::config::DecisionSettings;
+use pod_rebalancer::plan::Settings;
 use pod_rebalancer::plan::{self, Decision, Inputs, Samples};
 use pod_rebalancer::{kube, victoria};
 use serde_json::Value;
@@ -377,7 +377,7 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
     let (planner_pods, _) = kube::parse_pod_list(&list.to_string(), Some(DEPLOYMENT)).expect("pod list");
     let rollout = kube::parse_deployment(&fake.deployment.to_string()).expect("deployment");
     let samples: Samples = cpu.iter().map(|(p, c)| (p.as_str(), *c)).collect();
-    let settings = DecisionSettings {
+    let settings = Settings {
         window_secs: 300,
         threshold: 0.3,
         min_pods: 3,

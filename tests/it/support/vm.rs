@@ -11,7 +11,7 @@
 //! or mishandles a restart gets numbers that differ from the fleet's.
 
 use super::TempDir;
-use pod_rebalancer::kube::encode;
+use pod_rebalancer::http::encode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
