@@ -324,13 +324,26 @@ mod tests {
     }
 
     #[test]
-    fn every_setting_has_a_flag_and_a_help_line() {
+    fn every_setting_the_help_names_is_a_flag_the_parser_takes() {
         let help = help();
         for s in SETTINGS {
-            assert!(help.contains(&format!("--{}", flag_name(s.var))), "{}", s.var);
-            assert!(help.contains(&format!("${}", s.var)), "{}", s.var);
+            let flag = format!("--{}", flag_name(s.var));
+            assert!(help.contains(&flag), "{flag} is not in --help");
+            // What the help promises: the flag sets its variable, over the environment.
+            let raw = raw_of(check(&[&format!("{flag}=from-flag")], &[(s.var, "from-env")]));
+            assert_eq!(raw.get(s.var), Some("from-flag"), "{flag}");
+            let raw = raw_of(check(&["plan", &format!("{flag}=x")], &[]));
+            assert_eq!(raw.get(s.var), Some("x"), "plan {flag}");
         }
-        assert!(help.contains("plan --pods FILE --cpu FILE"));
+        for plan_flag in ["--pods", "--cpu", "--deployment", "--now", "--output", "--save"] {
+            assert!(help.contains(plan_flag), "{plan_flag} is not in --help");
+            let cmd = check(&["plan", plan_flag, "x"], &[]);
+            assert!(matches!(cmd, Ok(Command::Plan(..))), "plan {plan_flag}: {cmd:?}");
+        }
+        assert!(matches!(
+            check(&["plan", "--all"], &[]),
+            Ok(Command::Plan(_, PlanArgs { all: true, .. }))
+        ));
     }
 
     #[test]

@@ -57,6 +57,20 @@ impl<'a> Checker<'a> {
         ));
     }
 
+    /// One of `words`, in any case; the problem lists them ("error, warn or info").
+    fn word<T: Copy>(&mut self, var: &str, words: &[(&str, T)]) -> Option<T> {
+        let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+        let expected = match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.parsed(var, &expected, |v| {
+            let v = v.to_ascii_lowercase();
+            words.iter().find(|(w, _)| *w == v).map(|(_, t)| *t)
+        })
+    }
+
     fn parsed<T>(&mut self, var: &str, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
         let v = self.value(var)?;
         let parsed = parse(v);
@@ -217,11 +231,10 @@ pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<Str
     })
 }
 
+/// Every setting but the cluster's; `None` when one of them is invalid (each problem
+/// is in `c`). Every setting is read before any `?`, so all problems are reported.
 fn common(c: &mut Checker) -> Option<Config> {
-    let url = c.parsed("PROMETHEUS_ENDPOINT", "an http(s) URL without credentials", http_url);
-    let timeout = c.parsed("PROMETHEUS_TIMEOUT", "a duration > 0 such as 30s", positive_duration);
-    let token_file = c.value("PROMETHEUS_BEARER_TOKEN_FILE").map(PathBuf::from);
-    let ca_file = c.value("PROMETHEUS_CA_FILE").map(PathBuf::from);
+    let prometheus = prometheus(c);
     let namespace = c.parsed("KUBE_NAMESPACE", DNS_LABEL, dns_label);
     let selector = c.parsed(
         "KUBE_LABEL_SELECTOR",
@@ -233,6 +246,64 @@ fn common(c: &mut Checker) -> Option<Config> {
         Some(_) => c.parsed("DEPLOYMENT_NAME", DNS_LABEL, dns_label).map(Some),
         None => Some(None),
     };
+    let decision = decision(c);
+    let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
+    let log_level = c.word(
+        "LOG_LEVEL",
+        &[
+            ("error", log::LevelFilter::Error),
+            ("warn", log::LevelFilter::Warn),
+            ("info", log::LevelFilter::Info),
+            ("debug", log::LevelFilter::Debug),
+            ("trace", log::LevelFilter::Trace),
+        ],
+    );
+    let log_format = c.word(
+        "LOG_FORMAT",
+        &[("text", logging::Format::Text), ("json", logging::Format::Json)],
+    );
+    let mode = c.word(
+        "EVICTION_MODE",
+        &[("evict", EvictionMode::Evict), ("delete", EvictionMode::Delete)],
+    );
+    let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
+    let push_url = match c.value("METRICS_PUSH_URL") {
+        Some(_) => c
+            .parsed(
+                "METRICS_PUSH_URL",
+                "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
+                push_url,
+            )
+            .map(Some),
+        None => Some(None),
+    };
+    Some(Config {
+        prometheus: prometheus?,
+        namespace: namespace?,
+        selector: selector?,
+        deployment: deployment?,
+        decision: decision?,
+        dry_run: dry_run?,
+        log_level: log_level?,
+        log_format: log_format?,
+        mode: mode?,
+        metrics_file,
+        push_url: push_url?,
+    })
+}
+
+fn prometheus(c: &mut Checker) -> Option<victoria::Endpoint> {
+    let url = c.parsed("PROMETHEUS_ENDPOINT", "an http(s) URL without credentials", http_url);
+    let timeout = c.parsed("PROMETHEUS_TIMEOUT", "a duration > 0 such as 30s", positive_duration);
+    Some(victoria::Endpoint {
+        url: url?,
+        timeout: timeout?,
+        token_file: c.value("PROMETHEUS_BEARER_TOKEN_FILE").map(PathBuf::from),
+        ca_file: c.value("PROMETHEUS_CA_FILE").map(PathBuf::from),
+    })
+}
+
+fn decision(c: &mut Checker) -> Option<plan::Settings> {
     let window = c.parsed(
         "METRICS_TIME_WINDOW",
         "a duration > 0 in whole seconds, at most 8784h, such as 5m",
@@ -247,31 +318,6 @@ fn common(c: &mut Checker) -> Option<Config> {
     let min_pods = c.parsed("MIN_PODS_REQUIRED", "an integer >= 1", |v| {
         v.trim().parse::<usize>().ok().filter(|n| *n >= 1)
     });
-    let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
-    let log_level = c.parsed("LOG_LEVEL", "error, warn, info, debug or trace", |v| {
-        Some(match v.to_ascii_lowercase().as_str() {
-            "error" => log::LevelFilter::Error,
-            "warn" => log::LevelFilter::Warn,
-            "info" => log::LevelFilter::Info,
-            "debug" => log::LevelFilter::Debug,
-            "trace" => log::LevelFilter::Trace,
-            _ => return None,
-        })
-    });
-    let log_format = c.parsed("LOG_FORMAT", "text or json", |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "text" => Some(logging::Format::Text),
-            "json" => Some(logging::Format::Json),
-            _ => None,
-        }
-    });
-    let mode = c.parsed("EVICTION_MODE", "evict or delete", |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "evict" => Some(EvictionMode::Evict),
-            "delete" => Some(EvictionMode::Delete),
-            _ => None,
-        }
-    });
     let stabilization = c.parsed(
         "STABILIZATION_WINDOW",
         "a duration >= 0, at most 8784h, such as 10m",
@@ -281,39 +327,11 @@ fn common(c: &mut Checker) -> Option<Config> {
                 .filter(|s| *s <= MAX_WINDOW_SECS)
         },
     );
-    let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
-    let push_url = match c.value("METRICS_PUSH_URL") {
-        Some(_) => c
-            .parsed(
-                "METRICS_PUSH_URL",
-                "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
-                push_url,
-            )
-            .map(Some),
-        None => Some(None),
-    };
-    Some(Config {
-        prometheus: victoria::Endpoint {
-            url: url?,
-            timeout: timeout?,
-            token_file,
-            ca_file,
-        },
-        namespace: namespace?,
-        selector: selector?,
-        deployment: deployment?,
-        decision: plan::Settings {
-            window_secs: window?,
-            threshold: threshold?,
-            min_pods: min_pods?,
-            stabilization_secs: stabilization?,
-        },
-        dry_run: dry_run?,
-        log_level: log_level?,
-        log_format: log_format?,
-        mode: mode?,
-        metrics_file,
-        push_url: push_url?,
+    Some(plan::Settings {
+        window_secs: window?,
+        threshold: threshold?,
+        min_pods: min_pods?,
+        stabilization_secs: stabilization?,
     })
 }
 

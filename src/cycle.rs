@@ -118,7 +118,12 @@ pub fn metrics_of(result: &Result<Done, Failed>, threshold: f64, duration_secs: 
             Some(&done.plan),
             &done.acted.removed,
         ),
-        Err(failed) => (Err(failed.stage), failed.matched, failed.plan.as_deref(), &failed.removed),
+        Err(failed) => (
+            Err(failed.stage),
+            failed.matched,
+            failed.plan.as_deref(),
+            &failed.removed,
+        ),
     };
     let count = |role| removed.iter().filter(|r| r.role == role).count();
     Run {

@@ -54,6 +54,14 @@ const ANALYZED: &str = "rebalancer_pods_analyzed_total";
 const DELETED: &str = "rebalancer_pods_deleted_total";
 const LAST_SUCCESS: &str = "rebalancer_last_success_timestamp_seconds";
 const ERRORS: &str = "rebalancer_errors_total";
+const MATCHED: &str = "rebalancer_pods_matched";
+const DURATION: &str = "rebalancer_execution_duration_seconds";
+const SPREAD: &str = "rebalancer_cpu_variance_current";
+const THRESHOLD: &str = "rebalancer_cpu_variance_threshold";
+const MEAN: &str = "rebalancer_cpu_usage_mean";
+const STDDEV: &str = "rebalancer_cpu_usage_stddev";
+const LAST_RUN: &str = "rebalancer_last_run_timestamp_seconds";
+const OUTCOME: &str = "rebalancer_cycle_outcome";
 
 /// Reads the counters of a previous run's text. `Err` says why it is not ours.
 pub fn parse_previous(text: &str) -> Result<Counters, String> {
@@ -96,122 +104,108 @@ pub fn parse_previous(text: &str) -> Result<Counters, String> {
     Ok(counters)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The exposition text being written: each family's `# HELP` and `# TYPE`, then its
+/// samples, without timestamps.
+struct Text(String);
+
+impl Text {
+    fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Text {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        self
+    }
+
+    fn sample(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Text {
+        let _ = writeln!(self.0, "{name} {value}");
+        self
+    }
+
+    /// A sample with one label, `name{label="value"}`.
+    fn labelled(&mut self, name: &str, (label, value): (&str, &str), sample: impl std::fmt::Display) -> &mut Text {
+        let _ = writeln!(self.0, "{name}{{{label}=\"{value}\"}} {sample}");
+        self
+    }
 }
 
 /// The exposition text of this run on top of the carried counters.
 pub fn render(prev: &Counters, run: &Run) -> String {
-    let mut o = String::with_capacity(2048);
+    let mut text = Text(String::with_capacity(2048));
+    counters(&mut text, prev, run);
+    gauges(&mut text, prev, run);
+    text.0
+}
+
+/// The counters: the previous run's values plus this run's.
+fn counters(t: &mut Text, prev: &Counters, run: &Run) {
     let (ok, err) = if run.ok() { (1.0, 0.0) } else { (0.0, 1.0) };
-    family(&mut o, EXECUTIONS, "counter", "Runs of pod-rebalancer by result.");
-    let _ = writeln!(o, "{EXECUTIONS}{{status=\"success\"}} {}", prev.success + ok);
-    let _ = writeln!(o, "{EXECUTIONS}{{status=\"error\"}} {}", prev.error + err);
-    family(&mut o, ERRORS, "counter", "Failed runs by the stage that failed.");
+    t.family(EXECUTIONS, "counter", "Runs of pod-rebalancer by result.")
+        .labelled(EXECUTIONS, ("status", "success"), prev.success + ok)
+        .labelled(EXECUTIONS, ("status", "error"), prev.error + err);
+    t.family(ERRORS, "counter", "Failed runs by the stage that failed.");
     for stage in Stage::ALL {
         let now = f64::from(u8::from(run.ended == Err(stage)));
         let before = prev.errors.get(&stage).copied().unwrap_or(0.0);
-        let _ = writeln!(o, "{ERRORS}{{stage=\"{stage}\"}} {}", before + now);
+        t.labelled(ERRORS, ("stage", stage.label()), before + now);
     }
-    family(&mut o, ANALYZED, "counter", "Eligible pods whose CPU was analyzed.");
-    let _ = writeln!(o, "{ANALYZED} {}", prev.analyzed + run.analyzed as f64);
-    family(
-        &mut o,
+    t.family(ANALYZED, "counter", "Eligible pods whose CPU was analyzed.")
+        .sample(ANALYZED, prev.analyzed + run.analyzed as f64);
+    t.family(
         DELETED,
         "counter",
         "Pods removed (evicted or deleted) by pod-rebalancer; never counts dry runs.",
+    )
+    .labelled(
+        DELETED,
+        ("type", "highest_cpu"),
+        prev.deleted_highest + run.deleted_highest as f64,
+    )
+    .labelled(
+        DELETED,
+        ("type", "lowest_cpu"),
+        prev.deleted_lowest + run.deleted_lowest as f64,
     );
-    let _ = writeln!(
-        o,
-        "{DELETED}{{type=\"highest_cpu\"}} {}",
-        prev.deleted_highest + run.deleted_highest as f64
-    );
-    let _ = writeln!(
-        o,
-        "{DELETED}{{type=\"lowest_cpu\"}} {}",
-        prev.deleted_lowest + run.deleted_lowest as f64
-    );
+}
+
+/// The gauges: this run's figures; the statistics only when the run computed them.
+fn gauges(t: &mut Text, prev: &Counters, run: &Run) {
     if let Some(matched) = run.matched {
-        family(
-            &mut o,
-            "rebalancer_pods_matched",
-            "gauge",
-            "Pods the label selector matched in the last run.",
-        );
-        let _ = writeln!(o, "rebalancer_pods_matched {matched}");
+        t.family(MATCHED, "gauge", "Pods the label selector matched in the last run.")
+            .sample(MATCHED, matched);
     }
-    family(
-        &mut o,
-        "rebalancer_execution_duration_seconds",
-        "gauge",
-        "Duration of the last run.",
-    );
-    let _ = writeln!(o, "rebalancer_execution_duration_seconds {}", run.duration_secs);
+    t.family(DURATION, "gauge", "Duration of the last run.")
+        .sample(DURATION, run.duration_secs);
     if let Some(s) = run.stats {
-        family(
-            &mut o,
-            "rebalancer_cpu_variance_current",
-            "gauge",
-            "Spread of pod CPU: stddev / mean over eligible pods.",
-        );
-        let _ = writeln!(o, "rebalancer_cpu_variance_current {}", s.spread);
+        t.family(SPREAD, "gauge", "Spread of pod CPU: stddev / mean over eligible pods.")
+            .sample(SPREAD, s.spread);
     }
-    family(
-        &mut o,
-        "rebalancer_cpu_variance_threshold",
+    t.family(
+        THRESHOLD,
         "gauge",
         "Configured spread threshold (CPU_VARIANCE_THRESHOLD).",
-    );
-    let _ = writeln!(o, "rebalancer_cpu_variance_threshold {}", run.threshold);
+    )
+    .sample(THRESHOLD, run.threshold);
     if let Some(s) = run.stats {
-        family(
-            &mut o,
-            "rebalancer_cpu_usage_mean",
-            "gauge",
-            "Mean CPU of eligible pods, cores.",
-        );
-        let _ = writeln!(o, "rebalancer_cpu_usage_mean {}", s.mean);
-        family(
-            &mut o,
-            "rebalancer_cpu_usage_stddev",
+        t.family(MEAN, "gauge", "Mean CPU of eligible pods, cores.")
+            .sample(MEAN, s.mean);
+        t.family(
+            STDDEV,
             "gauge",
             "Population standard deviation of eligible pods' CPU, cores.",
-        );
-        let _ = writeln!(o, "rebalancer_cpu_usage_stddev {}", s.stddev);
+        )
+        .sample(STDDEV, s.stddev);
     }
-    family(
-        &mut o,
-        "rebalancer_last_run_timestamp_seconds",
-        "gauge",
-        "End of the last run, Unix seconds.",
-    );
-    let _ = writeln!(o, "rebalancer_last_run_timestamp_seconds {}", run.end);
+    t.family(LAST_RUN, "gauge", "End of the last run, Unix seconds.")
+        .sample(LAST_RUN, run.end);
     let last_success = if run.ok() { Some(run.end) } else { prev.last_success };
-    if let Some(t) = last_success {
-        family(
-            &mut o,
-            LAST_SUCCESS,
-            "gauge",
-            "End of the last successful run, Unix seconds.",
-        );
-        let _ = writeln!(o, "{LAST_SUCCESS} {t}");
+    if let Some(end) = last_success {
+        t.family(LAST_SUCCESS, "gauge", "End of the last successful run, Unix seconds.")
+            .sample(LAST_SUCCESS, end);
     }
-    family(
-        &mut o,
-        "rebalancer_cycle_outcome",
-        "gauge",
-        "1 for the outcome of the last run, 0 for the others.",
-    );
+    t.family(OUTCOME, "gauge", "1 for the outcome of the last run, 0 for the others.");
     let this_run = outcome::label(run.ended);
     for label in Outcome::ALL.map(Outcome::label).into_iter().chain([outcome::ERROR]) {
-        let _ = writeln!(
-            o,
-            "rebalancer_cycle_outcome{{outcome=\"{label}\"}} {}",
-            u8::from(label == this_run)
-        );
+        t.labelled(OUTCOME, ("outcome", label), u8::from(label == this_run));
     }
-    o
 }
 
 /// The counters of the previous run's metrics file: a missing file is a first run;

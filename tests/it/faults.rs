@@ -1764,16 +1764,6 @@ fn every_fault_fails_safe_and_says_why() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-#[test]
-fn the_matrix_has_at_least_forty_rows_with_distinct_names() {
-    let rows = rows();
-    assert!(rows.len() >= 40, "{} rows", rows.len());
-    let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    assert_eq!(names.len(), rows.len(), "row names are unique");
-}
-
 /// Where the error-path checks of `check` would not notice: a row whose fault does
 /// not fire must fail the matrix. Run one row with its fault removed.
 #[test]
