@@ -90,13 +90,17 @@ pub struct Finished {
     pub code: u8,
 }
 
-/// Logs a cycle's result, writes and pushes its metrics, and gives its exit code.
+/// Logs a cycle's result, writes and pushes its metrics, and gives its exit code. A
+/// metrics file that cannot be written fails the run in the report stage: the pushed
+/// metrics, the last log line and the exit code all say so.
 pub fn finish(config: &Config, result: &Result<Done, Failed>, duration_secs: f64, end: f64) -> Finished {
     if let Err(failed) = result {
         log::error!(error:% = failed.error; "run failed, no further action");
     }
-    let run = metrics_of(result, config.decision.threshold, duration_secs, end);
-    let wrote = publish(config, &run);
+    let run = publish(
+        config,
+        metrics_of(result, config.decision.threshold, duration_secs, end),
+    );
     let removed = match result {
         Ok(done) => done.acted.removed.len(),
         Err(failed) => failed.removed.len(),
@@ -105,7 +109,7 @@ pub fn finish(config: &Config, result: &Result<Done, Failed>, duration_secs: f64
         outcome = outcome::label(run.ended), removed, duration_seconds = act::round(duration_secs);
         "run finished"
     );
-    let code = if run.ok() && wrote { EXIT_OK } else { EXIT_FAILED };
+    let code = if run.ok() { EXIT_OK } else { EXIT_FAILED };
     Finished { run, code }
 }
 
@@ -261,26 +265,21 @@ fn log_plan(plan: &Plan, mode: EvictionMode, dry_run: bool) {
     );
 }
 
-/// Writes and pushes the metrics; `false` when the metrics file could not be written.
-fn publish(config: &Config, run: &Run) -> bool {
+/// Writes and pushes the metrics of `run`; the run as published, which failed in the
+/// report stage when the metrics file could not be written.
+fn publish(config: &Config, mut run: Run) -> Run {
     let previous = config
         .metrics_file
         .as_deref()
         .map(report::read_previous)
         .unwrap_or_default();
-    let mut text = report::render(&previous, run);
-    let mut wrote = true;
+    let mut text = report::render(&previous, &run);
     if let Some(path) = &config.metrics_file
         && let Err(e) = report::write_atomic(path, &text)
     {
         log::error!(error:% = e; "metrics file not written");
-        wrote = false;
-        // The run fails for it, so the pushed copy says so.
-        let failed = Run {
-            ended: Err(Stage::Report),
-            ..run.clone()
-        };
-        text = report::render(&previous, &failed);
+        run.ended = Err(Stage::Report);
+        text = report::render(&previous, &run);
     }
     if let Some(url) = &config.push_url {
         let payload = Payload {
@@ -293,5 +292,5 @@ fn publish(config: &Config, run: &Run) -> bool {
             log::warn!(error:% = e; "metrics push failed");
         }
     }
-    wrote
+    run
 }
