@@ -32,8 +32,8 @@ pub fn execute(kube: &Kube, plan: &Plan, mode: EvictionMode, now: i64) -> Acted 
                     "pod removed"
                 );
                 let message = format!(
-                    "pod-rebalancer: {}d as the {} pod: CPU {:.3} cores vs fleet mean {:.3} cores, {}",
-                    mode.verb(),
+                    "pod-rebalancer: {} as the {} pod: CPU {:.3} cores vs fleet mean {:.3} cores, {}",
+                    mode.done(),
                     pod.role.superlative(),
                     pod.cpu,
                     mean,

@@ -21,6 +21,10 @@ pub struct Config {
     pub namespace: String,
     pub selector: String,
     pub deployment: Option<String>,
+    /// `CONTAINER_NAME`; when unset, the Deployment's name is the container's.
+    pub container: Option<String>,
+    /// `QUERY_MATCHERS`: extra literal label matchers of the query, in order.
+    pub matchers: Vec<(String, String)>,
     pub decision: plan::Settings,
     pub dry_run: bool,
     pub log_level: log::LevelFilter,
@@ -34,6 +38,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub deployment: String,
+    /// The measured container: `CONTAINER_NAME`, else the Deployment's name.
+    pub container: String,
     pub kube: kube::Endpoint,
 }
 
@@ -150,17 +156,18 @@ pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
         kube_timeout,
         c.problems.is_empty(),
     ) {
-        (Some(config), Some(deployment), Some(url), Some(service_account_dir), Some(timeout), true) => Ok((
-            config,
-            Cluster {
+        (Some(config), Some(deployment), Some(url), Some(service_account_dir), Some(timeout), true) => {
+            let cluster = Cluster {
+                container: config.container.clone().unwrap_or_else(|| deployment.clone()),
                 deployment,
                 kube: kube::Endpoint {
                     url,
                     service_account_dir,
                     timeout,
                 },
-            },
-        )),
+            };
+            Ok((config, cluster))
+        }
         _ => Err(c.problems),
     }
 }
@@ -246,6 +253,14 @@ fn common(c: &mut Checker) -> Option<Config> {
         Some(_) => c.parsed("DEPLOYMENT_NAME", DNS_LABEL, dns_label).map(Some),
         None => Some(None),
     };
+    let container = match c.value("CONTAINER_NAME") {
+        Some(_) => c.parsed("CONTAINER_NAME", DNS_LABEL, dns_label).map(Some),
+        None => Some(None),
+    };
+    let matchers = match c.value("QUERY_MATCHERS") {
+        Some(_) => c.parsed("QUERY_MATCHERS", MATCHERS, query_matchers),
+        None => Some(Vec::new()),
+    };
     let decision = decision(c);
     let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
     let log_level = c.word(
@@ -282,6 +297,8 @@ fn common(c: &mut Checker) -> Option<Config> {
         namespace: namespace?,
         selector: selector?,
         deployment: deployment?,
+        container: container?,
+        matchers: matchers?,
         decision: decision?,
         dry_run: dry_run?,
         log_level: log_level?,
@@ -333,6 +350,37 @@ fn decision(c: &mut Checker) -> Option<plan::Settings> {
         min_pods: min_pods?,
         stabilization_secs: stabilization?,
     })
+}
+
+const MATCHERS: &str = "name=\"value\" pairs separated by commas, such as cluster=\"prod-eu-1\" (label names [a-zA-Z_][a-zA-Z0-9_]*, not namespace, container, pod or __…; values without '\"', '\\' or line breaks; each name once)";
+
+/// `QUERY_MATCHERS`: `name="value"` pairs separated by commas, each a literal `=`
+/// matcher. The names the query sets itself (`namespace`, `container`, `pod`) and the
+/// reserved `__…` names are refused, as is anything that is not a plain quoted value,
+/// so no setting can widen the query or change the metric it reads.
+pub fn query_matchers(v: &str) -> Option<Vec<(String, String)>> {
+    let mut matchers: Vec<(String, String)> = Vec::new();
+    let mut rest = v.trim();
+    loop {
+        let (name, after) = rest.split_once('=')?;
+        let name = name.trim();
+        let mut chars = name.chars();
+        let name_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with("__")
+            && !["namespace", "container", "pod"].contains(&name)
+            && !matchers.iter().any(|(n, _)| n == name);
+        let (value, after) = after.trim_start().strip_prefix('"')?.split_once('"')?;
+        if !name_ok || value.contains(['\\', '\n', '\r']) {
+            return None;
+        }
+        matchers.push((name.to_string(), value.to_string()));
+        rest = after.trim_start();
+        if rest.is_empty() {
+            return Some(matchers);
+        }
+        rest = rest.strip_prefix(',')?.trim_start();
+    }
 }
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
@@ -724,5 +772,93 @@ mod tests {
         ] {
             assert_eq!(d(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn hosts_with_dashes_and_underscores_are_the_ones_clusters_use() {
+        for url in [
+            "http://vm-select.monitoring.svc:8481",
+            "http://vm_select:8481/select/0/prometheus",
+            "http://10.0.0.7:8428",
+        ] {
+            let (c, _) = check(&[("PROMETHEUS_ENDPOINT", url)]).unwrap_or_else(|p| panic!("{url}: {p:?}"));
+            assert_eq!(c.prometheus.url, url);
+        }
+        for (url, why) in [
+            ("http://vm:8428/prometheus?x=1", "a query after a path"),
+            ("http://vm:8428/prometheus#top", "a fragment after a path"),
+            ("http://vm:0", "port 0"),
+            ("http://vm..svc:8428", "an empty label"),
+        ] {
+            assert!(check(&[("PROMETHEUS_ENDPOINT", url)]).is_err(), "{why}: {url}");
+        }
+    }
+
+    #[test]
+    fn every_log_level_is_a_word_in_any_case() {
+        for (word, level) in [
+            ("error", log::LevelFilter::Error),
+            ("WARN", log::LevelFilter::Warn),
+            ("Info", log::LevelFilter::Info),
+            ("debug", log::LevelFilter::Debug),
+            ("trace", log::LevelFilter::Trace),
+        ] {
+            assert_eq!(check(&[("LOG_LEVEL", word)]).unwrap().0.log_level, level, "{word}");
+        }
+        assert!(problem(&[("LOG_LEVEL", "warning")]).contains("expected error, warn, info, debug or trace"));
+    }
+
+    #[test]
+    fn windows_at_their_bounds() {
+        let window = |v| check(&[("METRICS_TIME_WINDOW", v)]).map(|(c, _)| c.decision.window_secs);
+        assert_eq!(window("8784h"), Ok(8784 * 3600), "the documented maximum, whole");
+        assert!(window("8784h1s").is_err());
+        let stabilization = |v| check(&[("STABILIZATION_WINDOW", v)]).map(|(c, _)| c.decision.stabilization_secs);
+        assert_eq!(stabilization("1500ms"), Ok(2), "a fraction of a second rounds up");
+        assert_eq!(stabilization("1500ns"), Ok(1));
+        assert_eq!(stabilization("0"), Ok(0));
+        assert_eq!(parse_duration("1500ns"), Some(Duration::from_nanos(1500)));
+    }
+
+    #[test]
+    fn the_container_is_the_deployments_unless_named() {
+        let (c, cluster) = check(&[]).unwrap();
+        assert_eq!((c.container, cluster.container.as_str()), (None, "ingestion-consumer"));
+        let (_, cluster) = check(&[("CONTAINER_NAME", "consumer")]).unwrap();
+        assert_eq!(cluster.container, "consumer");
+        assert!(problem(&[("CONTAINER_NAME", "Consumer")]).contains("DNS-1123"));
+    }
+
+    #[test]
+    fn query_matchers_are_literal_and_cannot_widen_the_query() {
+        let m = |v| query_matchers(v);
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        assert_eq!(m(r#"cluster="prod-eu-1""#), Some(vec![pair("cluster", "prod-eu-1")]));
+        assert_eq!(
+            m(r#" cluster = "a b,c" , _region2="eu""#),
+            Some(vec![pair("cluster", "a b,c"), pair("_region2", "eu")])
+        );
+        for bad in [
+            "",
+            "cluster=prod",
+            r#"cluster=~"prod.*""#,
+            r#"cluster!="prod""#,
+            r#"namespace="other""#,
+            r#"container="other""#,
+            r#"pod="p""#,
+            r#"__name__="up""#,
+            r#"2cluster="a""#,
+            r#"cluster="a",cluster="b""#,
+            r#"cluster="a","#,
+            r#"cluster="a" region="b""#,
+            r#"cluster="a\"b""#,
+            "cluster=\"a\nb\"",
+            r#"cluster="a"}"#,
+        ] {
+            assert_eq!(m(bad), None, "{bad}");
+        }
+        let (c, _) = check(&[("QUERY_MATCHERS", r#"cluster="prod-eu-1""#)]).unwrap();
+        assert_eq!(c.matchers, vec![pair("cluster", "prod-eu-1")]);
+        assert!(problem(&[("QUERY_MATCHERS", r#"namespace="x""#)]).starts_with("QUERY_MATCHERS (--query-matchers)"));
     }
 }

@@ -97,10 +97,7 @@ pub fn finish(config: &Config, result: &Result<Done, Failed>, duration_secs: f64
     if let Err(failed) = result {
         log::error!(error:% = failed.error; "run failed, no further action");
     }
-    let run = publish(
-        config,
-        metrics_of(result, config.decision.threshold, duration_secs, end),
-    );
+    let run = publish(config, metrics_of(result, config, duration_secs, end));
     let removed = match result {
         Ok(done) => done.acted.removed.len(),
         Err(failed) => failed.removed.len(),
@@ -114,7 +111,7 @@ pub fn finish(config: &Config, result: &Result<Done, Failed>, duration_secs: f64
 }
 
 /// The metrics' view of a cycle's result. Pure.
-pub fn metrics_of(result: &Result<Done, Failed>, threshold: f64, duration_secs: f64, end: f64) -> Run {
+pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, duration_secs: f64, end: f64) -> Run {
     let (ended, matched, plan, removed) = match result {
         Ok(done) => (
             Ok(done.outcome),
@@ -131,13 +128,17 @@ pub fn metrics_of(result: &Result<Done, Failed>, threshold: f64, duration_secs: 
     };
     let count = |role| removed.iter().filter(|r| r.role == role).count();
     Run {
+        target: report::Target {
+            namespace: config.namespace.clone(),
+            deployment: config.deployment.clone().unwrap_or_default(),
+        },
         ended,
         matched,
         analyzed: plan.map_or(0, Plan::analyzed),
         deleted_highest: count(Role::HighestCpu),
         deleted_lowest: count(Role::LowestCpu),
         stats: plan.and_then(|p| p.stats),
-        threshold,
+        threshold: config.decision.threshold,
         duration_secs,
         end,
     }
@@ -199,29 +200,39 @@ pub fn observe(
     let rollout = kube
         .deployment(&cluster.deployment, keep.as_deref_mut().map(|r| &mut r.deployment))
         .map_err(|e| Failed::at(Stage::Kubernetes, e))?;
-    let pods = kube
-        .pods(
-            &config.selector,
-            &cluster.deployment,
-            keep.as_deref_mut().map(|r| &mut r.pod_pages),
-        )
+    let select = kube::Select {
+        deployment: Some(&cluster.deployment),
+        container: Some(&cluster.container),
+    };
+    let listed = kube
+        .pods(&config.selector, select, keep.as_deref_mut().map(|r| &mut r.pod_pages))
         .map_err(|e| Failed::at(Stage::Kubernetes, e))?;
-    log::debug!(matched = pods.len(); "pods listed");
-    let matched = Some(pods.len());
-    let query = victoria::cpu_query(&config.namespace, &cluster.deployment, config.decision.window_secs);
+    if listed.ignored > 0 {
+        log::info!(ignored = listed.ignored, deployment = cluster.deployment.as_str(); "pods the selector returned that the Deployment does not own are ignored");
+    }
+    log::debug!(matched = listed.pods.len(); "pods listed");
+    let matched = Some(listed.pods.len());
+    let query = victoria::cpu_query(
+        &config.namespace,
+        &cluster.container,
+        &config.matchers,
+        config.decision.window_secs,
+    );
     log::debug!(query = query.as_str(); "querying CPU");
     let samples = victoria::query_cpu(&clients.metrics, &query, keep.map(|r| &mut r.cpu)).map_err(|e| Failed {
         matched,
         ..Failed::at(Stage::Metrics, e)
     })?;
     plan::decide(Inputs {
-        pods,
+        pods: listed.pods,
         samples: &samples,
         rollout: Some(&rollout),
         now,
         settings: &config.decision,
-        container: &cluster.deployment,
+        container: &cluster.container,
         namespace: &config.namespace,
+        ignored: listed.ignored,
+        selector: Some(&config.selector),
     })
     .map_err(|why| Failed {
         matched,

@@ -56,7 +56,8 @@ pub struct Payload<'a> {
     pub bytes: &'a [u8],
 }
 
-/// Where a read keeps the raw body it parsed, for `plan --save`; `None` keeps nothing.
+/// Where a read keeps the raw body it read, for `plan --save`: the answer of a 2xx
+/// status, or the start of any other answer; `None` keeps nothing.
 pub type Keep<'a> = Option<&'a mut Vec<u8>>;
 
 /// Reads the PEM certificates of `path`; an unreadable file or one without a
@@ -160,7 +161,9 @@ impl Client {
     /// GETs a JSON answer, parsed from the stream through `BODY_LIMIT`; with `keep`,
     /// read into it first and parsed from there.
     pub fn get_json<T: DeserializeOwned>(&self, what: &str, path: &str, keep: Keep) -> Result<T, Error> {
-        self.call(what, "GET", path, None, |doing, body| self.parse(doing, body, keep))
+        self.call(what, "GET", path, None, keep, |doing, body, keep| {
+            self.parse(doing, body, keep)
+        })
     }
 
     /// GETs a JSON answer into `buf` (emptied first, its capacity kept, so one buffer
@@ -178,7 +181,7 @@ impl Client {
         keep: Keep,
     ) -> Result<T, Error> {
         buf.clear();
-        let doing = self.call(what, "GET", path, None, |doing, body| {
+        let doing = self.call(what, "GET", path, None, keep, |doing, body, keep| {
             let read = self.read_into(doing, body, buf);
             if let Some(keep) = keep {
                 keep.extend_from_slice(buf);
@@ -203,7 +206,7 @@ impl Client {
             content_type: "application/x-www-form-urlencoded",
             bytes: form.as_bytes(),
         };
-        self.call(what, "POST", path, Some(payload), |doing, body| {
+        self.call(what, "POST", path, Some(payload), keep, |doing, body, keep| {
             let answer = self.parse(doing, body, keep)?;
             check(answer).map_err(|why| Error::new(doing, Cause::Malformed(why)))
         })
@@ -225,7 +228,7 @@ impl Client {
 
     /// Sends `payload` with `method` to `path`; the answer's body is not read.
     pub fn send(&self, what: &str, method: &str, path: &str, payload: Payload) -> Result<(), Error> {
-        self.call(what, method, path, Some(payload), |_, _| Ok(()))
+        self.call(what, method, path, Some(payload), None, |_, _, _| Ok(()))
     }
 
     /// One exchange: a 2xx answer's body is handed to `read` with the words that name
@@ -236,10 +239,11 @@ impl Client {
         method: &str,
         path_and_query: &str,
         payload: Option<Payload>,
-        read: impl FnOnce(&str, Body) -> Result<U, Error>,
+        mut keep: Keep,
+        read: impl FnOnce(&str, Body, Keep) -> Result<U, Error>,
     ) -> Result<U, Error> {
-        self.exchange(what, method, path_and_query, payload)
-            .and_then(|(doing, response)| read(&doing, response.into_body()))
+        self.exchange(what, method, path_and_query, payload, keep.as_deref_mut())
+            .and_then(|(doing, response)| read(&doing, response.into_body(), keep))
             .map_err(|e| self.redact(e))
     }
 
@@ -257,6 +261,7 @@ impl Client {
         method: &str,
         path_and_query: &str,
         payload: Option<Payload>,
+        keep: Keep,
     ) -> Result<(String, ureq::http::Response<Body>), Error> {
         let url = self.url(path_and_query);
         let doing = format!("{what} ({method} {url})");
@@ -291,6 +296,11 @@ impl Client {
             .reader()
             .take(ERROR_BODY_LIMIT)
             .read_to_string(&mut text);
+        // An error answer is kept too: it is what `plan --save` was run to capture.
+        if let Some(keep) = keep {
+            keep.clear();
+            keep.extend_from_slice(text.as_bytes());
+        }
         Err(Error::new(
             doing,
             Cause::Status {

@@ -27,22 +27,32 @@ fn main() -> ExitCode {
                 logging::init(config.log_level, config.log_format);
                 cycle::run(&config, &cluster)
             }
-            Err(problems) => usage(&problems),
+            Err(problems) => usage(&problems, raw.json_logs()),
         },
         Ok(cli::Command::Plan(raw, args)) => match config::plan(&raw, &args) {
             Ok(request) => plan_command::run(&request),
-            Err(problems) => usage(&problems),
+            Err(problems) => usage(&problems, raw.json_logs()),
         },
-        Err(problems) => usage(&problems),
+        Err(cli::Usage { problems, json }) => usage(&problems, json),
     };
     ExitCode::from(code)
 }
 
-/// Prints configuration problems, one a line; exit 2.
-fn usage(problems: &[String]) -> u8 {
-    for p in problems {
-        eprintln!("configuration: {p}");
+const HINT: &str = "pod-rebalancer --help lists every setting";
+
+/// Prints configuration problems, one a line (a JSON object each when the logs are
+/// JSON, so a log pipeline reads them too); exit 2.
+fn usage(problems: &[String], json: bool) -> u8 {
+    if json {
+        logging::init(log::LevelFilter::Error, logging::Format::Json);
+        for p in problems {
+            log::error!(hint = HINT; "configuration: {p}");
+        }
+    } else {
+        for p in problems {
+            eprintln!("configuration: {p}");
+        }
+        eprintln!("({HINT})");
     }
-    eprintln!("(pod-rebalancer --help lists every setting)");
     EXIT_USAGE
 }

@@ -17,6 +17,9 @@ use std::fmt;
 /// Below this mean (cores) the fleet is idle and its spread means nothing.
 pub const IDLE_MEAN_CORES: f64 = 0.001;
 
+/// The relative tolerance of "spread > threshold" (see `over`).
+pub const SPREAD_TOLERANCE: f64 = 1e-9;
+
 /// The numbers the decision needs (README "Configuration").
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -167,6 +170,10 @@ pub struct Inputs<'a> {
     /// The container the query measured, for messages.
     pub container: &'a str,
     pub namespace: &'a str,
+    /// Pods the selector returned that the Deployment does not own (not in `pods`).
+    pub ignored: usize,
+    /// The label selector the pods were listed with, for messages; `None` for a saved list.
+    pub selector: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -452,9 +459,16 @@ impl Plan {
     }
 
     /// Why pods go, in words: "spread 0.47 > threshold 0.30"; `None` without statistics.
+    /// Two decimals, or as many more as it takes for the two numbers to differ.
     pub fn over_threshold(&self) -> Option<String> {
-        self.stats
-            .map(|s| format!("spread {:.2} > threshold {:.2}", s.spread, self.threshold))
+        let s = self.stats?;
+        let digits = (2..=6)
+            .find(|&d| format!("{:.d$}", s.spread) != format!("{:.d$}", self.threshold))
+            .unwrap_or(6);
+        Some(format!(
+            "spread {:.digits$} > threshold {:.digits$}",
+            s.spread, self.threshold
+        ))
     }
 
     /// One sentence for a person: what the plan does and why.
@@ -485,13 +499,20 @@ impl Plan {
 /// Why no plan can be made at all: the run fails.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undecidable {
-    /// The label selector matched no pod.
-    NoPods,
+    /// No pod is the Deployment's; the list held `ignored` pods of others.
+    NoPods {
+        /// The label selector and namespace, for a live list.
+        selector: Option<String>,
+        namespace: String,
+        ignored: usize,
+    },
     /// No matched pod has a sample in the metrics answer.
     NoMetrics {
         container: String,
         namespace: String,
         window_secs: u64,
+        /// Matched pods whose sample was there but not a valid one (NaN, ±Inf, negative).
+        invalid: usize,
     },
 }
 
@@ -499,7 +520,7 @@ impl Undecidable {
     /// Whose fault it is: the selector's (Kubernetes) or the metrics pipeline's.
     pub fn stage(&self) -> Stage {
         match self {
-            Undecidable::NoPods => Stage::Kubernetes,
+            Undecidable::NoPods { .. } => Stage::Kubernetes,
             Undecidable::NoMetrics { .. } => Stage::Metrics,
         }
     }
@@ -508,16 +529,45 @@ impl Undecidable {
 impl fmt::Display for Undecidable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Undecidable::NoPods => f.write_str("no pods matched the label selector"),
+            Undecidable::NoPods {
+                selector,
+                namespace,
+                ignored,
+            } => {
+                let listed = match selector {
+                    Some(selector) => format!("the label selector {selector} in namespace {namespace}"),
+                    None => "the saved pod list".to_string(),
+                };
+                if *ignored == 0 {
+                    write!(f, "no pods matched {listed}")
+                } else {
+                    write!(
+                        f,
+                        "{listed} matched {}, none of them the Deployment's (their controller is not a ReplicaSet named after it)",
+                        plural(*ignored, "pod")
+                    )
+                }
+            }
             Undecidable::NoMetrics {
                 container,
                 namespace,
                 window_secs,
-            } => write!(
-                f,
-                "no CPU metrics for container {container} in namespace {namespace} over {}",
-                crate::clock::format_duration(*window_secs)
-            ),
+                invalid,
+            } => {
+                write!(
+                    f,
+                    "no CPU metrics for container {container} in namespace {namespace} over {}",
+                    crate::clock::format_duration(*window_secs)
+                )?;
+                if *invalid > 0 {
+                    write!(
+                        f,
+                        " ({} answered NaN, ±Inf or a negative number)",
+                        plural(*invalid, "pod")
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -537,11 +587,17 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
         settings,
         container,
         namespace,
+        ignored,
+        selector,
     } = input;
     if pods.is_empty() {
-        return Err(Undecidable::NoPods);
+        return Err(Undecidable::NoPods {
+            selector: selector.map(str::to_string),
+            namespace: namespace.to_string(),
+            ignored,
+        });
     }
-    let any_metrics = pods.iter().any(|p| samples.get(&p.name).is_some());
+    let any_metrics = pods.iter().any(|p| samples.get(&p.name).is_some_and(is_valid));
     let assessed = pods
         .iter()
         .map(|pod| assess(pod, samples.get(&pod.name), now, settings.window_secs))
@@ -560,6 +616,10 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
                 container: container.to_string(),
                 namespace: namespace.to_string(),
                 window_secs: settings.window_secs,
+                invalid: pods
+                    .iter()
+                    .filter(|v| v.excluded == Some(Exclusion::InvalidMetrics))
+                    .count(),
             });
         }
         None => match hold(stats, healthy, budget, settings) {
@@ -603,9 +663,20 @@ fn classify(pod: &Pod, sample: Option<f64>, now: i64, window_secs: u64) -> Resul
     }
     match sample {
         None => Err(Exclusion::NoMetrics),
-        Some(c) if c.is_finite() && c >= 0.0 => Ok(c),
+        Some(c) if is_valid(c) => Ok(c),
         Some(_) => Err(Exclusion::InvalidMetrics),
     }
+}
+
+/// A CPU sample the statistics can use: finite and not negative.
+fn is_valid(cores: f64) -> bool {
+    cores.is_finite() && cores >= 0.0
+}
+
+/// `spread` is over `threshold`, beyond a relative tolerance: a spread that is the
+/// threshold but for floating-point noise (0.30000000000000004 against 0.3) is not.
+pub fn over(spread: f64, threshold: f64) -> bool {
+    spread > threshold * (1.0 + SPREAD_TOLERANCE)
 }
 
 /// The fleet gate: how the fleet is changing, or `None` when it is stable. While it
@@ -626,6 +697,18 @@ fn gate(pods: &Pods, rollout: Option<&Rollout>, stabilization_secs: u64) -> Opti
             "{} terminating: {}",
             plural(terminating.len(), "pod"),
             terminating.join(", ")
+        ));
+    }
+    let unknown: Vec<&str> = pods
+        .iter()
+        .filter(|v| v.pod.created.is_none())
+        .map(|v| v.pod.name.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        because.push(format!(
+            "{} without a creation time: {}",
+            plural(unknown.len(), "pod"),
+            unknown.join(", ")
         ));
     }
     let window = stabilization_secs as i64;
@@ -655,7 +738,7 @@ fn hold(stats: Option<Stats>, healthy: usize, budget: usize, settings: &Settings
         })
     } else if s.mean < IDLE_MEAN_CORES {
         Some(Hold::Idle { mean: s.mean })
-    } else if s.spread <= settings.threshold {
+    } else if !over(s.spread, settings.threshold) {
         Some(Hold::Balanced {
             spread: s.spread,
             threshold: settings.threshold,
@@ -761,6 +844,8 @@ mod tests {
             settings,
             container: "c",
             namespace: "ns",
+            ignored: 0,
+            selector: Some("app=c"),
         })
     }
 
@@ -1050,5 +1135,102 @@ mod tests {
             hold(&check(&pods, &samples, None, &settings()).unwrap()),
             Hold::Balanced { .. }
         ));
+    }
+
+    #[test]
+    fn a_spread_that_is_the_threshold_but_for_rounding_is_balanced() {
+        // Population stddev of 0.7, 1.3, 0.7, 1.3 is 0.30000000000000004 of a mean of 1.
+        let (pods, samples) = fleet(&[0.7, 1.3, 0.7, 1.3]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        let spread = plan.stats.unwrap().spread;
+        assert!(spread > 0.3, "the float noise is there: {spread}");
+        assert!(matches!(hold(&plan), Hold::Balanced { .. }), "{plan:?}");
+        assert!(!over(0.3 * (1.0 + 1e-10), 0.3) && over(0.3 * (1.0 + 1e-8), 0.3));
+    }
+
+    #[test]
+    fn the_reason_never_prints_two_equal_numbers() {
+        let (pods, samples) = fleet(&[0.696, 1.304, 0.696, 1.304]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        let why = plan.over_threshold().unwrap();
+        assert_eq!(plan.stats.map(|s| format!("{:.2}", s.spread)).as_deref(), Some("0.30"));
+        assert!(
+            why.starts_with("spread 0.30") && why.contains("> threshold 0.30"),
+            "{why}"
+        );
+        assert!(
+            !why.starts_with("spread 0.30 "),
+            "more digits where two are equal: {why}"
+        );
+    }
+
+    #[test]
+    fn a_mean_of_exactly_the_idle_line_is_not_idle() {
+        let (pods, samples) = fleet(&[0.0005, 0.0015, 0.0005, 0.0015]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert!((plan.stats.unwrap().mean - IDLE_MEAN_CORES).abs() < 1e-15);
+        assert!(!matches!(plan.decision, Decision::Hold(Hold::Idle { .. })), "{plan:?}");
+    }
+
+    #[test]
+    fn a_pod_without_a_creation_time_gates_even_without_a_stabilization_window() {
+        let (mut pods, samples) = fleet(&[3.0, 0.1, 1.0, 1.0, 1.0]);
+        pods[2].created = None;
+        let s = Settings {
+            stabilization_secs: 0,
+            ..settings()
+        };
+        let plan = check(&pods, &samples, None, &s).unwrap();
+        let Hold::Stabilizing { because } = hold(&plan) else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(because, &vec!["1 pod without a creation time: p2".to_string()]);
+        assert_eq!(exclusion(&plan, "p2"), Some(Exclusion::TooYoung));
+    }
+
+    #[test]
+    fn samples_that_are_all_invalid_are_no_metrics_at_all() {
+        let (pods, mut samples) = fleet(&[1.0, 1.0, 1.0]);
+        for (i, bad) in [f64::NAN, f64::INFINITY, -1.0].into_iter().enumerate() {
+            samples.insert(format!("p{i}"), bad);
+        }
+        let e = check(&pods, &samples, None, &settings()).unwrap_err();
+        assert_eq!(e.stage(), Stage::Metrics);
+        assert_eq!(
+            e.to_string(),
+            "no CPU metrics for container c in namespace ns over 5m (3 pods answered NaN, ±Inf or a negative number)"
+        );
+        samples.insert("p0".into(), 0.0);
+        assert!(
+            check(&pods, &samples, None, &settings()).is_ok(),
+            "one valid sample is enough to decide"
+        );
+    }
+
+    #[test]
+    fn no_pods_names_the_selector_and_the_namespace() {
+        let e = check(&[], &BTreeMap::new(), None, &settings()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no pods matched the label selector app=c in namespace ns"
+        );
+        assert_eq!(e.stage(), Stage::Kubernetes);
+        let e = decide(Inputs {
+            pods: Vec::new(),
+            samples: &Samples::default(),
+            rollout: None,
+            now: NOW,
+            settings: &settings(),
+            container: "c",
+            namespace: "ns",
+            ignored: 8,
+            selector: Some("app=c"),
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the label selector app=c in namespace ns matched 8 pods, none of them the Deployment's"),
+            "{e}"
+        );
     }
 }

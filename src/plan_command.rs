@@ -191,21 +191,29 @@ fn saved_plan(
         })?),
         None => None,
     };
-    let container = config
+    // Without a Deployment's name (neither DEPLOYMENT_NAME nor --deployment), every
+    // pod of the file counts: there is no owner to check against.
+    let deployment = config
         .deployment
         .clone()
-        .or_else(|| rollout.as_ref().map(|r| r.name.clone()))
-        .unwrap_or_default();
-    let (pods, _) = kube::parse_pod_list(
-        &read_file("pods", pods_path)?,
-        Some(&container).filter(|c| !c.is_empty()).map(String::as_str),
-    )
-    .map_err(|e| {
+        .or_else(|| rollout.as_ref().map(|r| r.name.clone()));
+    let container = config.container.clone().or_else(|| deployment.clone());
+    let select = kube::Select {
+        deployment: deployment.as_deref(),
+        container: container.as_deref(),
+    };
+    let page = kube::parse_pod_list(&read_file("pods", pods_path)?, select).map_err(|e| {
         Error::new(
             format!("parse pods {}", pods_path.display()),
             Cause::Malformed(format!("expected a PodList: {e}")),
         )
     })?;
+    if let Some(why) = kube::listed_twice(&page.pods) {
+        return Err(Error::new(
+            format!("parse pods {}", pods_path.display()),
+            Cause::Malformed(why),
+        ));
+    }
     let samples = victoria::parse_answer(&read_file("CPU answer", cpu_path)?).map_err(|why| {
         Error::new(
             format!("parse CPU answer {}", cpu_path.display()),
@@ -213,13 +221,15 @@ fn saved_plan(
         )
     })?;
     plan::decide(Inputs {
-        pods,
+        pods: page.pods,
         samples: &samples,
         rollout: rollout.as_ref(),
         now,
         settings: &config.decision,
-        container: if container.is_empty() { "?" } else { &container },
+        container: container.as_deref().unwrap_or("?"),
         namespace: &config.namespace,
+        ignored: page.ignored,
+        selector: None,
     })
-    .map_err(|why| Error::refused("decide", why.to_string()))
+    .map_err(|why| Error::refused(format!("decide on {}", pods_path.display()), why.to_string()))
 }

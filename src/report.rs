@@ -26,9 +26,18 @@ pub struct Counters {
     pub errors: BTreeMap<Stage, f64>,
 }
 
+/// What a rebalancer rebalances: the `namespace` and `deployment` labels every sample
+/// carries, so that two rebalancers never share a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub namespace: String,
+    pub deployment: String,
+}
+
 /// This run, as the metrics see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
+    pub target: Target,
     /// The outcome of a completed run, or the stage a failed run failed in.
     pub ended: Ended,
     /// Pods the label selector matched, when the list was read.
@@ -62,10 +71,28 @@ const MEAN: &str = "rebalancer_cpu_usage_mean";
 const STDDEV: &str = "rebalancer_cpu_usage_stddev";
 const LAST_RUN: &str = "rebalancer_last_run_timestamp_seconds";
 const OUTCOME: &str = "rebalancer_cycle_outcome";
+const BUILD_INFO: &str = "rebalancer_build_info";
+
+/// A sample's `name{labels}` without the target's labels: `x{namespace="a",deployment="b",k="v"}`
+/// is `x{k="v"}`, and `x{namespace="a",deployment="b"}` is `x`.
+fn without_target(key: &str) -> String {
+    let Some((name, labels)) = key.strip_suffix('}').and_then(|k| k.split_once('{')) else {
+        return key.to_string();
+    };
+    let rest: Vec<&str> = labels
+        .split(',')
+        .filter(|l| !l.starts_with("namespace=") && !l.starts_with("deployment="))
+        .collect();
+    if rest.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{}}}", rest.join(","))
+    }
+}
 
 /// Reads the counters of a previous run's text. `Err` says why it is not ours.
 pub fn parse_previous(text: &str) -> Result<Counters, String> {
-    let mut values: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut values: BTreeMap<String, f64> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -83,7 +110,7 @@ pub fn parse_previous(text: &str) -> Result<Counters, String> {
                 i + 1
             ));
         }
-        values.insert(key.trim(), value);
+        values.insert(without_target(key.trim()), value);
     }
     let get = |k: &str| values.get(k).copied().unwrap_or(0.0);
     let counters = Counters {
@@ -105,34 +132,50 @@ pub fn parse_previous(text: &str) -> Result<Counters, String> {
 }
 
 /// The exposition text being written: each family's `# HELP` and `# TYPE`, then its
-/// samples, without timestamps.
-struct Text(String);
+/// samples, each with the target's labels first, without timestamps.
+struct Text {
+    out: String,
+    /// `namespace="…",deployment="…"`: validated DNS-1123 names, nothing to escape.
+    target: String,
+}
 
 impl Text {
     fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Text {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
         self
     }
 
     fn sample(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Text {
-        let _ = writeln!(self.0, "{name} {value}");
+        let _ = writeln!(self.out, "{name}{{{}}} {value}", self.target);
         self
     }
 
-    /// A sample with one label, `name{label="value"}`.
+    /// A sample with one label more, `name{namespace="…",deployment="…",label="value"}`.
     fn labelled(&mut self, name: &str, (label, value): (&str, &str), sample: impl std::fmt::Display) -> &mut Text {
-        let _ = writeln!(self.0, "{name}{{{label}=\"{value}\"}} {sample}");
+        let _ = writeln!(self.out, "{name}{{{},{label}=\"{value}\"}} {sample}", self.target);
         self
     }
 }
 
 /// The exposition text of this run on top of the carried counters.
 pub fn render(prev: &Counters, run: &Run) -> String {
-    let mut text = Text(String::with_capacity(2048));
+    let mut text = Text {
+        out: String::with_capacity(4096),
+        target: format!(
+            "namespace=\"{}\",deployment=\"{}\"",
+            run.target.namespace, run.target.deployment
+        ),
+    };
+    text.family(
+        BUILD_INFO,
+        "gauge",
+        "1, labelled with the version of pod-rebalancer that ran.",
+    )
+    .labelled(BUILD_INFO, ("version", env!("CARGO_PKG_VERSION")), 1);
     counters(&mut text, prev, run);
     gauges(&mut text, prev, run);
-    text.0
+    text.out
 }
 
 /// The counters: the previous run's values plus this run's.
@@ -246,6 +289,10 @@ mod tests {
 
     fn run() -> Run {
         Run {
+            target: Target {
+                namespace: "ns".into(),
+                deployment: "d".into(),
+            },
             ended: Ok(Outcome::Acted),
             matched: Some(6),
             analyzed: 5,
@@ -264,9 +311,18 @@ mod tests {
         }
     }
 
+    /// The text without the target's labels, after checking every sample has them.
+    fn plain(text: &str) -> String {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains("{namespace=\"ns\",deployment=\"d\""), "{line}");
+        }
+        text.replace("{namespace=\"ns\",deployment=\"d\"}", "")
+            .replace("namespace=\"ns\",deployment=\"d\",", "")
+    }
+
     #[test]
     fn every_family_has_help_and_type_and_every_label_is_present() {
-        let text = render(&Counters::default(), &run());
+        let text = plain(&render(&Counters::default(), &run()));
         for name in [
             EXECUTIONS,
             ANALYZED,
@@ -294,6 +350,11 @@ mod tests {
     #[test]
     fn counters_carry_over_and_gauges_do_not() {
         let first = render(&Counters::default(), &run());
+        assert_eq!(
+            parse_previous(&plain(&first)),
+            parse_previous(&first),
+            "older files without the labels read the same"
+        );
         let prev = parse_previous(&first).unwrap();
         let failed = Run {
             ended: Err(Stage::Metrics),
@@ -305,7 +366,7 @@ mod tests {
             end: 1_800_000_300.0,
             ..run()
         };
-        let second = render(&prev, &failed);
+        let second = plain(&render(&prev, &failed));
         assert!(second.contains("rebalancer_executions_total{status=\"success\"} 1\n"));
         assert!(second.contains("rebalancer_executions_total{status=\"error\"} 1\n"));
         assert!(second.contains("rebalancer_pods_analyzed_total 5\n"));
@@ -322,7 +383,7 @@ mod tests {
             !second.contains("rebalancer_cpu_usage_mean"),
             "no statistics were computed"
         );
-        let third = render(&parse_previous(&second).unwrap(), &run());
+        let third = plain(&render(&parse_previous(&second).unwrap(), &run()));
         assert!(third.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 2\n"));
     }
 
@@ -347,5 +408,44 @@ mod tests {
         {
             assert_eq!(line.split(' ').count(), 2, "{line}");
         }
+    }
+
+    #[test]
+    fn every_counter_is_the_previous_value_plus_this_run() {
+        let prev = Counters {
+            success: 7.0,
+            error: 3.0,
+            analyzed: 11.0,
+            deleted_highest: 2.0,
+            deleted_lowest: 5.0,
+            last_success: Some(1_700_000_000.0),
+            errors: [(Stage::Kubernetes, 1.0), (Stage::Metrics, 2.0)].into_iter().collect(),
+        };
+        let failed_in_act = Run {
+            ended: Err(Stage::Act),
+            deleted_lowest: 0,
+            ..run()
+        };
+        let text = plain(&render(&prev, &failed_in_act));
+        for line in [
+            "rebalancer_executions_total{status=\"success\"} 7\n",
+            "rebalancer_executions_total{status=\"error\"} 4\n",
+            "rebalancer_errors_total{stage=\"kubernetes\"} 1\n",
+            "rebalancer_errors_total{stage=\"metrics\"} 2\n",
+            "rebalancer_errors_total{stage=\"act\"} 1\n",
+            "rebalancer_errors_total{stage=\"report\"} 0\n",
+            "rebalancer_pods_analyzed_total 16\n",
+            "rebalancer_pods_deleted_total{type=\"highest_cpu\"} 3\n",
+            "rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 5\n",
+            "rebalancer_last_success_timestamp_seconds 1700000000\n",
+            "rebalancer_cycle_outcome{outcome=\"error\"} 1\n",
+            "rebalancer_cycle_outcome{outcome=\"acted\"} 0\n",
+            "rebalancer_build_info{version=\"0.1.0\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        let back = parse_previous(&text).unwrap();
+        assert_eq!((back.success, back.error, back.analyzed), (7.0, 4.0, 16.0));
+        assert_eq!(back.errors.get(&Stage::Act), Some(&1.0));
     }
 }

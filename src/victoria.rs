@@ -56,9 +56,16 @@ fn origin(url: &str) -> &str {
 /// balanced pod the "hottest". `max by (pod, container)` keeps one series per
 /// container (the same holds for two scrapers of one kubelet); the outer sum adds
 /// nothing else, since the matchers already select one container per pod.
-pub fn cpu_query(namespace: &str, container: &str, window_secs: u64) -> String {
+///
+/// `matchers` (`QUERY_MATCHERS`, validated by `config::query_matchers`) follow the two
+/// matchers of our own, as literal `=` matchers too.
+pub fn cpu_query(namespace: &str, container: &str, matchers: &[(String, String)], window_secs: u64) -> String {
+    let mut selector = format!("namespace=\"{namespace}\",container=\"{container}\"");
+    for (name, value) in matchers {
+        selector.push_str(&format!(",{name}=\"{value}\""));
+    }
     format!(
-        "sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{{namespace=\"{namespace}\",container=\"{container}\"}}[{window_secs}s])))"
+        "sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{{{selector}}}[{window_secs}s])))"
     )
 }
 
@@ -140,18 +147,26 @@ fn pod_sample(series: VectorSample) -> Result<Option<(Box<str>, f64)>, String> {
         return Err(format!("pod {pod}: expected a float sample, got none (a histogram?)"));
     };
     // The three words Prometheus writes for non-finite values; any other spelling
-    // Rust would parse ("inf", "infinity") is not what a server sends.
+    // Rust would parse ("inf", "Inf", "infinity", "1e999") is not what a server sends.
     let cores = match text.as_str() {
         "NaN" => f64::NAN,
-        "+Inf" | "Inf" => f64::INFINITY,
+        "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
         _ => match text.parse::<f64>() {
             Ok(v) if v.is_finite() => v,
             _ => return Err(format!("pod {pod}: expected a number, got {text:?}")),
         },
     };
+    // No pod burns a million cores; such a number is a broken answer, and summed into
+    // the statistics it could overflow them into a false "balanced".
+    if cores.is_finite() && cores.abs() > MAX_CORES {
+        return Err(format!("pod {pod}: expected at most {MAX_CORES} cores, got {text}"));
+    }
     Ok(Some((pod.into_boxed_str(), cores)))
 }
+
+/// The largest CPU sample, in cores, an answer may hold: far above any machine.
+pub const MAX_CORES: f64 = 1e6;
 
 /// The one label we read. Other labels are skipped as they are parsed, not kept: a
 /// series with a million labels costs no memory.
@@ -223,7 +238,7 @@ mod tests {
     #[test]
     fn the_query_is_literal() {
         assert_eq!(
-            cpu_query("posthog", "ingestion-consumer", 300),
+            cpu_query("posthog", "ingestion-consumer", &[], 300),
             r#"sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s])))"#
         );
     }
@@ -276,6 +291,46 @@ mod tests {
             let err = parse_answer(body).unwrap_err();
             assert!(err.contains(words), "{words}: {err}");
         }
+    }
+
+    #[test]
+    fn only_the_three_words_and_numbers_up_to_a_million_cores_are_samples() {
+        let answer = |value: &str| {
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"pod":"a"}},"value":[1,"{value}"]}}]}}}}"#
+            )
+        };
+        for bad in [
+            "inf",
+            "Inf",
+            "infinity",
+            "1e999",
+            "-1e999",
+            "nan",
+            "1e200",
+            "1e308",
+            "1000000.5",
+            "-2e6",
+        ] {
+            assert!(parse_answer(&answer(bad)).is_err(), "{bad}");
+        }
+        assert!(
+            parse_answer(&answer("1e200"))
+                .unwrap_err()
+                .contains("expected at most 1000000 cores, got 1e200")
+        );
+        for (good, cores) in [("1000000", 1e6), ("0", 0.0), ("-0.5", -0.5), ("2.5e-3", 0.0025)] {
+            assert_eq!(parse_answer(&answer(good)).unwrap().get("a"), Some(cores), "{good}");
+        }
+    }
+
+    #[test]
+    fn query_matchers_follow_ours() {
+        let matchers = [("cluster".to_string(), "prod-eu-1".to_string())];
+        assert!(
+            cpu_query("posthog", "consumer", &matchers, 120)
+                .contains(r#"{namespace="posthog",container="consumer",cluster="prod-eu-1"}[120s]"#)
+        );
     }
 
     #[test]

@@ -5,13 +5,17 @@
 use crate::manifests::{rule_groups, rules_file};
 use crate::support::root;
 use pod_rebalancer::outcome::Outcome;
-use pod_rebalancer::report::{Counters, Run, render};
+use pod_rebalancer::report::{Counters, Run, Target, render};
 use pod_rebalancer::stats::Stats;
 use std::collections::BTreeSet;
 
 /// Every metric name in the text of a run that exported everything.
 fn exported() -> BTreeSet<String> {
     let run = Run {
+        target: Target {
+            namespace: "ns".into(),
+            deployment: "d".into(),
+        },
         ended: Ok(Outcome::Acted),
         matched: Some(3),
         analyzed: 3,

@@ -11,4 +11,5 @@ mod manifests;
 mod outcomes;
 mod plan_command;
 mod properties;
+mod target;
 mod victoria;

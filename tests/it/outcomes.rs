@@ -44,10 +44,11 @@ fn ended(result: &Result<Done, Failed>) -> Ended {
 fn check(namespace: &str, cpus: &[f64], fake: impl FnOnce(Fake) -> Fake, extra: &[(&str, &str)], want: Ended) -> World {
     let (pods, cpu) = fleet(cpus);
     let world = World::new(namespace, fake, &pods, &cpu);
-    let result = cycle_of(&world, extra);
+    let (config, cluster) = configure(&world, extra);
+    let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
     let error = result.as_ref().err().map(|f| f.error.to_string());
     assert_eq!(ended(&result), want, "{error:?}");
-    let run = cycle::metrics_of(&result, 0.3, 0.5, 1.0);
+    let run = cycle::metrics_of(&result, &config, 0.5, 1.0);
     assert_eq!(run.ended, want, "the metrics tell the same story");
     world
 }
@@ -141,8 +142,9 @@ fn the_metrics_view_of_a_failure_after_acting_keeps_what_was_done() {
     };
     let (pods, cpu) = fleet(&IMBALANCED);
     let world = World::new("s-partial", refuse_coldest, &pods, &cpu);
-    let result = cycle_of(&world, &[]);
-    let run = cycle::metrics_of(&result, 0.3, 0.5, 1.0);
+    let (config, cluster) = configure(&world, &[]);
+    let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
+    let run = cycle::metrics_of(&result, &config, 0.5, 1.0);
     assert_eq!(run.ended, Err(Stage::Act));
     assert_eq!((run.deleted_highest, run.deleted_lowest), (1, 0));
     assert_eq!((run.matched, run.analyzed), (Some(5), 5));

@@ -87,6 +87,8 @@ impl Fleet {
             settings: &self.settings,
             container: "c",
             namespace: "ns",
+            ignored: 0,
+            selector: None,
         })
     }
 }
@@ -250,11 +252,12 @@ fn reference(f: &Fleet) -> Result<Expected, &'static str> {
     let young = f
         .pods
         .iter()
-        .any(|p| window > 0 && p.created.is_some_and(|c| NOW - c < window));
+        .any(|p| p.created.is_none() || (window > 0 && p.created.is_some_and(|c| NOW - c < window)));
     if unfinished || young || f.pods.iter().any(|p| p.terminating) {
         return Ok(Expected::hold("stabilizing"));
     }
-    if !f.pods.iter().any(|p| f.samples.contains_key(&p.name)) {
+    let valid = |c: &f64| c.is_finite() && *c >= 0.0;
+    if !f.pods.iter().any(|p| f.samples.get(&p.name).is_some_and(valid)) {
         return Err("no CPU metrics");
     }
     let mut eligible: Vec<(String, f64)> = f

@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         }),
         Ok(cli::Command::Plan(raw, args)) => config::plan(&raw, &args).map(|request| request.config),
         Ok(cli::Command::Help | cli::Command::Version) => return,
-        Err(problems) => Err(problems),
+        Err(usage) => Err(usage.problems),
     };
     match checked {
         Ok(c) => {

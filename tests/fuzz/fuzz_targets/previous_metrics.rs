@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pod_rebalancer::outcome::{Outcome, Stage};
-use pod_rebalancer::report::{Counters, Run, parse_previous, render};
+use pod_rebalancer::report::{Counters, Run, Target, parse_previous, render};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -23,6 +23,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(x.is_finite() && x >= 0.0, "{x}");
     }
     let run = Run {
+        target: Target {
+            namespace: "ns".into(),
+            deployment: "d".into(),
+        },
         ended: Ok(Outcome::Acted),
         matched: Some(5),
         analyzed: 5,
