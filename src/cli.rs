@@ -116,6 +116,26 @@ pub const SETTINGS: &[Setting] = &[
         Some("10m"),
         "no action while any pod is younger than this",
     ),
+    s(
+        "STATE_CONFIGMAP",
+        None,
+        "ConfigMap (in KUBE_NAMESPACE) that holds the memory; unset: stateless",
+    ),
+    s(
+        "MIN_IMPROVEMENT",
+        Some("0.25"),
+        "an action is effective when the spread falls by this fraction",
+    ),
+    s(
+        "MAX_INEFFECTIVE_ACTIONS",
+        Some("3"),
+        "ineffective actions in a row that open the breaker",
+    ),
+    s(
+        "BACKOFF",
+        Some("1h"),
+        "the breaker's first hold; doubles with each further ineffective action, at most 24h",
+    ),
     s("METRICS_FILE", None, "Prometheus textfile to write (atomically)"),
     s(
         "METRICS_PUSH_URL",
@@ -157,6 +177,8 @@ pub struct PlanArgs {
     pub pods: Option<PathBuf>,
     pub cpu: Option<PathBuf>,
     pub deployment: Option<PathBuf>,
+    /// A saved state ConfigMap.
+    pub state: Option<PathBuf>,
     pub now: Option<String>,
     pub output: Option<String>,
     /// Live plan only: write the responses read into this directory.
@@ -256,7 +278,7 @@ fn plan_flag(parser: &mut lexopt::Parser, name: &str, p: &mut PlanArgs) -> Resul
         p.all = true;
         return Ok(true);
     }
-    if !["pods", "cpu", "deployment", "save", "now", "output"].contains(&name) {
+    if !["pods", "cpu", "deployment", "state", "save", "now", "output"].contains(&name) {
         return Ok(false);
     }
     let value = text(parser.value().map_err(|e| e.to_string())?, name)?;
@@ -267,6 +289,7 @@ fn plan_flag(parser: &mut lexopt::Parser, name: &str, p: &mut PlanArgs) -> Resul
         "pods" => p.pods = Some(PathBuf::from(value)),
         "cpu" => p.cpu = Some(PathBuf::from(value)),
         "deployment" => p.deployment = Some(PathBuf::from(value)),
+        "state" => p.state = Some(PathBuf::from(value)),
         "save" => p.save = Some(PathBuf::from(value)),
         "now" => p.now = Some(value),
         _ => p.output = Some(value),
@@ -291,10 +314,13 @@ USAGE:
     pod-rebalancer plan [--save DIR] [--output text|json] [--all] [FLAGS]
         The read-only half of a cycle: reads the cluster and the metrics like a run,
         prints the plan for a person, sends no mutating request and no Event.
-        --save DIR writes the responses read (pods.json, deployment.json, cpu.json).
-    pod-rebalancer plan --pods FILE --cpu FILE [--deployment FILE] [--now RFC3339] [--output text|json] [--all]
+        --save DIR writes the responses read (pods.json, deployment.json, cpu.json,
+        state.json).
+    pod-rebalancer plan --pods FILE --cpu FILE [--deployment FILE] [--state FILE]
+                        [--now RFC3339] [--output text|json] [--all]
         The same picture from saved responses (`kubectl get pods -o json`, the JSON
-        answer of /api/v1/query, `kubectl get deploy -o json`). No connection.
+        answer of /api/v1/query, `kubectl get deploy -o json`, `kubectl get configmap
+        STATE_CONFIGMAP -o json`). No connection.
 
 SETTINGS (flag beats variable; an empty variable is unset):
 ",
@@ -376,7 +402,15 @@ mod tests {
             let raw = raw_of(check(&["plan", &format!("{flag}=x")], &[]));
             assert_eq!(raw.get(s.var), Some("x"), "plan {flag}");
         }
-        for plan_flag in ["--pods", "--cpu", "--deployment", "--now", "--output", "--save"] {
+        for plan_flag in [
+            "--pods",
+            "--cpu",
+            "--deployment",
+            "--state",
+            "--now",
+            "--output",
+            "--save",
+        ] {
             assert!(help.contains(plan_flag), "{plan_flag} is not in --help");
             let cmd = check(&["plan", plan_flag, "x"], &[]);
             assert!(matches!(cmd, Ok(Command::Plan(..))), "plan {plan_flag}: {cmd:?}");

@@ -8,6 +8,7 @@
 use crate::cli::{PlanArgs, Raw, SETTINGS, flag_name};
 use crate::kube::{self, EvictionMode};
 use crate::logging;
+use crate::memory;
 use crate::plan;
 use crate::plan_command::{self, Output, Source};
 use crate::victoria;
@@ -26,6 +27,9 @@ pub struct Config {
     /// `QUERY_MATCHERS`: extra literal label matchers of the query, in order.
     pub matchers: Vec<(String, String)>,
     pub decision: plan::Settings,
+    /// `STATE_CONFIGMAP`: the ConfigMap that holds the memory; `None`: stateless.
+    pub state: Option<String>,
+    pub memory: memory::Settings,
     pub dry_run: bool,
     pub log_level: log::LevelFilter,
     pub log_format: logging::Format,
@@ -192,8 +196,10 @@ pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<Str
     if offline && args.save.is_some() {
         problems.push("plan: --save records a live plan; it does not go with --pods/--cpu".to_string());
     }
-    if !offline && (args.deployment.is_some() || args.now.is_some()) {
-        problems.push("plan: --deployment and --now replay saved responses; they need --pods and --cpu".to_string());
+    if !offline && (args.deployment.is_some() || args.now.is_some() || args.state.is_some()) {
+        problems.push(
+            "plan: --deployment, --state and --now replay saved responses; they need --pods and --cpu".to_string(),
+        );
     }
     let now = args.now.as_deref().and_then(|text| {
         let now = crate::clock::parse_rfc3339(text);
@@ -226,6 +232,7 @@ pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<Str
             pods: pods.clone(),
             cpu: cpu.clone(),
             deployment: args.deployment.clone(),
+            state: args.state.clone(),
             now,
         },
         (None, _, _) => return Err(vec!["plan: expected --pods and --cpu, or a live configuration".into()]),
@@ -262,6 +269,17 @@ fn common(c: &mut Checker) -> Option<Config> {
         None => Some(Vec::new()),
     };
     let decision = decision(c);
+    let state = match c.value("STATE_CONFIGMAP") {
+        Some(_) => c
+            .parsed(
+                "STATE_CONFIGMAP",
+                "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)",
+                dns_subdomain,
+            )
+            .map(Some),
+        None => Some(None),
+    };
+    let memory = memory_settings(c);
     let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
     let log_level = c.word(
         "LOG_LEVEL",
@@ -300,6 +318,8 @@ fn common(c: &mut Checker) -> Option<Config> {
         container: container?,
         matchers: matchers?,
         decision: decision?,
+        state: state?,
+        memory: memory?,
         dry_run: dry_run?,
         log_level: log_level?,
         log_format: log_format?,
@@ -381,6 +401,31 @@ pub fn query_matchers(v: &str) -> Option<Vec<(String, String)>> {
         }
         rest = rest.strip_prefix(',')?.trim_start();
     }
+}
+
+fn memory_settings(c: &mut Checker) -> Option<memory::Settings> {
+    let min_improvement = c.parsed("MIN_IMPROVEMENT", "a number > 0 and < 1 such as 0.25", |v| {
+        v.trim().parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0)
+    });
+    let max_ineffective = c.parsed("MAX_INEFFECTIVE_ACTIONS", "an integer >= 1", |v| {
+        v.trim().parse::<u32>().ok().filter(|n| *n >= 1)
+    });
+    let backoff = c.parsed("BACKOFF", "a duration > 0, at most 24h, such as 1h", |v| {
+        let d = positive_duration(v)?;
+        let secs = d.as_secs().checked_add(u64::from(d.subsec_nanos() > 0))?;
+        (secs <= memory::MAX_HOLD_SECS).then_some(secs)
+    });
+    Some(memory::Settings {
+        min_improvement: min_improvement?,
+        max_ineffective: max_ineffective?,
+        backoff_secs: backoff?,
+    })
+}
+
+/// Lowercase DNS labels joined by '.', at most 253 characters: a ConfigMap's name.
+pub fn dns_subdomain(v: &str) -> Option<String> {
+    let ok = v.len() <= 253 && v.split('.').all(|label| dns_label(label).is_some());
+    ok.then(|| v.to_string())
 }
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.

@@ -1,19 +1,21 @@
-//! One live cycle: read the cluster and the metrics, decide, act (unless dry run).
+//! One live cycle: read the memory, the cluster and the metrics, decide, act.
 //!
 //! `cycle` is that sequence as a function of its clients and `now`, and it returns a
 //! value: the outcome with its plan (`Done`), or the stage that failed, why, and how
-//! far the cycle got (`Failed`). `run` wraps it for `main`: it builds the clients, then
-//! turns the value into the last log line, the metrics and the exit code. This is the
-//! only place that sequences I/O; a failure before acting means nothing is removed.
+//! far the cycle got (`Failed`). `finish` turns that value into the end-of-run write
+//! of the memory, the metrics, the last log line and the exit code; `run` is both for
+//! `main`. This is the only place that sequences I/O; a failure before acting means
+//! nothing is removed, and the memory is written before anything is (the lease).
 
 use crate::act::{self, Acted};
 use crate::config::{Cluster, Config};
 use crate::error::Error;
 use crate::http::{Client, Payload};
-use crate::kube::{self, EvictionMode, Kube};
+use crate::kube::{self, Kube, StateObject};
+use crate::memory::{self, Breaker, Judgement, Memory};
 use crate::outcome::{self, EXIT_FAILED, EXIT_OK, Outcome, Stage};
-use crate::plan::{self, Decision, Inputs, Plan, Removal, Role};
-use crate::report::{self, Run};
+use crate::plan::{self, Decision, Inputs, Plan, Role};
+use crate::report::{self, Counters, MemoryGauges, Run};
 use crate::{clock, victoria};
 use std::time::Instant;
 
@@ -33,12 +35,23 @@ impl Clients {
     }
 }
 
-/// A cycle that completed: how it ended, its plan, and what was done to the plan's pods.
+/// The memory as this run holds it: the state ConfigMap as last read or written, and
+/// the document the end of the run writes back.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub object: StateObject,
+    pub memory: Memory,
+}
+
+/// A cycle that completed: how it ended, its plan, what was done to the plan's pods,
+/// and the memory.
 #[derive(Debug)]
 pub struct Done {
     pub outcome: Outcome,
     pub plan: Plan,
     pub acted: Acted,
+    pub stored: Option<Stored>,
+    pub judgement: Option<Judgement>,
 }
 
 /// A cycle that failed: the stage, the error, and how far it got.
@@ -51,8 +64,10 @@ pub struct Failed {
     /// The plan, when the failure came after the decision (boxed: a `Result` carries
     /// its error by value, and most failures come before any plan).
     pub plan: Option<Box<Plan>>,
-    /// Pods removed before the failure.
-    pub removed: Vec<Removal>,
+    /// What was done before the failure.
+    pub acted: Acted,
+    /// The memory, when it was read: the end of the run still writes its counters.
+    pub stored: Option<Box<Stored>>,
 }
 
 impl Failed {
@@ -62,8 +77,14 @@ impl Failed {
             error,
             matched: None,
             plan: None,
-            removed: Vec::new(),
+            acted: Acted::default(),
+            stored: None,
         }
+    }
+
+    fn with(mut self, stored: &Option<Stored>) -> Failed {
+        self.stored = stored.clone().map(Box::new);
+        self
     }
 }
 
@@ -73,14 +94,30 @@ pub struct Responses {
     pub deployment: Vec<u8>,
     pub pod_pages: Vec<Vec<u8>>,
     pub cpu: Vec<u8>,
+    pub state: Vec<u8>,
 }
 
-/// One live run, for `main`: the cycle, then its log line, metrics and exit code.
+/// One live run, for `main`: the cycle, then the end of the run.
 pub fn run(config: &Config, cluster: &Cluster) -> u8 {
+    run_at(config, cluster, clock::now_unix()).code
+}
+
+/// One live run at `now`: in-process tests move `now` past a hold of the breaker.
+pub fn run_at(config: &Config, cluster: &Cluster, now: i64) -> Finished {
     let started = Instant::now();
-    let result =
-        Clients::connect(config, cluster).and_then(|clients| cycle(&clients, config, cluster, clock::now_unix()));
-    finish(config, &result, started.elapsed().as_secs_f64(), clock::now_unix_f64()).code
+    let clients = Clients::connect(config, cluster);
+    let result = match &clients {
+        Ok(clients) => cycle(clients, config, cluster, now),
+        Err(failed) => Err(Failed::at(failed.stage, failed.error.clone())),
+    };
+    let kube = clients.as_ref().ok().map(|c| &c.kube);
+    finish(
+        config,
+        kube,
+        result,
+        started.elapsed().as_secs_f64(),
+        clock::now_unix_f64(),
+    )
 }
 
 /// What `finish` made of a cycle: the metrics' view of the run, and the exit code.
@@ -90,17 +127,51 @@ pub struct Finished {
     pub code: u8,
 }
 
-/// Logs a cycle's result, writes and pushes its metrics, and gives its exit code. A
-/// metrics file that cannot be written fails the run in the report stage: the pushed
-/// metrics, the last log line and the exit code all say so.
-pub fn finish(config: &Config, result: &Result<Done, Failed>, duration_secs: f64, end: f64) -> Finished {
-    if let Err(failed) = result {
+/// The end of a run: the memory's counters written back (when there is a memory), the
+/// metrics written and pushed, the last log line, the exit code. A state ConfigMap or
+/// a metrics file that cannot be written fails the run: the metrics, the last log
+/// line and the exit code all say so.
+pub fn finish(
+    config: &Config,
+    kube: Option<&Client>,
+    result: Result<Done, Failed>,
+    duration_secs: f64,
+    end: f64,
+) -> Finished {
+    if let Err(failed) = &result {
         log::error!(error:% = failed.error; "run failed, no further action");
     }
-    let run = publish(config, metrics_of(result, config, duration_secs, end));
-    let removed = match result {
+    let mut run = metrics_of(&result, config, duration_secs, end);
+    let stored = match &result {
+        Ok(done) => done.stored.as_ref(),
+        Err(failed) => failed.stored.as_deref(),
+    };
+    let previous = match stored {
+        Some(stored) => stored.memory.counters.clone(),
+        None => config
+            .metrics_file
+            .as_deref()
+            .map(report::read_previous)
+            .unwrap_or_default(),
+    };
+    if let (Some(stored), Some(client)) = (stored, kube) {
+        let mut memory = stored.memory.clone();
+        memory.counters = previous.after(&run);
+        let kube = Kube {
+            client,
+            namespace: &config.namespace,
+        };
+        if let Err(e) = kube.put_state(&stored.object, &memory::render(&memory)) {
+            log::error!(error:% = e; "state not written: the counters and this run's evaluation are lost");
+            if run.ok() {
+                run.ended = Err(Stage::State);
+            }
+        }
+    }
+    let run = publish(config, &previous, run);
+    let removed = match &result {
         Ok(done) => done.acted.removed.len(),
-        Err(failed) => failed.removed.len(),
+        Err(failed) => failed.acted.removed.len(),
     };
     log::info!(
         outcome = outcome::label(run.ended), removed, duration_seconds = act::round(duration_secs);
@@ -112,21 +183,27 @@ pub fn finish(config: &Config, result: &Result<Done, Failed>, duration_secs: f64
 
 /// The metrics' view of a cycle's result. Pure.
 pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, duration_secs: f64, end: f64) -> Run {
-    let (ended, matched, plan, removed) = match result {
+    let (ended, matched, plan, acted, stored) = match result {
         Ok(done) => (
             Ok(done.outcome),
             Some(done.plan.pods.len()),
             Some(&done.plan),
-            &done.acted.removed,
+            &done.acted,
+            done.stored.as_ref(),
         ),
         Err(failed) => (
             Err(failed.stage),
             failed.matched,
             failed.plan.as_deref(),
-            &failed.removed,
+            &failed.acted,
+            failed.stored.as_deref(),
         ),
     };
-    let count = |role| removed.iter().filter(|r| r.role == role).count();
+    // Dry-run removals were only accepted, never done.
+    let deleted = |role| match ended {
+        Ok(Outcome::DryRun) => 0,
+        _ => acted.removed.iter().filter(|r| r.role == role).count(),
+    };
     Run {
         target: report::Target {
             namespace: config.namespace.clone(),
@@ -135,64 +212,191 @@ pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, duration_secs:
         ended,
         matched,
         analyzed: plan.map_or(0, Plan::analyzed),
-        deleted_highest: count(Role::HighestCpu),
-        deleted_lowest: count(Role::LowestCpu),
+        deleted_highest: deleted(Role::HighestCpu),
+        deleted_lowest: deleted(Role::LowestCpu),
         stats: plan.and_then(|p| p.stats),
         threshold: config.decision.threshold,
         duration_secs,
         end,
+        refused: acted.refused.iter().map(|(_, why)| *why).collect(),
+        memory: stored.map(|s| gauges(&s.memory, end)),
     }
 }
 
-/// One cycle with these clients at `now`: read, decide, log the plan, act unless dry run.
-pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) -> Result<Done, Failed> {
-    let plan = observe(config, cluster, clients, now, None)?;
-    log_plan(&plan, config.mode, config.dry_run);
-    let done = |outcome, plan| Done {
-        outcome,
-        plan,
-        acted: Acted::default(),
-    };
-    match &plan.decision {
-        Decision::Hold(hold) => return Ok(done(hold.outcome(), plan)),
-        Decision::Remove { pods } if config.dry_run => {
-            for p in pods {
-                log::info!(pod = p.name.as_str(), role = p.role.label(), cpu = act::round(p.cpu); "dry run: would {} pod {}", config.mode.verb(), p.name);
-            }
-            return Ok(done(Outcome::DryRun, plan));
-        }
-        Decision::Remove { .. } => {}
+/// The memory's gauges at `end`.
+fn gauges(memory: &Memory, end: f64) -> MemoryGauges {
+    let last_effect = memory
+        .actions
+        .iter()
+        .rev()
+        .find_map(|a| a.evaluation.as_ref())
+        .map(|e| (e.ratio, e.hot_spot.is_some()));
+    MemoryGauges {
+        streak: memory.streak,
+        hold_until: memory.hold_until.filter(|until| *until as f64 > end),
+        last_effect,
     }
+}
+
+/// One cycle with these clients at `now`: read the memory, read and decide, let the
+/// memory judge, write the lease, act (as server-side dry runs under `DRY_RUN`).
+pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) -> Result<Done, Failed> {
     let kube = Kube {
         client: &clients.kube,
         namespace: &config.namespace,
     };
-    let mut acted = act::execute(&kube, &plan, config.mode, now);
+    let mut stored = match &config.state {
+        Some(name) => Some(read_state(&kube, name, None)?),
+        None => {
+            log::info!("no STATE_CONFIGMAP: no memory, every run judges the fleet alone");
+            None
+        }
+    };
+    let (plan, fingerprint) = observe(config, cluster, clients, now, None).map_err(|f| f.with(&stored))?;
+    let (plan, judgement) = judged(plan, stored.as_ref().map(|s| &s.memory), &fingerprint, config, now);
+    log_plan(&plan, config);
+    let Decision::Remove { .. } = &plan.decision else {
+        let outcome = match &plan.decision {
+            Decision::Hold(hold) => hold.outcome(),
+            Decision::Remove { .. } => Outcome::Acted,
+        };
+        if let (Some(s), Some(j)) = (stored.as_mut(), &judgement) {
+            s.memory = j.next.clone();
+        }
+        return Ok(Done {
+            outcome,
+            plan,
+            acted: Acted::default(),
+            stored,
+            judgement,
+        });
+    };
+    // The lease: the evaluation and the intended action are written before any
+    // removal, with the resourceVersion read; of two runs, one gets a 409 here.
+    let probe = judgement.as_ref().is_some_and(|j| j.breaker == Breaker::Probe);
+    if let (Some(s), Some(j)) = (&stored, &judgement) {
+        let mut next = j.next.clone();
+        if !config.dry_run {
+            memory::remember(&mut next, &plan, plan.removals(), probe, &fingerprint);
+        }
+        let object = kube
+            .put_state(&s.object, &memory::render(&next))
+            .map_err(|e| Failed::at(Stage::State, e).with(&stored))?;
+        stored = Some(Stored { object, memory: next });
+    }
+    let mode = act::Mode {
+        eviction: config.mode,
+        dry_run: config.dry_run,
+    };
+    let mut acted = act::execute(&kube, &plan, mode, now);
+    // The memory keeps what was removed, not what was meant to be.
+    if let Some(s) = stored.as_mut()
+        && !config.dry_run
+    {
+        s.memory.actions.pop();
+        memory::remember(&mut s.memory, &plan, &acted.removed, probe, &fingerprint);
+    }
+    let outcome = if config.dry_run {
+        Outcome::DryRun
+    } else {
+        Outcome::Acted
+    };
     match acted.error.take() {
         None => Ok(Done {
-            outcome: Outcome::Acted,
+            outcome,
             plan,
             acted,
+            stored,
+            judgement,
         }),
         Some(error) => Err(Failed {
             stage: Stage::Act,
             error,
             matched: Some(plan.pods.len()),
             plan: Some(Box::new(plan)),
-            removed: acted.removed,
+            acted,
+            stored: stored.map(Box::new),
         }),
+    }
+}
+
+/// The state ConfigMap and its document. A missing ConfigMap, or a document that
+/// cannot be read (malformed, a newer version), fails the run: nothing is removed and
+/// nothing is overwritten.
+pub fn read_state(kube: &Kube, name: &str, keep: Option<&mut Vec<u8>>) -> Result<Stored, Failed> {
+    let object = kube.get_state(name, keep).map_err(|e| Failed::at(Stage::State, e))?;
+    let memory = memory::parse(object.document.as_deref()).map_err(|why| {
+        let doing = format!(
+            "read the state document {}/{} (data.{})",
+            kube.namespace,
+            name,
+            kube::STATE_KEY
+        );
+        Failed::at(Stage::State, Error::new(doing, crate::error::Cause::Malformed(why)))
+    })?;
+    Ok(Stored { object, memory })
+}
+
+/// The plan as the memory allows it, and the memory's judgement; the plan unchanged
+/// without a memory.
+pub fn judged(
+    plan: Plan,
+    memory: Option<&Memory>,
+    fingerprint: &str,
+    config: &Config,
+    now: i64,
+) -> (Plan, Option<Judgement>) {
+    let Some(memory) = memory else {
+        return (plan, None);
+    };
+    let judgement = memory::judge(
+        memory,
+        &plan,
+        fingerprint,
+        now,
+        config.decision.threshold,
+        &config.memory,
+    );
+    log_judgement(&judgement);
+    (memory::apply(plan, &judgement), Some(judgement))
+}
+
+fn log_judgement(j: &Judgement) {
+    if j.rollout {
+        log::info!(
+            "the last action is not evaluated: the pod template changed since (a rollout); the streak starts again"
+        );
+    }
+    if let (Some(e), Some(action)) = (&j.evaluation, j.next.actions.last()) {
+        let verdict = if e.effective { "effective" } else { "ineffective" };
+        log::info!(
+            spread_before = act::round(action.spread), spread_after = act::round(e.spread), ratio = act::round(e.ratio),
+            verdict, streak = j.next.streak;
+            "last action evaluated: {verdict}"
+        );
+        if let Some(moved) = &e.hot_spot {
+            log::info!(from = moved.from.as_str(), to = moved.to.as_str(); "{moved}");
+        }
+    }
+    match j.breaker {
+        Breaker::Open { until } => {
+            log::info!(until = clock::format_rfc3339(until).as_str(), streak = j.next.streak; "breaker open: no action until the hold ends")
+        }
+        Breaker::Probe => log::info!(streak = j.next.streak; "breaker half-open: the next action is a probe"),
+        Breaker::Closed => {}
     }
 }
 
 /// Reads the cluster and the metrics and decides: the read-only half of a cycle,
 /// shared by the live run and the live `plan`. With `keep`, the bodies read are kept.
+/// Returns the plan and the fingerprint of the Deployment's pod template.
 pub fn observe(
     config: &Config,
     cluster: &Cluster,
     clients: &Clients,
     now: i64,
     mut keep: Option<&mut Responses>,
-) -> Result<Plan, Failed> {
+) -> Result<(Plan, String), Failed> {
     let kube = Kube {
         client: &clients.kube,
         namespace: &config.namespace,
@@ -223,7 +427,7 @@ pub fn observe(
         matched,
         ..Failed::at(Stage::Metrics, e)
     })?;
-    plan::decide(Inputs {
+    let plan = plan::decide(Inputs {
         pods: listed.pods,
         samples: &samples,
         rollout: Some(&rollout),
@@ -237,10 +441,11 @@ pub fn observe(
     .map_err(|why| Failed {
         matched,
         ..Failed::at(why.stage(), Error::refused("decide", why.to_string()))
-    })
+    })?;
+    Ok((plan, rollout.fingerprint))
 }
 
-fn log_plan(plan: &Plan, mode: EvictionMode, dry_run: bool) {
+fn log_plan(plan: &Plan, config: &Config) {
     // A line per pod only when it is printed: at 50,000 pods the formatting alone
     // would cost a run at info level for nothing.
     if log::log_enabled!(log::Level::Debug) {
@@ -257,10 +462,10 @@ fn log_plan(plan: &Plan, mode: EvictionMode, dry_run: bool) {
             );
         }
     }
-    let verb = if dry_run {
-        format!("would {}", mode.verb())
+    let verb = if config.dry_run {
+        format!("would {}", config.mode.verb())
     } else {
-        mode.verb().to_string()
+        config.mode.verb().to_string()
     };
     let (n, mean, stddev, spread) = plan
         .stats
@@ -276,21 +481,18 @@ fn log_plan(plan: &Plan, mode: EvictionMode, dry_run: bool) {
     );
 }
 
-/// Writes and pushes the metrics of `run`; the run as published, which failed in the
-/// report stage when the metrics file could not be written.
-fn publish(config: &Config, mut run: Run) -> Run {
-    let previous = config
-        .metrics_file
-        .as_deref()
-        .map(report::read_previous)
-        .unwrap_or_default();
-    let mut text = report::render(&previous, &run);
+/// Writes and pushes the metrics of `run` on top of `previous`; the run as published,
+/// which failed in the report stage when the metrics file could not be written.
+fn publish(config: &Config, previous: &Counters, mut run: Run) -> Run {
+    let mut text = report::render(previous, &run);
     if let Some(path) = &config.metrics_file
         && let Err(e) = report::write_atomic(path, &text)
     {
         log::error!(error:% = e; "metrics file not written");
-        run.ended = Err(Stage::Report);
-        text = report::render(&previous, &run);
+        if run.ok() {
+            run.ended = Err(Stage::Report);
+        }
+        text = report::render(previous, &run);
     }
     if let Some(url) = &config.push_url {
         let payload = Payload {

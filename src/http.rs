@@ -226,6 +226,24 @@ impl Client {
         )
     }
 
+    /// Sends a mutating request with a JSON body and parses the JSON answer.
+    pub fn send_json_for<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, Error> {
+        let bytes = body.to_string().into_bytes();
+        let payload = Payload {
+            content_type: "application/json",
+            bytes: &bytes,
+        };
+        self.call(what, method, path, Some(payload), None, |doing, body, keep| {
+            self.parse(doing, body, keep)
+        })
+    }
+
     /// Sends `payload` with `method` to `path`; the answer's body is not read.
     pub fn send(&self, what: &str, method: &str, path: &str, payload: Payload) -> Result<(), Error> {
         self.call(what, method, path, Some(payload), None, |_, _, _| Ok(()))

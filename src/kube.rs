@@ -221,6 +221,7 @@ struct DeploymentMeta {
 #[derive(Deserialize, Default)]
 struct DeploymentSpec {
     replicas: Option<i64>,
+    template: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -312,8 +313,22 @@ impl Deployment {
             desired: self.spec.replicas.unwrap_or(1),
             replicas: self.status.replicas,
             updated: self.status.updated_replicas,
+            fingerprint: self.spec.template.as_ref().map(fingerprint).unwrap_or_default(),
         }
     }
+}
+
+/// A stable hash of a pod template: 64-bit FNV-1a over its canonical JSON (object keys
+/// sorted, no spaces), as 16 hex digits. The same template gives the same fingerprint
+/// whatever the API server's field order; any change to it (an image, an env var, the
+/// `restartedAt` annotation of `kubectl rollout restart`) gives another.
+pub fn fingerprint(template: &serde_json::Value) -> String {
+    // serde_json's map without `preserve_order` is a BTreeMap: keys come out sorted.
+    let canonical = template.to_string();
+    let hash = canonical.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// Which pods of a list count, and which of their containers is measured.
@@ -385,6 +400,44 @@ pub const MAX_PAGES: usize = 300;
 pub struct Listed {
     pub pods: Vec<Pod>,
     pub ignored: usize,
+}
+
+/// The data key of the state ConfigMap that holds the memory's document.
+pub const STATE_KEY: &str = "state.json";
+
+/// The state ConfigMap as the API server last gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateObject {
+    pub object: serde_json::Value,
+    pub resource_version: String,
+    /// `data["state.json"]`, when present.
+    pub document: Option<String>,
+}
+
+impl StateObject {
+    /// `Err` says why `object` is not a ConfigMap we can write back.
+    pub fn of(object: serde_json::Value) -> Result<StateObject, String> {
+        if object["kind"] != "ConfigMap" || !object["metadata"]["name"].is_string() {
+            return Err("expected a ConfigMap with a name".into());
+        }
+        let Some(resource_version) = object["metadata"]["resourceVersion"].as_str().filter(|v| !v.is_empty()) else {
+            return Err("expected metadata.resourceVersion, got none".into());
+        };
+        let document = match &object["data"] {
+            serde_json::Value::Null => None,
+            serde_json::Value::Object(data) => match data.get(STATE_KEY) {
+                None => None,
+                Some(serde_json::Value::String(text)) => Some(text.clone()),
+                Some(other) => return Err(format!("expected data.{STATE_KEY} to be a string, got {other}")),
+            },
+            other => return Err(format!("expected data to be an object, got {other}")),
+        };
+        Ok(StateObject {
+            resource_version: resource_version.to_string(),
+            document,
+            object,
+        })
+    }
 }
 
 /// The Kubernetes API of one namespace.
@@ -489,10 +542,80 @@ impl Kube<'_> {
         }
     }
 
-    /// Evicts or deletes one pod, only if it is still the pod with this uid.
-    pub fn remove(&self, mode: EvictionMode, name: &str, uid: &str) -> Result<(), Error> {
+    /// The state ConfigMap as read: the whole object (a PUT sends it back with only
+    /// the document changed, so its labels and other keys stay), its resourceVersion,
+    /// and the `state.json` document (`None` when the key is absent: a fresh memory).
+    pub fn get_state(&self, name: &str, keep: Keep) -> Result<StateObject, Error> {
+        let path = self.configmap_path(name);
+        let object: serde_json::Value = match self.client.get_json("get state ConfigMap", &path, keep) {
+            Ok(object) => object,
+            Err(e) if e.status() == Some(404) => {
+                return Err(Error::new(
+                    e.doing,
+                    Cause::Refused(format!(
+                        "state ConfigMap {name} not found in namespace {}: the manifests create it",
+                        self.namespace
+                    )),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        StateObject::of(object).map_err(|why| {
+            Error::new(
+                format!("get state ConfigMap ({})", self.client.url(&path)),
+                Cause::Malformed(why),
+            )
+        })
+    }
+
+    /// Writes `document` into the state ConfigMap with the resourceVersion last read or
+    /// written: optimistic concurrency, so that of two runs only one writes. Returns the
+    /// object as written (with its new resourceVersion). 409 means another run wrote it
+    /// meanwhile.
+    pub fn put_state(&self, state: &StateObject, document: &str) -> Result<StateObject, Error> {
+        let mut object = state.object.clone();
+        object["data"][STATE_KEY] = serde_json::Value::String(document.to_string());
+        object["metadata"]["resourceVersion"] = serde_json::Value::String(state.resource_version.clone());
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let path = self.configmap_path(&name);
+        let written: serde_json::Value = match self.client.send_json_for(
+            "update state ConfigMap",
+            "PUT",
+            &path,
+            &object,
+        ) {
+            Ok(written) => written,
+            Err(e) if e.status() == Some(409) => {
+                let Cause::Status { message, .. } = &e.cause else {
+                    return Err(e);
+                };
+                return Err(Error::new(
+                    e.doing.clone(),
+                    Cause::Refused(format!(
+                        "another run wrote the state ConfigMap {name} meanwhile (409: {message}); is a second rebalancer aimed at this Deployment?"
+                    )),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        StateObject::of(written).map_err(|why| {
+            Error::new(
+                format!("update state ConfigMap ({})", self.client.url(&path)),
+                Cause::Malformed(why),
+            )
+        })
+    }
+
+    fn configmap_path(&self, name: &str) -> String {
+        format!("/api/v1/namespaces/{}/configmaps/{name}", self.namespace)
+    }
+
+    /// Evicts or deletes one pod, only if it is still the pod with this uid. With
+    /// `dry_run`, as a server-side dry run (`dryRun=All`): the API server checks RBAC,
+    /// admission and PodDisruptionBudgets and removes nothing.
+    pub fn remove(&self, mode: EvictionMode, name: &str, uid: &str, dry_run: bool) -> Result<(), Error> {
         let ns = self.namespace;
-        let (method, path, body, what) = match mode {
+        let (method, path, mut body, what) = match mode {
             EvictionMode::Evict => (
                 "POST",
                 format!("/api/v1/namespaces/{ns}/pods/{name}/eviction"),
@@ -515,7 +638,17 @@ impl Kube<'_> {
                 "delete pod",
             ),
         };
-        self.client.send_json(what, method, &path, &body)
+        if !dry_run {
+            return self.client.send_json(what, method, &path, &body);
+        }
+        let options = match mode {
+            EvictionMode::Evict => &mut body["deleteOptions"],
+            EvictionMode::Delete => &mut body,
+        };
+        options["dryRun"] = serde_json::json!(["All"]);
+        let what = format!("{what} (dry run)");
+        self.client
+            .send_json(&what, method, &format!("{path}?dryRun=All"), &body)
     }
 
     /// Posts a core/v1 Event of type Normal, reason `Rebalanced`, on the pod.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod kube;
 pub mod logging;
+pub mod memory;
 pub mod outcome;
 pub mod plan;
 pub mod plan_command;

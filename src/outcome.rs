@@ -13,13 +13,16 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 /// Where a failed run failed: the `stage` label of `rebalancer_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Reading the Kubernetes API (client set-up, the Deployment, the pod list), or
     /// finding no pod there.
     Kubernetes,
     /// Reading the metrics endpoint, or finding no CPU metrics there.
     Metrics,
+    /// Reading or writing the state ConfigMap (the memory).
+    State,
     /// Removing the planned pods.
     Act,
     /// Writing the metrics file.
@@ -27,12 +30,19 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Kubernetes, Stage::Metrics, Stage::Act, Stage::Report];
+    pub const ALL: [Stage; 5] = [
+        Stage::Kubernetes,
+        Stage::Metrics,
+        Stage::State,
+        Stage::Act,
+        Stage::Report,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Stage::Kubernetes => "kubernetes",
             Stage::Metrics => "metrics",
+            Stage::State => "state",
             Stage::Act => "act",
             Stage::Report => "report",
         }
@@ -53,10 +63,12 @@ pub enum Outcome {
     Idle,
     /// The removal budget allows no removal.
     MinPods,
+    /// The breaker is open: the last actions did not lower the spread.
+    Ineffective,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Acted,
         Outcome::DryRun,
         Outcome::Balanced,
@@ -64,6 +76,7 @@ impl Outcome {
         Outcome::TooFewPods,
         Outcome::Idle,
         Outcome::MinPods,
+        Outcome::Ineffective,
     ];
 
     pub fn label(self) -> &'static str {
@@ -75,6 +88,51 @@ impl Outcome {
             Outcome::TooFewPods => "too_few_pods",
             Outcome::Idle => "idle",
             Outcome::MinPods => "min_pods",
+            Outcome::Ineffective => "ineffective",
+        }
+    }
+}
+
+/// Why the API server refused a removal: the `reason` label of
+/// `rebalancer_removals_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// 429: a PodDisruptionBudget allows no disruption now.
+    DisruptionBudget,
+    /// 404: the pod is already gone.
+    Gone,
+    /// 409: the pod was replaced (its uid changed) or changed.
+    Replaced,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 3] = [Refusal::DisruptionBudget, Refusal::Gone, Refusal::Replaced];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::DisruptionBudget => "disruption_budget",
+            Refusal::Gone => "gone",
+            Refusal::Replaced => "replaced",
+        }
+    }
+
+    /// The refusal an answer's status means, if it is one.
+    pub fn of_status(code: u16) -> Option<Refusal> {
+        match code {
+            429 => Some(Refusal::DisruptionBudget),
+            404 => Some(Refusal::Gone),
+            409 => Some(Refusal::Replaced),
+            _ => None,
+        }
+    }
+
+    /// In words, for the log.
+    pub fn words(self) -> &'static str {
+        match self {
+            Refusal::DisruptionBudget => "a PodDisruptionBudget does not allow it now",
+            Refusal::Gone => "the pod is already gone",
+            Refusal::Replaced => "the pod was replaced or changed",
         }
     }
 }

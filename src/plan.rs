@@ -131,6 +131,9 @@ pub struct Rollout {
     /// `status.replicas`, `status.updatedReplicas` (0 when absent, as the API omits zeros).
     pub replicas: i64,
     pub updated: i64,
+    /// A stable hash of `spec.template` (see `kube::fingerprint`): it changes with a
+    /// rollout, not with a replica count. Empty when the Deployment had no template.
+    pub fingerprint: String,
 }
 
 impl Rollout {
@@ -201,7 +204,7 @@ impl fmt::Display for Exclusion {
 }
 
 /// Why the plan removes a pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     HighestCpu,
@@ -341,6 +344,19 @@ impl Pods {
         })
     }
 
+    /// Forgets the roles `choose` marked: a plan held after all removes no pod.
+    pub fn clear_roles(&mut self) {
+        for a in &mut self.assessed {
+            a.role = None;
+        }
+    }
+
+    /// The hottest eligible pod and its CPU, the first in the plan's order.
+    pub fn hottest(&self) -> Option<(&str, f64)> {
+        let first = self.assessed.first()?;
+        Some((self.pods[0].name.as_str(), first.cpu?))
+    }
+
     /// How many pods are eligible: they come first.
     fn eligible(&self) -> usize {
         self.assessed.iter().take_while(|a| a.cpu.is_some()).count()
@@ -387,6 +403,12 @@ pub enum Hold {
         healthy: usize,
         min_pods: usize,
     },
+    /// The breaker is open: the last `spreads.len()` actions did not lower the spread
+    /// enough (each `[before, after]`); nothing is removed until `until` (Unix seconds).
+    Ineffective {
+        until: i64,
+        spreads: Vec<[f64; 2]>,
+    },
 }
 
 impl Hold {
@@ -397,6 +419,7 @@ impl Hold {
             Hold::Idle { .. } => Outcome::Idle,
             Hold::Balanced { .. } => Outcome::Balanced,
             Hold::MinPods { .. } => Outcome::MinPods,
+            Hold::Ineffective { .. } => Outcome::Ineffective,
         }
     }
 }
@@ -416,6 +439,16 @@ impl fmt::Display for Hold {
                 f,
                 "minimum pods: {healthy} healthy pods, {min_pods} must stay, removing one would leave too few"
             ),
+            Hold::Ineffective { until, spreads } => {
+                let spreads: Vec<String> = spreads.iter().map(|[b, a]| format!("{b:.2} → {a:.2}")).collect();
+                write!(
+                    f,
+                    "ineffective: the last {} did not lower the spread enough (spread {}); no action until {}",
+                    plural(spreads.len(), "action"),
+                    spreads.join(", "),
+                    crate::clock::format_rfc3339(*until)
+                )
+            }
         }
     }
 }
@@ -1013,6 +1046,7 @@ mod tests {
             desired: 5,
             replicas: 5,
             updated: 5,
+            fingerprint: "f".into(),
         };
         assert_eq!(
             check(&pods, &samples, Some(&done), &settings())

@@ -1,10 +1,13 @@
 //! `pod-rebalancer plan`: the decision printed for a person, from saved responses
-//! (`--pods`/`--cpu`) or from the read-only half of a live cycle. Never mutates
-//! anything; `config::plan` has validated its flags like every other setting.
+//! (`--pods`/`--cpu`, and `--state` for the memory) or from the read-only half of a
+//! live cycle. Never mutates anything; `config::plan` has validated its flags like
+//! every other setting.
 
 use crate::config::{Cluster, Config};
 use crate::cycle::{self, Clients, Responses};
 use crate::error::{Cause, Error};
+use crate::kube::Kube;
+use crate::memory::{self, Memory};
 use crate::outcome::{EXIT_FAILED, EXIT_OK};
 use crate::plan::{self, Inputs, Plan};
 use crate::{clock, kube, logging, show, victoria};
@@ -25,12 +28,13 @@ pub struct Request {
 /// Where the plan's inputs come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    /// Saved responses: a pod list, a query answer, optionally a Deployment, and the
-    /// instant to judge them at (default: now).
+    /// Saved responses: a pod list, a query answer, optionally a Deployment and a
+    /// state ConfigMap, and the instant to judge them at (default: now).
     Saved {
         pods: PathBuf,
         cpu: PathBuf,
         deployment: Option<PathBuf>,
+        state: Option<PathBuf>,
         now: Option<i64>,
     },
     /// The cluster, read as a live run reads it; with `save`, the responses read are
@@ -53,18 +57,21 @@ pub fn run(request: &Request) -> u8 {
             pods,
             cpu,
             deployment,
+            state,
             now,
-        } => saved_plan(
-            config,
-            pods,
-            cpu,
-            deployment.as_deref(),
-            now.unwrap_or_else(clock::now_unix),
-        ),
+        } => {
+            let files = Saved {
+                pods,
+                cpu,
+                deployment: deployment.as_deref(),
+                state: state.as_deref(),
+            };
+            saved_plan(config, files, now.unwrap_or_else(clock::now_unix))
+        }
         Source::Live { cluster, save } => live_plan(config, cluster, save.as_deref(), clock::now_unix()),
     };
     match result {
-        Ok(plan) => print_plan(&plan, config, request.output, request.all),
+        Ok(shown) => print_plan(&shown, config, request.output, request.all),
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_FAILED
@@ -72,39 +79,60 @@ pub fn run(request: &Request) -> u8 {
     }
 }
 
-/// The JSON document of `plan --output json`: the plan with a format version.
+/// A plan and the memory that judged it (when there is one).
+struct Shown {
+    plan: Plan,
+    memory: Option<memory::View>,
+}
+
+/// The JSON document of `plan --output json`: the plan with a format version, and the
+/// memory when there is one.
 #[derive(serde::Serialize)]
 struct PlanDocument<'a> {
     version: u32,
     #[serde(flatten)]
     plan: &'a Plan,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    memory: Option<&'a memory::View>,
 }
 
-fn print_plan(plan: &Plan, config: &Config, output: Output, all: bool) -> u8 {
+fn print_plan(shown: &Shown, config: &Config, output: Output, all: bool) -> u8 {
     let verb = format!("would {}", config.mode.verb());
+    let plan = &shown.plan;
     match output {
-        Output::Json => match serde_json::to_string_pretty(&PlanDocument { version: 1, plan }) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                eprintln!("render plan as JSON: {e}");
-                return EXIT_FAILED;
+        Output::Json => {
+            let document = PlanDocument {
+                version: 1,
+                plan,
+                memory: shown.memory.as_ref(),
+            };
+            match serde_json::to_string_pretty(&document) {
+                Ok(json) => println!("{json}"),
+                Err(e) => {
+                    eprintln!("render plan as JSON: {e}");
+                    return EXIT_FAILED;
+                }
             }
-        },
+        }
         Output::Text => {
             use std::io::IsTerminal;
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
             print!("{}", show::text(plan, &verb, show::Style { color, all }));
+            if let Some(view) = &shown.memory {
+                print!("{}", show::memory(view));
+            }
         }
     }
     EXIT_OK
 }
 
-/// The read-only half of a live cycle; with `save`, the responses read are written
-/// there so the same decision can be replayed with `--pods/--cpu/--deployment`.
-fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) -> Result<Plan, Error> {
+/// The read-only half of a live cycle, the memory included; with `save`, the responses
+/// read are written there so the same decision can be replayed with `--pods/--cpu/
+/// --deployment/--state`.
+fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) -> Result<Shown, Error> {
     let clients = Clients::connect(config, cluster).map_err(|f| f.error)?;
     let mut responses = save.map(|_| Responses::default());
-    let observed = cycle::observe(config, cluster, &clients, now, responses.as_mut()).map_err(|f| f.error);
+    let observed = live_read(config, cluster, &clients, now, responses.as_mut());
     let (Some(dir), Some(responses)) = (save, responses) else {
         return observed;
     };
@@ -112,7 +140,7 @@ fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) 
     // A body cut short cannot be saved as a list, but the reading's error is the one
     // that explains the run.
     match (observed, save_responses(dir, &responses)) {
-        (Ok(plan), saved) => saved.map(|()| plan),
+        (Ok(shown), saved) => saved.map(|()| shown),
         (Err(reading), saved) => {
             if let Err(saving) = saved {
                 log::warn!(error:% = saving; "responses not saved");
@@ -122,8 +150,46 @@ fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) 
     }
 }
 
-/// Writes `deployment.json`, `pods.json` (every page's items in one list) and
-/// `cpu.json` into `dir`, each when it was read. Only response bodies are written;
+/// Reads the memory, the cluster and the metrics, and judges, as a run would; writes
+/// nothing.
+fn live_read(
+    config: &Config,
+    cluster: &Cluster,
+    clients: &Clients,
+    now: i64,
+    mut keep: Option<&mut Responses>,
+) -> Result<Shown, Error> {
+    let stored = match &config.state {
+        Some(name) => {
+            let kube = Kube {
+                client: &clients.kube,
+                namespace: &config.namespace,
+            };
+            let keep = keep.as_deref_mut().map(|r| &mut r.state);
+            Some(cycle::read_state(&kube, name, keep).map_err(|f| f.error)?)
+        }
+        None => None,
+    };
+    let (plan, fingerprint) = cycle::observe(config, cluster, clients, now, keep).map_err(|f| f.error)?;
+    Ok(shown(
+        plan,
+        stored.map(|s| s.memory).as_ref(),
+        &fingerprint,
+        config,
+        now,
+    ))
+}
+
+fn shown(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config, now: i64) -> Shown {
+    let (plan, judgement) = cycle::judged(plan, memory, fingerprint, config, now);
+    Shown {
+        plan,
+        memory: judgement.map(|j| memory::View::of(&j, &config.memory)),
+    }
+}
+
+/// Writes `deployment.json`, `pods.json` (every page's items in one list),
+/// `cpu.json` and `state.json` into `dir`, each when it was read. Only response bodies are written;
 /// tokens never are.
 fn save_responses(dir: &Path, responses: &Responses) -> Result<(), Error> {
     let doing = format!("save responses to {}", dir.display());
@@ -142,6 +208,9 @@ fn save_responses(dir: &Path, responses: &Responses) -> Result<(), Error> {
     }
     if !responses.cpu.is_empty() {
         write("cpu.json", &responses.cpu)?;
+    }
+    if !responses.state.is_empty() {
+        write("state.json", &responses.state)?;
     }
     log::info!(dir:% = dir.display(); "responses saved; replay with plan --pods/--cpu/--deployment");
     Ok(())
@@ -174,15 +243,17 @@ fn read_file(what: &str, path: &Path) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(|e| Error::io(format!("read {what} {}", path.display()), &e))
 }
 
-/// The decision on saved responses.
-fn saved_plan(
-    config: &Config,
-    pods_path: &Path,
-    cpu_path: &Path,
-    deployment_path: Option<&Path>,
-    now: i64,
-) -> Result<Plan, Error> {
-    let rollout = match deployment_path {
+/// The saved responses a plan replays.
+struct Saved<'a> {
+    pods: &'a Path,
+    cpu: &'a Path,
+    deployment: Option<&'a Path>,
+    state: Option<&'a Path>,
+}
+
+/// The decision on saved responses, judged by the saved memory when there is one.
+fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
+    let rollout = match files.deployment {
         Some(path) => Some(kube::parse_deployment(&read_file("deployment", path)?).map_err(|e| {
             Error::new(
                 format!("parse deployment {}", path.display()),
@@ -191,6 +262,7 @@ fn saved_plan(
         })?),
         None => None,
     };
+    let memory = files.state.map(read_memory).transpose()?;
     // Without a Deployment's name (neither DEPLOYMENT_NAME nor --deployment), every
     // pod of the file counts: there is no owner to check against.
     let deployment = config
@@ -202,25 +274,25 @@ fn saved_plan(
         deployment: deployment.as_deref(),
         container: container.as_deref(),
     };
-    let page = kube::parse_pod_list(&read_file("pods", pods_path)?, select).map_err(|e| {
+    let page = kube::parse_pod_list(&read_file("pods", files.pods)?, select).map_err(|e| {
         Error::new(
-            format!("parse pods {}", pods_path.display()),
+            format!("parse pods {}", files.pods.display()),
             Cause::Malformed(format!("expected a PodList: {e}")),
         )
     })?;
     if let Some(why) = kube::listed_twice(&page.pods) {
         return Err(Error::new(
-            format!("parse pods {}", pods_path.display()),
+            format!("parse pods {}", files.pods.display()),
             Cause::Malformed(why),
         ));
     }
-    let samples = victoria::parse_answer(&read_file("CPU answer", cpu_path)?).map_err(|why| {
+    let samples = victoria::parse_answer(&read_file("CPU answer", files.cpu)?).map_err(|why| {
         Error::new(
-            format!("parse CPU answer {}", cpu_path.display()),
+            format!("parse CPU answer {}", files.cpu.display()),
             Cause::Malformed(why),
         )
     })?;
-    plan::decide(Inputs {
+    let plan = plan::decide(Inputs {
         pods: page.pods,
         samples: &samples,
         rollout: rollout.as_ref(),
@@ -231,5 +303,21 @@ fn saved_plan(
         ignored: page.ignored,
         selector: None,
     })
-    .map_err(|why| Error::refused(format!("decide on {}", pods_path.display()), why.to_string()))
+    .map_err(|why| Error::refused(format!("decide on {}", files.pods.display()), why.to_string()))?;
+    // Without the Deployment there is no template fingerprint: the memory's own is
+    // taken, so no rollout is assumed.
+    let fingerprint = rollout
+        .map(|r| r.fingerprint)
+        .or_else(|| memory.as_ref().and_then(|m| m.fingerprint.clone()))
+        .unwrap_or_default();
+    Ok(shown(plan, memory.as_ref(), &fingerprint, config, now))
+}
+
+/// A saved state ConfigMap's memory.
+fn read_memory(path: &Path) -> Result<Memory, Error> {
+    let doing = format!("read state ConfigMap {}", path.display());
+    let object: serde_json::Value = serde_json::from_str(&read_file("state ConfigMap", path)?)
+        .map_err(|e| Error::new(&doing, Cause::Malformed(format!("expected a ConfigMap as JSON: {e}"))))?;
+    let state = kube::StateObject::of(object).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
+    memory::parse(state.document.as_deref()).map_err(|why| Error::new(&doing, Cause::Malformed(why)))
 }

@@ -7,14 +7,16 @@
 //! (`read_previous`) and the counters restart, as a scraper would see after a reset.
 
 use crate::error::Error;
-use crate::outcome::{self, Ended, Outcome, Stage};
+use crate::outcome::{self, Ended, Outcome, Refusal, Stage};
 use crate::stats::Stats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The counters (and the last success time) that carry over from one run to the next.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The counters (and the last success time) that carry over from one run to the next:
+/// in the state ConfigMap's document, or read back from the previous metrics file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub success: f64,
     pub error: f64,
@@ -24,6 +26,32 @@ pub struct Counters {
     pub last_success: Option<f64>,
     /// `rebalancer_errors_total` by stage; a stage without an entry is at 0.
     pub errors: BTreeMap<Stage, f64>,
+    /// `rebalancer_removals_refused_total` by reason; a reason without an entry is at 0.
+    pub refused: BTreeMap<Refusal, f64>,
+}
+
+impl Counters {
+    /// These counters after `run`: what the metrics of `run` show, and what the next
+    /// run carries on from.
+    pub fn after(&self, run: &Run) -> Counters {
+        let mut next = self.clone();
+        if run.ok() {
+            next.success += 1.0;
+            next.last_success = Some(run.end);
+        } else {
+            next.error += 1.0;
+        }
+        if let Err(stage) = run.ended {
+            *next.errors.entry(stage).or_default() += 1.0;
+        }
+        next.analyzed += run.analyzed as f64;
+        next.deleted_highest += run.deleted_highest as f64;
+        next.deleted_lowest += run.deleted_lowest as f64;
+        for refusal in &run.refused {
+            *next.refused.entry(*refusal).or_default() += 1.0;
+        }
+        next
+    }
 }
 
 /// What a rebalancer rebalances: the `namespace` and `deployment` labels every sample
@@ -50,6 +78,21 @@ pub struct Run {
     pub duration_secs: f64,
     /// Unix seconds at the end of the run.
     pub end: f64,
+    /// Removals the API server refused, dry runs included.
+    pub refused: Vec<Refusal>,
+    /// The memory's gauges; `None` without a state ConfigMap.
+    pub memory: Option<MemoryGauges>,
+}
+
+/// What the memory exports (README "Memory").
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MemoryGauges {
+    pub streak: u32,
+    /// The end of the current hold; `None` when the breaker is closed.
+    pub hold_until: Option<i64>,
+    /// Of the last evaluated action: spread after / before, and whether the hot spot
+    /// moved to another pod. `None` before any action was evaluated.
+    pub last_effect: Option<(f64, bool)>,
 }
 
 impl Run {
@@ -72,6 +115,11 @@ const STDDEV: &str = "rebalancer_cpu_usage_stddev";
 const LAST_RUN: &str = "rebalancer_last_run_timestamp_seconds";
 const OUTCOME: &str = "rebalancer_cycle_outcome";
 const BUILD_INFO: &str = "rebalancer_build_info";
+const REFUSED: &str = "rebalancer_removals_refused_total";
+const STREAK: &str = "rebalancer_ineffective_streak";
+const HOLD_UNTIL: &str = "rebalancer_breaker_open_until_timestamp_seconds";
+const EFFECT: &str = "rebalancer_last_action_effect_ratio";
+const HOT_SPOT: &str = "rebalancer_last_action_hot_spot_moved";
 
 /// A sample's `name{labels}` without the target's labels: `x{namespace="a",deployment="b",k="v"}`
 /// is `x{k="v"}`, and `x{namespace="a",deployment="b"}` is `x`.
@@ -124,6 +172,10 @@ pub fn parse_previous(text: &str) -> Result<Counters, String> {
             .into_iter()
             .map(|stage| (stage, get(&format!("{ERRORS}{{stage=\"{stage}\"}}"))))
             .collect(),
+        refused: Refusal::ALL
+            .into_iter()
+            .map(|r| (r, get(&format!("{REFUSED}{{reason=\"{}\"}}", r.label()))))
+            .collect(),
     };
     if !values.keys().any(|k| k.starts_with("rebalancer_")) {
         return Err("no rebalancer_ metric in it".into());
@@ -173,44 +225,73 @@ pub fn render(prev: &Counters, run: &Run) -> String {
         "1, labelled with the version of pod-rebalancer that ran.",
     )
     .labelled(BUILD_INFO, ("version", env!("CARGO_PKG_VERSION")), 1);
-    counters(&mut text, prev, run);
-    gauges(&mut text, prev, run);
+    let totals = prev.after(run);
+    counters(&mut text, &totals);
+    gauges(&mut text, &totals, run);
+    if let Some(m) = &run.memory {
+        memory(&mut text, m);
+    }
     text.out
 }
 
 /// The counters: the previous run's values plus this run's.
-fn counters(t: &mut Text, prev: &Counters, run: &Run) {
-    let (ok, err) = if run.ok() { (1.0, 0.0) } else { (0.0, 1.0) };
+fn counters(t: &mut Text, totals: &Counters) {
     t.family(EXECUTIONS, "counter", "Runs of pod-rebalancer by result.")
-        .labelled(EXECUTIONS, ("status", "success"), prev.success + ok)
-        .labelled(EXECUTIONS, ("status", "error"), prev.error + err);
+        .labelled(EXECUTIONS, ("status", "success"), totals.success)
+        .labelled(EXECUTIONS, ("status", "error"), totals.error);
     t.family(ERRORS, "counter", "Failed runs by the stage that failed.");
     for stage in Stage::ALL {
-        let now = f64::from(u8::from(run.ended == Err(stage)));
-        let before = prev.errors.get(&stage).copied().unwrap_or(0.0);
-        t.labelled(ERRORS, ("stage", stage.label()), before + now);
+        let n = totals.errors.get(&stage).copied().unwrap_or(0.0);
+        t.labelled(ERRORS, ("stage", stage.label()), n);
     }
     t.family(ANALYZED, "counter", "Eligible pods whose CPU was analyzed.")
-        .sample(ANALYZED, prev.analyzed + run.analyzed as f64);
+        .sample(ANALYZED, totals.analyzed);
     t.family(
         DELETED,
         "counter",
         "Pods removed (evicted or deleted) by pod-rebalancer; never counts dry runs.",
     )
-    .labelled(
-        DELETED,
-        ("type", "highest_cpu"),
-        prev.deleted_highest + run.deleted_highest as f64,
-    )
-    .labelled(
-        DELETED,
-        ("type", "lowest_cpu"),
-        prev.deleted_lowest + run.deleted_lowest as f64,
+    .labelled(DELETED, ("type", "highest_cpu"), totals.deleted_highest)
+    .labelled(DELETED, ("type", "lowest_cpu"), totals.deleted_lowest);
+    t.family(
+        REFUSED,
+        "counter",
+        "Removals the API server refused, dry runs included, by reason.",
     );
+    for refusal in Refusal::ALL {
+        let n = totals.refused.get(&refusal).copied().unwrap_or(0.0);
+        t.labelled(REFUSED, ("reason", refusal.label()), n);
+    }
+}
+
+/// The memory's gauges, when there is a memory.
+fn memory(t: &mut Text, m: &MemoryGauges) {
+    t.family(STREAK, "gauge", "Consecutive actions that did not lower the spread.")
+        .sample(STREAK, m.streak);
+    t.family(
+        HOLD_UNTIL,
+        "gauge",
+        "End of the current hold of the breaker, Unix seconds; 0 when it is closed.",
+    )
+    .sample(HOLD_UNTIL, m.hold_until.unwrap_or(0));
+    if let Some((ratio, moved)) = m.last_effect {
+        t.family(
+            EFFECT,
+            "gauge",
+            "Spread after / spread before, of the last evaluated action.",
+        )
+        .sample(EFFECT, ratio);
+        t.family(
+            HOT_SPOT,
+            "gauge",
+            "1 when the last evaluated action's hot spot moved to another pod, else 0.",
+        )
+        .sample(HOT_SPOT, u8::from(moved));
+    }
 }
 
 /// The gauges: this run's figures; the statistics only when the run computed them.
-fn gauges(t: &mut Text, prev: &Counters, run: &Run) {
+fn gauges(t: &mut Text, totals: &Counters, run: &Run) {
     if let Some(matched) = run.matched {
         t.family(MATCHED, "gauge", "Pods the label selector matched in the last run.")
             .sample(MATCHED, matched);
@@ -239,8 +320,7 @@ fn gauges(t: &mut Text, prev: &Counters, run: &Run) {
     }
     t.family(LAST_RUN, "gauge", "End of the last run, Unix seconds.")
         .sample(LAST_RUN, run.end);
-    let last_success = if run.ok() { Some(run.end) } else { prev.last_success };
-    if let Some(end) = last_success {
+    if let Some(end) = totals.last_success {
         t.family(LAST_SUCCESS, "gauge", "End of the last successful run, Unix seconds.")
             .sample(LAST_SUCCESS, end);
     }
@@ -308,6 +388,8 @@ mod tests {
             threshold: 0.3,
             duration_secs: 0.25,
             end: 1_800_000_000.5,
+            refused: vec![Refusal::DisruptionBudget],
+            memory: None,
         }
     }
 
@@ -420,6 +502,7 @@ mod tests {
             deleted_lowest: 5.0,
             last_success: Some(1_700_000_000.0),
             errors: [(Stage::Kubernetes, 1.0), (Stage::Metrics, 2.0)].into_iter().collect(),
+            refused: [(Refusal::Gone, 4.0)].into_iter().collect(),
         };
         let failed_in_act = Run {
             ended: Err(Stage::Act),
@@ -441,6 +524,9 @@ mod tests {
             "rebalancer_cycle_outcome{outcome=\"error\"} 1\n",
             "rebalancer_cycle_outcome{outcome=\"acted\"} 0\n",
             "rebalancer_build_info{version=\"0.1.0\"} 1\n",
+            "rebalancer_removals_refused_total{reason=\"disruption_budget\"} 1\n",
+            "rebalancer_removals_refused_total{reason=\"gone\"} 4\n",
+            "rebalancer_removals_refused_total{reason=\"replaced\"} 0\n",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

@@ -1,6 +1,7 @@
 //! The plan for a person: a table of pods by CPU with a bar each, the statistics and
 //! the decision in a sentence, in 80 columns. Pure: builds a `String`, the caller prints.
 
+use crate::memory::{Action, Breaker, View};
 use crate::plan::{Decision, Plan, PodView, Role};
 use std::fmt::Write as _;
 
@@ -229,6 +230,69 @@ fn decision(o: &mut String, plan: &Plan, verb: &str) {
             &format!("  only one: {} healthy pods, {} must stay", plan.healthy, plan.min_pods),
             4,
         );
+    }
+}
+
+/// The memory under the decision: the breaker, the streak and the last actions with
+/// the spread before and after and the verdict.
+pub fn memory(view: &View) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o);
+    let breaker = match view.breaker {
+        Breaker::Closed => "breaker closed".to_string(),
+        Breaker::Open { until } => format!("breaker open until {}", crate::clock::format_rfc3339(until)),
+        Breaker::Probe => "breaker half-open: the next action is a probe".to_string(),
+    };
+    wrap(
+        &mut o,
+        &format!(
+            "memory: {} of {} ineffective actions in a row; {breaker}",
+            view.streak, view.max_ineffective
+        ),
+        2,
+    );
+    if view.rollout {
+        wrap(&mut o, "  the last action is not evaluated: a rollout came since", 4);
+    }
+    if view.actions.is_empty() {
+        wrap(&mut o, "  no action remembered", 4);
+    }
+    for action in &view.actions {
+        action_line(&mut o, action);
+    }
+    o
+}
+
+fn action_line(o: &mut String, action: &Action) {
+    let removed: Vec<String> = action
+        .removed
+        .iter()
+        .map(|r| format!("{} ({:.3} cores, {})", r.name, r.cpu, r.role.mark()))
+        .collect();
+    let probe = if action.probe { " (a probe)" } else { "" };
+    wrap(
+        o,
+        &format!(
+            "  {}: removed {}{probe}",
+            crate::clock::format_rfc3339(action.at),
+            removed.join(" and ")
+        ),
+        6,
+    );
+    let verdict = match (&action.evaluation, action.superseded) {
+        (Some(e), _) => format!(
+            "spread {:.2} → {:.2} (×{:.2}): {}",
+            action.spread,
+            e.spread,
+            e.ratio,
+            if e.effective { "effective" } else { "ineffective" }
+        ),
+        (None, true) => format!("spread {:.2} → not evaluated: a rollout came first", action.spread),
+        (None, false) => format!("spread {:.2} → not evaluated yet", action.spread),
+    };
+    wrap(o, &format!("    {verdict}"), 6);
+    if let Some(moved) = action.evaluation.as_ref().and_then(|e| e.hot_spot.as_ref()) {
+        wrap(o, &format!("    {moved}"), 6);
     }
 }
 

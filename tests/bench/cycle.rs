@@ -532,7 +532,7 @@ fn check_exit(program: &Path, out: &Output) -> Result<(), String> {
     ))
 }
 
-/// The binary must exit 0 and log "dry run: would evict pod X" for exactly the
+/// The binary must exit 0 and log "dry run: pod X would be evicted" for exactly the
 /// hottest and the coldest pod of the fleet.
 fn check_ours(out: &Output, hottest: &str, coldest: &str) -> Result<(), String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -541,7 +541,11 @@ fn check_ours(out: &Output, hottest: &str, coldest: &str) -> Result<(), String> 
     }
     let mut named: Vec<&str> = stderr
         .lines()
-        .filter_map(|l| l.split_once("dry run: would evict pod ").map(|(_, rest)| rest))
+        .filter_map(|l| {
+            l.split_once("dry run: pod ")
+                .and_then(|(_, rest)| rest.split_once(" would be evicted"))
+        })
+        .map(|(pod, _)| pod)
         .filter_map(|rest| rest.split_whitespace().next())
         .collect();
     named.sort_unstable();

@@ -262,6 +262,17 @@ fn route(request: &Request, authorized: bool, c: &Content) -> Answer {
             }
         }
         ("GET", p) if p == deployment => Answer::Deployment,
+        // A dry run asks its removals as server-side dry runs: accepted, nothing removed.
+        ("POST", p)
+            if p.starts_with(&format!("{pods}/"))
+                && p.ends_with("/eviction")
+                && request.query("dryRun").as_deref() == Some("All") =>
+        {
+            Answer::Static(
+                "201 Created",
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}"#.into(),
+            )
+        }
         ("GET", "/version") => Answer::Static(
             "200 OK",
             r#"{"major":"1","minor":"36","gitVersion":"v1.36.0","gitCommit":"0000000000000000000000000000000000000000","gitTreeState":"clean","buildDate":"2026-04-01T00:00:00Z","goVersion":"go1.25.0","compiler":"gc","platform":"linux/amd64"}"#.into(),

@@ -5,7 +5,7 @@
 use crate::manifests::{rule_groups, rules_file};
 use crate::support::root;
 use pod_rebalancer::outcome::Outcome;
-use pod_rebalancer::report::{Counters, Run, Target, render};
+use pod_rebalancer::report::{Counters, MemoryGauges, Run, Target, render};
 use pod_rebalancer::stats::Stats;
 use std::collections::BTreeSet;
 
@@ -31,6 +31,12 @@ fn exported() -> BTreeSet<String> {
         threshold: 0.3,
         duration_secs: 0.1,
         end: 1.0,
+        refused: Vec::new(),
+        memory: Some(MemoryGauges {
+            streak: 1,
+            hold_until: Some(2),
+            last_effect: Some((0.9, true)),
+        }),
     };
     render(&Counters::default(), &run)
         .lines()

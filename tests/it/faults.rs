@@ -45,11 +45,13 @@ const NONE: &[&str] = &[];
 const ACTED: &[&str] = &["evict p1", "event p1", "evict p3", "event p3"];
 /// The hottest pod's removal failed hard: nothing after it.
 const STOPPED: &[&str] = &["evict p1"];
-/// The hottest pod was skipped (gone, replaced, protected): the coldest still goes.
-const SKIPPED: &[&str] = &["evict p1", "evict p3", "event p3"];
+/// The hottest pod was refused (gone, replaced, protected): the coldest stays too.
+const SKIPPED: &[&str] = &["evict p1"];
+/// A dry run: both removals asked as server-side dry runs, no Event.
+const DRY_RUN: &[&str] = &["evict p1", "evict p3"];
 const DELETED: &[&str] = &["delete p1", "event p1", "delete p3", "event p3"];
 const DELETE_STOPPED: &[&str] = &["delete p1"];
-const DELETE_SKIPPED: &[&str] = &["delete p1", "delete p3", "event p3"];
+const DELETE_SKIPPED: &[&str] = &["delete p1"];
 
 /// Where a server is, when it is not a working server of ours.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -448,7 +450,8 @@ fn rows() -> Vec<Row> {
         } else {
             reply.clone()
         };
-        let exit = if mutations == SKIPPED { 0 } else { 1 };
+        // A refusal is not a failed run; any other answer stops acting and fails it.
+        let exit = if matches!(code, 404 | 409 | 429) { 0 } else { 1 };
         rows.push(row(
             format!("eviction answered {code}"),
             kube(&evict_hottest, reply),
@@ -464,7 +467,7 @@ fn rows() -> Vec<Row> {
             429 => (DELETE_SKIPPED, "a PodDisruptionBudget does not allow it now"),
             _ => (DELETE_STOPPED, leak(format!("got {code}: "))),
         };
-        let exit = if mutations == DELETE_SKIPPED { 0 } else { 1 };
+        let exit = if matches!(code, 404 | 409 | 429) { 0 } else { 1 };
         rows.push(
             row(
                 format!("deletion answered {code}"),
@@ -1800,7 +1803,7 @@ fn secret_rows() -> Vec<Row> {
     let answer = edited(|v| v["data"]["result"][0]["value"][1] = json!(PROM_TOKEN));
     vec![
         row("acted", Fault::Nothing, 0, ACTED, "pod removed"),
-        row("dry run", Fault::Nothing, 0, NONE, "dry run: would evict").env("DRY_RUN", "true"),
+        row("dry run", Fault::Nothing, 0, DRY_RUN, "would be evicted").env("DRY_RUN", "true"),
         row(
             "list forbidden",
             kube("list", status(403, "k8s/status_403_forbidden_list_pods.json")),

@@ -174,6 +174,7 @@ fn fleet(rng: &mut Rng) -> Fleet {
             desired: n as i64,
             replicas: n as i64,
             updated: n as i64,
+            fingerprint: "f".into(),
         }),
         _ => Some(Rollout {
             name: "d".into(),
@@ -182,6 +183,7 @@ fn fleet(rng: &mut Rng) -> Fleet {
             desired: n as i64,
             replicas: n as i64,
             updated: n as i64,
+            fingerprint: "f".into(),
         }),
     };
     Fleet {

@@ -159,7 +159,7 @@ fn query_matchers_pick_the_cluster() {
     assert_contains(&out.stderr, "no action: balanced");
     let out = world.run(&[("QUERY_MATCHERS", r#"cluster="prod-eu-1""#), ("DRY_RUN", "true")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_contains(&out.stderr, &format!("dry run: would evict pod {}", name(1)));
+    assert_contains(&out.stderr, &format!("dry run: pod {} would be evicted", name(1)));
     let asked = world.kube.requests().len();
     let out = world.run(&[("QUERY_MATCHERS", r#"cluster=~"prod.*""#)]);
     assert_eq!(out.code, 2, "only literal matchers: {}", out.stderr);

@@ -66,8 +66,13 @@ impl World {
         run_bin(&[], &env_with(vars, extra))
     }
 
+    /// The mutating requests that were not server-side dry runs (`dryRun=All`).
     fn mutations(&self) -> Vec<Request> {
-        self.kube.mutations()
+        self.kube
+            .mutations()
+            .into_iter()
+            .filter(|r| r.query("dryRun").as_deref() != Some("All"))
+            .collect()
     }
 }
 
@@ -100,7 +105,7 @@ fn would_evict(lines: &[Value]) -> Vec<String> {
         .filter(|l| {
             l["msg"]
                 .as_str()
-                .is_some_and(|m| m.starts_with("dry run: would evict pod "))
+                .is_some_and(|m| m.starts_with("dry run: pod ") && m.ends_with(" would be evicted"))
         })
         .map(|l| l["pod"].as_str().expect("pod field").to_string())
         .collect()

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(page.pods.len() <= pod_rebalancer::http::MAX_ITEMS);
         assert_eq!(page.pods.len() + page.ignored, all.pods.len());
         assert!(page.pods.iter().all(|p| all.pods.iter().any(|a| a.name == p.name)));
-        assert!(page.next.as_deref() != Some(""), "an empty continue token means the end");
+        assert!(
+            page.next.as_deref() != Some(""),
+            "an empty continue token means the end"
+        );
         for p in &page.pods {
             for cores in [p.cpu_request, p.cpu_limit].into_iter().flatten() {
                 assert!(cores.is_finite() && cores >= 0.0, "{cores} cores");

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_rebalancer::outcome::{Outcome, Stage};
+use pod_rebalancer::outcome::{Outcome, Refusal, Stage};
 use pod_rebalancer::report::{Counters, Run, Target, parse_previous, render};
 
 fuzz_target!(|data: &[u8]| {
@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let counters = |c: &Counters| {
         let mut v = vec![c.success, c.error, c.analyzed, c.deleted_highest, c.deleted_lowest];
         v.extend(Stage::ALL.map(|stage| c.errors.get(&stage).copied().unwrap_or(0.0)));
+        v.extend(Refusal::ALL.map(|r| c.refused.get(&r).copied().unwrap_or(0.0)));
         v
     };
     for x in counters(&previous) {
@@ -36,9 +37,11 @@ fuzz_target!(|data: &[u8]| {
         threshold: 0.3,
         duration_secs: 0.5,
         end: 1_800_000_000.0,
+        refused: Vec::new(),
+        memory: None,
     };
     let again = parse_previous(&render(&previous, &run)).expect("our own text reads back");
-    let plus = [1.0, 0.0, 5.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+    let plus = [1.0, 0.0, 5.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
     for ((before, after), inc) in counters(&previous).into_iter().zip(counters(&again)).zip(plus) {
         assert_eq!(after, before + inc, "a counter did not carry over");
     }

@@ -179,8 +179,23 @@ pub struct Fake {
     /// How many continue requests are answered 410 Gone before paging works.
     pub expire_continue: usize,
     /// Replaces the answer to a route: "deployment", "list" (every page), "list:continue"
-    /// (pages after the first), "event", or "evict:NAME"/"delete:NAME".
+    /// (pages after the first), "event", "evict:NAME"/"delete:NAME", "state" (a GET of
+    /// the state ConfigMap) or "state:put".
     pub replies: HashMap<String, Reply>,
+    /// The state ConfigMap, when there is one; its `metadata.resourceVersion` goes up
+    /// with every write, and a PUT with another one is a 409, as on a real API server.
+    pub state: Option<Value>,
+}
+
+/// The state ConfigMap's name in the fake.
+pub const STATE: &str = "pod-rebalancer-state";
+
+/// An empty state ConfigMap, as the manifests create it, in `namespace`.
+pub fn state_configmap(namespace: &str) -> Value {
+    let mut object: Value =
+        serde_json::from_str(&fixture("k8s/constructed/configmap_state_empty.json")).expect("state ConfigMap");
+    object["metadata"]["namespace"] = json!(namespace);
+    object
 }
 
 impl Fake {
@@ -193,6 +208,7 @@ impl Fake {
             page_size: 500,
             expire_continue: 0,
             replies: HashMap::new(),
+            state: Some(state_configmap(namespace)),
         }
     }
 
@@ -222,6 +238,9 @@ impl Fake {
         if req.method == "GET" && path == pods_path {
             return self.list(req);
         }
+        if path == format!("/api/v1{ns}configmaps/{STATE}") {
+            return self.state(req);
+        }
         if req.method == "POST" && path == events_path {
             return self
                 .replies
@@ -231,11 +250,15 @@ impl Fake {
         }
         if let Some(rest) = path.strip_prefix(&format!("{pods_path}/")) {
             if let (Some(name), "POST") = (rest.strip_suffix("/eviction"), req.method.as_str()) {
-                return self
-                    .replies
-                    .get(&format!("evict:{name}"))
-                    .cloned()
-                    .unwrap_or_else(|| Reply::json(201, fixture("k8s/constructed/status_201_eviction_success.json")));
+                if let Some(reply) = self.replies.get(&format!("evict:{name}")) {
+                    return reply.clone();
+                }
+                // A real eviction deletes the pod gracefully: it lists as terminating.
+                // A server-side dry run (`dryRun=All`) changes nothing.
+                if req.query("dryRun").is_none() {
+                    self.terminate(name);
+                }
+                return Reply::json(201, fixture("k8s/constructed/status_201_eviction_success.json"));
             }
             if req.method == "DELETE" && !rest.contains('/') {
                 if let Some(reply) = self.replies.get(&format!("delete:{rest}")) {
@@ -245,6 +268,9 @@ impl Fake {
                 return match pod {
                     Some(mut pod) => {
                         pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+                        if req.query("dryRun").is_none() {
+                            self.terminate(rest);
+                        }
                         Reply::json(200, pod.to_string())
                     }
                     None => Reply::json(404, fixture("k8s/status_404_notfound_pod.json")),
@@ -252,6 +278,48 @@ impl Fake {
             }
         }
         Reply::json(404, fixture("k8s/status_404_notfound_pod.json"))
+    }
+
+    /// Marks a pod as terminating, as a graceful deletion does.
+    fn terminate(&mut self, name: &str) {
+        for pod in self.pods.iter_mut().filter(|p| p["metadata"]["name"] == name) {
+            pod["metadata"]["deletionTimestamp"] = json!(rfc3339_of(super::now()));
+            pod["metadata"]["deletionGracePeriodSeconds"] = json!(30);
+        }
+    }
+
+    /// GET and PUT of the state ConfigMap, with resourceVersion conflicts.
+    fn state(&mut self, req: &Request) -> Reply {
+        let route = if req.method == "GET" { "state" } else { "state:put" };
+        if let Some(reply) = self.replies.get(route) {
+            return reply.clone();
+        }
+        let Some(current) = &mut self.state else {
+            return Reply::json(404, fixture("k8s/constructed/status_404_notfound_configmap.json"));
+        };
+        match req.method.as_str() {
+            "GET" => Reply::json(200, current.to_string()),
+            "PUT" => {
+                let Ok(mut sent) = serde_json::from_slice::<Value>(&req.body) else {
+                    return Reply::json(400, r#"{"kind":"Status","code":400,"message":"fake: not JSON"}"#);
+                };
+                if sent["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+                    return Reply::json(409, fixture("k8s/status_409_conflict.json"));
+                }
+                let next: u64 = current["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+                    + 1;
+                sent["metadata"]["resourceVersion"] = json!(next.to_string());
+                *current = sent;
+                Reply::json(200, current.to_string())
+            }
+            _ => Reply::json(
+                405,
+                r#"{"kind":"Status","code":405,"message":"fake: method not allowed"}"#,
+            ),
+        }
     }
 
     fn list(&mut self, req: &Request) -> Reply {

@@ -1,0 +1,380 @@
+//! The memory: what the rebalancer did, whether it helped, and when to stop.
+//!
+//! A stateless rebalancer churns forever where a pod eviction cannot help: a hot
+//! partition moves with the partition to whichever pod gets it, idle consumers stay
+//! idle. So every action is remembered (the `Memory` document, kept in the state
+//! ConfigMap by `cycle`), and the first run after it that passes the fleet gate and
+//! computes statistics measures it: `ratio = spread now / spread before`. Effective
+//! actions keep the breaker closed; `MAX_INEFFECTIVE_ACTIONS` ineffective ones in a row
+//! open it for `BACKOFF`, doubling with each further one (at most a day). A rollout
+//! (a new pod template) starts afresh.
+//!
+//! `judge` is pure: the memory, this run's plan, the template fingerprint and `now` in;
+//! the evaluation, the breaker and the next memory out. `apply` turns an open breaker
+//! into the plan's hold. No I/O, no clock.
+
+use crate::plan::{Decision, Hold, Plan, Role, over};
+use crate::report::Counters;
+use serde::{Deserialize, Serialize};
+
+/// The version of the state document this program writes and reads.
+pub const VERSION: u32 = 1;
+/// The most actions the memory keeps, the newest last.
+pub const MAX_ACTIONS: usize = 10;
+/// The longest hold of an open breaker.
+pub const MAX_HOLD_SECS: u64 = 24 * 3600;
+/// The hot spot "moved" when the hottest pod after an action burns at least this share
+/// of what the removed hottest pod burned.
+pub const HOT_SPOT_SHARE: f64 = 0.8;
+
+/// The state document: the `state.json` key of the state ConfigMap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// `VERSION`; a document of a newer version is refused, never overwritten.
+    pub version: u32,
+    /// The fingerprint of the Deployment's pod template when last seen.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// The last actions, oldest first, at most `MAX_ACTIONS`.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    /// Consecutive ineffective actions.
+    #[serde(default)]
+    pub streak: u32,
+    /// The end of the current hold (Unix seconds); `None` when the breaker never
+    /// opened or was closed since.
+    #[serde(default)]
+    pub hold_until: Option<i64>,
+    /// The metrics' counters, carried from run to run.
+    #[serde(default)]
+    pub counters: Counters,
+}
+
+impl Default for Memory {
+    fn default() -> Memory {
+        Memory {
+            version: VERSION,
+            fingerprint: None,
+            actions: Vec::new(),
+            streak: 0,
+            hold_until: None,
+            counters: Counters::default(),
+        }
+    }
+}
+
+/// One action: the pods removed in one run, and the fleet as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Unix seconds.
+    pub at: i64,
+    /// The template fingerprint the action was taken under.
+    pub fingerprint: String,
+    /// The spread and the mean (cores) before.
+    pub spread: f64,
+    pub mean: f64,
+    pub removed: Vec<Removed>,
+    /// Taken when a hold had ended: its verdict closes or reopens the breaker.
+    #[serde(default)]
+    pub probe: bool,
+    /// Filled in by the run that measured it.
+    #[serde(default)]
+    pub evaluation: Option<Evaluation>,
+    /// A rollout came before it could be measured: it never will be.
+    #[serde(default)]
+    pub superseded: bool,
+}
+
+impl Action {
+    fn pending(&self) -> bool {
+        self.evaluation.is_none() && !self.superseded
+    }
+
+    fn hottest(&self) -> Option<&Removed> {
+        self.removed.iter().find(|r| r.role == Role::HighestCpu)
+    }
+}
+
+/// A pod an action removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Removed {
+    pub name: String,
+    pub role: Role,
+    pub cpu: f64,
+}
+
+/// What the spread did after an action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Unix seconds.
+    pub at: i64,
+    /// The spread then.
+    pub spread: f64,
+    /// Spread after / spread before.
+    pub ratio: f64,
+    pub effective: bool,
+    /// When the hottest pod after the action is another pod burning nearly what the
+    /// removed one did: the load follows a partition or a key, not a pod.
+    #[serde(default)]
+    pub hot_spot: Option<HotSpot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotSpot {
+    pub from: String,
+    pub from_cpu: f64,
+    pub to: String,
+    pub to_cpu: f64,
+}
+
+impl std::fmt::Display for HotSpot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the hot spot moved from {} ({:.3} cores) to {} ({:.3} cores): the load follows a partition or a key, not a pod",
+            self.from, self.from_cpu, self.to, self.to_cpu
+        )
+    }
+}
+
+/// The settings of the memory (README "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `MIN_IMPROVEMENT`, in (0, 1).
+    pub min_improvement: f64,
+    /// `MAX_INEFFECTIVE_ACTIONS`, at least 1.
+    pub max_ineffective: u32,
+    /// `BACKOFF`: the first hold, seconds.
+    pub backoff_secs: u64,
+}
+
+/// The breaker's state in this run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Breaker {
+    Closed,
+    /// No action until `until` (Unix seconds).
+    Open {
+        until: i64,
+    },
+    /// A hold has ended: the next action is a probe.
+    Probe,
+}
+
+/// What the memory makes of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// The evaluation this run made, of the last action, if it made one.
+    pub evaluation: Option<Evaluation>,
+    /// The last action was not measured and never will be: a rollout came first.
+    pub rollout: bool,
+    pub breaker: Breaker,
+    /// The memory after this run's evaluation, before any action of its own.
+    pub next: Memory,
+}
+
+/// Evaluates the last action against this run's plan and runs the breaker. Pure.
+pub fn judge(
+    memory: &Memory,
+    plan: &Plan,
+    fingerprint: &str,
+    now: i64,
+    threshold: f64,
+    settings: &Settings,
+) -> Judgement {
+    let mut next = memory.clone();
+    let rollout = next.fingerprint.as_deref().is_some_and(|f| f != fingerprint);
+    if rollout {
+        // A new template: what was learnt of the old one does not hold.
+        next.streak = 0;
+        next.hold_until = None;
+        for action in next.actions.iter_mut().filter(|a| a.pending()) {
+            action.superseded = true;
+        }
+    }
+    next.fingerprint = Some(fingerprint.to_string());
+    let gated = matches!(plan.decision, Decision::Hold(Hold::Stabilizing { .. }));
+    let evaluation = match (next.actions.last_mut(), plan.stats) {
+        (Some(action), Some(stats)) if !gated && action.pending() && action.fingerprint == fingerprint => {
+            let evaluation = evaluate(action, stats.spread, plan, now, threshold, settings);
+            action.evaluation = Some(evaluation.clone());
+            Some(evaluation)
+        }
+        _ => None,
+    };
+    if let Some(e) = &evaluation {
+        if e.effective {
+            next.streak = 0;
+            next.hold_until = None;
+        } else {
+            next.streak += 1;
+            if next.streak >= settings.max_ineffective {
+                next.hold_until = Some(now.saturating_add(hold_secs(next.streak, settings) as i64));
+            }
+        }
+    }
+    let breaker = match next.hold_until {
+        Some(until) if until > now => Breaker::Open { until },
+        _ if next.streak >= settings.max_ineffective => Breaker::Probe,
+        _ => Breaker::Closed,
+    };
+    Judgement {
+        evaluation,
+        rollout: rollout && memory.actions.last().is_some_and(Action::pending),
+        breaker,
+        next,
+    }
+}
+
+/// `BACKOFF × 2^(streak − MAX_INEFFECTIVE_ACTIONS)`, at most a day.
+pub fn hold_secs(streak: u32, settings: &Settings) -> u64 {
+    let doublings = streak.saturating_sub(settings.max_ineffective).min(32);
+    settings
+        .backoff_secs
+        .saturating_mul(1u64 << doublings)
+        .min(MAX_HOLD_SECS)
+}
+
+fn evaluate(action: &Action, spread: f64, plan: &Plan, now: i64, threshold: f64, settings: &Settings) -> Evaluation {
+    let ratio = if action.spread > 0.0 {
+        spread / action.spread
+    } else {
+        1.0
+    };
+    let effective = !over(spread, threshold) || ratio <= 1.0 - settings.min_improvement;
+    let hot_spot = match (action.hottest(), plan.pods.hottest()) {
+        (Some(from), Some((to, to_cpu))) if to != from.name && to_cpu >= HOT_SPOT_SHARE * from.cpu => Some(HotSpot {
+            from: from.name.clone(),
+            from_cpu: from.cpu,
+            to: to.to_string(),
+            to_cpu,
+        }),
+        _ => None,
+    };
+    Evaluation {
+        at: now,
+        spread,
+        ratio,
+        effective,
+        hot_spot,
+    }
+}
+
+/// The plan as the breaker allows it: an open breaker holds a plan that would remove
+/// pods or that only the budget held (it comes before the budget, after "balanced").
+pub fn apply(mut plan: Plan, judgement: &Judgement) -> Plan {
+    let Breaker::Open { until } = judgement.breaker else {
+        return plan;
+    };
+    if !matches!(
+        plan.decision,
+        Decision::Remove { .. } | Decision::Hold(Hold::MinPods { .. })
+    ) {
+        return plan;
+    }
+    let streak = judgement.next.streak as usize;
+    let spreads = judgement
+        .next
+        .actions
+        .iter()
+        .filter_map(|a| a.evaluation.as_ref().map(|e| [a.spread, e.spread]))
+        .rev()
+        .take(streak)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    plan.pods.clear_roles();
+    plan.decision = Decision::Hold(Hold::Ineffective { until, spreads });
+    plan
+}
+
+/// Remembers this run's action: the pods `removed` from the fleet `plan` describes.
+pub fn remember(memory: &mut Memory, plan: &Plan, removed: &[crate::plan::Removal], probe: bool, fingerprint: &str) {
+    let Some(stats) = plan.stats else { return };
+    if removed.is_empty() {
+        return;
+    }
+    memory.actions.push(Action {
+        at: plan.now,
+        fingerprint: fingerprint.to_string(),
+        spread: stats.spread,
+        mean: stats.mean,
+        removed: removed
+            .iter()
+            .map(|r| Removed {
+                name: r.name.clone(),
+                role: r.role,
+                cpu: r.cpu,
+            })
+            .collect(),
+        probe,
+        evaluation: None,
+        superseded: false,
+    });
+    let extra = memory.actions.len().saturating_sub(MAX_ACTIONS);
+    memory.actions.drain(..extra);
+}
+
+/// Reads a state document; an empty one (no `state.json`) is a fresh memory. `Err`
+/// says why it cannot be read: not JSON of this shape, or a newer version.
+pub fn parse(document: Option<&str>) -> Result<Memory, String> {
+    let Some(text) = document.filter(|t| !t.trim().is_empty()) else {
+        return Ok(Memory::default());
+    };
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: serde_json::Value,
+    }
+    let versioned: Versioned =
+        serde_json::from_str(text).map_err(|e| format!("expected a JSON object with a version: {e}"))?;
+    match versioned.version.as_u64() {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) if v > u64::from(VERSION) => {
+            return Err(format!(
+                "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
+            ));
+        }
+        _ => return Err(format!("expected version {VERSION}, got {}", versioned.version)),
+    }
+    let memory: Memory =
+        serde_json::from_str(text).map_err(|e| format!("expected the state document of version {VERSION}: {e}"))?;
+    if memory.actions.len() > MAX_ACTIONS {
+        return Err(format!(
+            "expected at most {MAX_ACTIONS} actions, got {}",
+            memory.actions.len()
+        ));
+    }
+    Ok(memory)
+}
+
+/// The document as it is written: pretty JSON, so `kubectl get configmap -o
+/// jsonpath='{.data.state\.json}'` reads well.
+pub fn render(memory: &Memory) -> String {
+    // Serializing plain structs of numbers, strings and vectors cannot fail.
+    serde_json::to_string_pretty(memory).unwrap_or_default()
+}
+
+/// The memory as `plan` shows it (text, and `memory` in `--output json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct View {
+    pub breaker: Breaker,
+    pub streak: u32,
+    pub max_ineffective: u32,
+    /// The last action was not evaluated: a rollout came first.
+    pub rollout: bool,
+    /// Oldest first, each with its evaluation when it has one.
+    pub actions: Vec<Action>,
+}
+
+impl View {
+    pub fn of(judgement: &Judgement, settings: &Settings) -> View {
+        View {
+            breaker: judgement.breaker,
+            streak: judgement.next.streak,
+            max_ineffective: settings.max_ineffective,
+            rollout: judgement.rollout,
+            actions: judgement.next.actions.clone(),
+        }
+    }
+}
