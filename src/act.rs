@@ -5,9 +5,8 @@
 //! plan's other pod may still go. Any other failure stops acting at once. After each
 //! removal an Event records why on the pod; a failed Event is only a warning.
 
-use crate::config::EvictionMode;
 use crate::error::Error;
-use crate::kube::Kube;
+use crate::kube::{EvictionMode, Kube};
 use crate::plan::{Plan, Removal};
 
 /// What happened to the plan's pods.
@@ -33,17 +32,12 @@ pub fn execute(kube: &Kube, plan: &Plan, mode: EvictionMode, now: i64) -> Acted 
                     "pod removed"
                 );
                 let message = format!(
-                    "pod-rebalancer: {}d as the {} pod: CPU {:.3} cores vs fleet mean {:.3} cores, spread {:.2} > threshold {:.2}",
-                    mode.verb(),
-                    if pod.role == crate::plan::Role::HighestCpu {
-                        "hottest"
-                    } else {
-                        "coldest"
-                    },
+                    "pod-rebalancer: {} as the {} pod: CPU {:.3} cores vs fleet mean {:.3} cores, {}",
+                    mode.done(),
+                    pod.role.superlative(),
                     pod.cpu,
                     mean,
-                    spread,
-                    plan.threshold
+                    plan.over_threshold().unwrap_or_default(),
                 );
                 if let Err(e) = kube.post_event(&pod.name, &pod.uid, &message, now) {
                     log::warn!(pod = pod.name.as_str(), error:% = e; "could not record the removal as an Event");

@@ -60,7 +60,17 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "DEPLOYMENT_NAME",
         None,
-        "the Deployment, also its container's name (required)",
+        "the Deployment whose pods are rebalanced (required)",
+    ),
+    s(
+        "CONTAINER_NAME",
+        None,
+        "the measured container [default: DEPLOYMENT_NAME]",
+    ),
+    s(
+        "QUERY_MATCHERS",
+        None,
+        "extra literal matchers of the CPU query, e.g. cluster=\"prod-eu-1\"",
     ),
     s("METRICS_TIME_WINDOW", Some("5m"), "PromQL rate window, whole seconds"),
     s(
@@ -133,6 +143,12 @@ impl Raw {
     pub fn get(&self, var: &str) -> Option<&str> {
         self.values.get(var).map(String::as_str).filter(|v| !v.is_empty())
     }
+
+    /// `LOG_FORMAT` asks for JSON lines, so that even configuration problems are JSON.
+    pub fn json_logs(&self) -> bool {
+        self.get("LOG_FORMAT")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("json"))
+    }
 }
 
 /// Files and switches of `pod-rebalancer plan`.
@@ -159,11 +175,17 @@ pub enum Command {
     Plan(Raw, PlanArgs),
 }
 
-/// Reads the command line and the environment. `Err` holds one line per problem.
-pub fn parse(
-    args: impl IntoIterator<Item = OsString>,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Command, Vec<String>> {
+/// A command line that cannot be run: why, and whether the problems should be
+/// written as JSON lines (`LOG_FORMAT=json`, from the variable or a flag read before
+/// the problem).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    pub problems: Vec<String>,
+    pub json: bool,
+}
+
+/// Reads the command line and the environment.
+pub fn parse(args: impl IntoIterator<Item = OsString>, env: impl Fn(&str) -> Option<String>) -> Result<Command, Usage> {
     let mut raw = Raw::default();
     for setting in SETTINGS {
         if let Some(v) = env(setting.var) {
@@ -172,70 +194,89 @@ pub fn parse(
     }
     raw.service_host = env("KUBERNETES_SERVICE_HOST").filter(|v| !v.is_empty());
     raw.service_port = env("KUBERNETES_SERVICE_PORT").filter(|v| !v.is_empty());
-    parse_args(lexopt::Parser::from_args(args), raw).map_err(|e| vec![e])
+    let mut plan: Option<PlanArgs> = None;
+    match parse_args(lexopt::Parser::from_args(args), &mut raw, &mut plan) {
+        Ok(Some(command)) => Ok(command),
+        Ok(None) => Ok(match plan {
+            Some(p) => Command::Plan(raw, p),
+            None => Command::Run(raw),
+        }),
+        Err(problem) => Err(Usage {
+            problems: vec![problem],
+            json: raw.json_logs(),
+        }),
+    }
 }
 
-fn parse_args(mut parser: lexopt::Parser, mut raw: Raw) -> Result<Command, String> {
+/// Reads the arguments into `raw` and `plan`; `Some` for `--help` and `--version`.
+fn parse_args(
+    mut parser: lexopt::Parser,
+    raw: &mut Raw,
+    plan: &mut Option<PlanArgs>,
+) -> Result<Option<Command>, String> {
     use lexopt::prelude::*;
-    let mut plan: Option<PlanArgs> = None;
-    let text = |v: OsString, flag: &str| -> Result<String, String> {
-        v.into_string()
-            .map_err(|v| format!("--{flag}: expected UTF-8 text, got {v:?}"))
-    };
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
         match arg {
-            Short('h') | Long("help") => return Ok(Command::Help),
-            Short('V') | Long("version") => return Ok(Command::Version),
-            Value(v) if plan.is_none() && v == "plan" => plan = Some(PlanArgs::default()),
+            Short('h') | Long("help") => return Ok(Some(Command::Help)),
+            Short('V') | Long("version") => return Ok(Some(Command::Version)),
+            Value(v) if plan.is_none() && v == "plan" => *plan = Some(PlanArgs::default()),
             Long(name) => {
                 let name = name.to_string();
-                if let Some(p) = plan.as_mut() {
-                    let slot = match name.as_str() {
-                        "pods" => Some(&mut p.pods),
-                        "cpu" => Some(&mut p.cpu),
-                        "deployment" => Some(&mut p.deployment),
-                        "save" => Some(&mut p.save),
-                        _ => None,
-                    };
-                    if let Some(slot) = slot {
-                        *slot = Some(PathBuf::from(parser.value().map_err(|e| e.to_string())?));
-                        continue;
-                    }
-                    if name == "all" {
-                        p.all = true;
-                        continue;
-                    }
-                    if name == "now" || name == "output" {
-                        let v = text(parser.value().map_err(|e| e.to_string())?, &name)?;
-                        if name == "now" {
-                            p.now = Some(v)
-                        } else {
-                            p.output = Some(v)
-                        }
-                        continue;
-                    }
+                if let Some(p) = plan.as_mut()
+                    && plan_flag(&mut parser, &name, p)?
+                {
+                    continue;
                 }
                 let Some(setting) = SETTINGS.iter().find(|s| flag_name(s.var) == name) else {
                     return Err(format!("unknown flag --{name} (see --help)"));
                 };
-                let value = if setting.boolean {
-                    match parser.optional_value() {
-                        Some(v) => text(v, &name)?,
-                        None => "true".to_string(),
-                    }
-                } else {
-                    text(parser.value().map_err(|e| e.to_string())?, &name)?
+                let value = match parser.optional_value() {
+                    None if setting.boolean => "true".to_string(),
+                    None => text(parser.value().map_err(|e| e.to_string())?, &name)?,
+                    Some(v) => text(v, &name)?,
                 };
+                if value.is_empty() {
+                    return Err(format!(
+                        "{} (--{name}): expected a value, got an empty one (an empty flag never means the default: leave the flag out)",
+                        setting.var
+                    ));
+                }
                 raw.values.insert(setting.var, value);
             }
             Short(c) => return Err(format!("unknown flag -{c} (see --help)")),
             Value(v) => return Err(format!("unexpected argument {v:?} (see --help)")),
         }
     }
-    Ok(match plan {
-        Some(p) => Command::Plan(raw, p),
-        None => Command::Run(raw),
-    })
+    Ok(None)
+}
+
+/// Reads a flag of `plan` into `p`; `false` when `name` is not one of them.
+fn plan_flag(parser: &mut lexopt::Parser, name: &str, p: &mut PlanArgs) -> Result<bool, String> {
+    if name == "all" {
+        p.all = true;
+        return Ok(true);
+    }
+    if !["pods", "cpu", "deployment", "save", "now", "output"].contains(&name) {
+        return Ok(false);
+    }
+    let value = text(parser.value().map_err(|e| e.to_string())?, name)?;
+    if value.is_empty() {
+        return Err(format!("--{name}: expected a value, got an empty one"));
+    }
+    match name {
+        "pods" => p.pods = Some(PathBuf::from(value)),
+        "cpu" => p.cpu = Some(PathBuf::from(value)),
+        "deployment" => p.deployment = Some(PathBuf::from(value)),
+        "save" => p.save = Some(PathBuf::from(value)),
+        "now" => p.now = Some(value),
+        _ => p.output = Some(value),
+    }
+    Ok(true)
+}
+
+fn text(v: OsString, flag: &str) -> Result<String, String> {
+    v.into_string()
+        .map_err(|v| format!("--{flag}: expected UTF-8 text, got {v:?}"))
 }
 
 /// The `--help` text, generated from `SETTINGS` so it cannot drift from the code.
@@ -284,14 +325,14 @@ EXIT STATUS: 0 the cycle completed (acted or chose not to), 1 the cycle failed,
 mod tests {
     use super::*;
 
-    fn check(args: &[&str], env: &[(&str, &str)]) -> Result<Command, Vec<String>> {
+    fn check(args: &[&str], env: &[(&str, &str)]) -> Result<Command, Usage> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         parse(args.iter().map(OsString::from), |k| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
     }
 
-    fn raw_of(cmd: Result<Command, Vec<String>>) -> Raw {
+    fn raw_of(cmd: Result<Command, Usage>) -> Raw {
         match cmd {
             Ok(Command::Run(raw)) | Ok(Command::Plan(raw, _)) => raw,
             other => panic!("expected a run, got {other:?}"),
@@ -324,13 +365,26 @@ mod tests {
     }
 
     #[test]
-    fn every_setting_has_a_flag_and_a_help_line() {
+    fn every_setting_the_help_names_is_a_flag_the_parser_takes() {
         let help = help();
         for s in SETTINGS {
-            assert!(help.contains(&format!("--{}", flag_name(s.var))), "{}", s.var);
-            assert!(help.contains(&format!("${}", s.var)), "{}", s.var);
+            let flag = format!("--{}", flag_name(s.var));
+            assert!(help.contains(&flag), "{flag} is not in --help");
+            // What the help promises: the flag sets its variable, over the environment.
+            let raw = raw_of(check(&[&format!("{flag}=from-flag")], &[(s.var, "from-env")]));
+            assert_eq!(raw.get(s.var), Some("from-flag"), "{flag}");
+            let raw = raw_of(check(&["plan", &format!("{flag}=x")], &[]));
+            assert_eq!(raw.get(s.var), Some("x"), "plan {flag}");
         }
-        assert!(help.contains("plan --pods FILE --cpu FILE"));
+        for plan_flag in ["--pods", "--cpu", "--deployment", "--now", "--output", "--save"] {
+            assert!(help.contains(plan_flag), "{plan_flag} is not in --help");
+            let cmd = check(&["plan", plan_flag, "x"], &[]);
+            assert!(matches!(cmd, Ok(Command::Plan(..))), "plan {plan_flag}: {cmd:?}");
+        }
+        assert!(matches!(
+            check(&["plan", "--all"], &[]),
+            Ok(Command::Plan(_, PlanArgs { all: true, .. }))
+        ));
     }
 
     #[test]
@@ -360,11 +414,39 @@ mod tests {
 
     #[test]
     fn unknown_words_are_refused() {
-        assert!(check(&["--nope"], &[]).unwrap_err()[0].contains("--nope"));
-        assert!(check(&["evict"], &[]).unwrap_err()[0].contains("evict"));
+        assert!(check(&["--nope"], &[]).unwrap_err().problems[0].contains("--nope"));
+        assert!(check(&["evict"], &[]).unwrap_err().problems[0].contains("evict"));
         assert!(check(&["--pods", "x"], &[]).is_err(), "--pods belongs to plan only");
         assert!(check(&["--kube-namespace"], &[]).is_err(), "a value is required");
         assert_eq!(check(&["--help"], &[]), Ok(Command::Help));
         assert_eq!(check(&["-V"], &[]), Ok(Command::Version));
+    }
+
+    #[test]
+    fn an_empty_flag_is_a_problem_not_the_default() {
+        for args in [
+            &["--dry-run="][..],
+            &["--kube-namespace="],
+            &["--kube-namespace", ""],
+            &["plan", "--now", ""],
+            &["plan", "--pods="],
+        ] {
+            let usage = check(args, &[("DRY_RUN", "true"), ("KUBE_NAMESPACE", "prod")]).unwrap_err();
+            assert!(
+                usage.problems[0].contains("expected a value, got an empty one"),
+                "{args:?}: {usage:?}"
+            );
+        }
+        assert!(
+            check(&["--log-format=json", "--kube-namespace="], &[])
+                .unwrap_err()
+                .json
+        );
+        assert!(
+            check(&["--kube-namespace="], &[("LOG_FORMAT", "JSON")])
+                .unwrap_err()
+                .json
+        );
+        assert!(!check(&["--kube-namespace="], &[]).unwrap_err().json);
     }
 }

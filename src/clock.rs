@@ -2,7 +2,7 @@
 //!
 //! The decision compares pod creation times with "now" in whole seconds, and the
 //! Events we post carry a timestamp. That is all the calendar arithmetic we need, so
-//! it lives here in forty lines instead of behind a dependency.
+//! it lives here, in a few small functions, instead of behind a dependency.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

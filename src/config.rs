@@ -5,69 +5,30 @@
 //! request. The names that end up in a URL path or in the PromQL query are checked
 //! here to be DNS-1123 labels, so nothing can be injected through them.
 
-use crate::cli::{Raw, SETTINGS, flag_name};
+use crate::cli::{PlanArgs, Raw, SETTINGS, flag_name};
+use crate::kube::{self, EvictionMode};
+use crate::logging;
+use crate::plan;
+use crate::plan_command::{self, Output, Source};
+use crate::victoria;
 use std::path::PathBuf;
 use std::time::Duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EvictionMode {
-    Evict,
-    Delete,
-}
-
-impl EvictionMode {
-    pub fn verb(self) -> &'static str {
-        match self {
-            EvictionMode::Evict => "evict",
-            EvictionMode::Delete => "delete",
-        }
-    }
-}
-
-/// The numbers the decision needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DecisionSettings {
-    pub window_secs: u64,
-    pub threshold: f64,
-    pub min_pods: usize,
-    pub stabilization_secs: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prometheus {
-    /// Base URL without a trailing slash; any path prefix is kept.
-    pub url: String,
-    pub timeout: Duration,
-    pub token_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Kube {
-    /// API server base URL without a trailing slash.
-    pub url: String,
-    pub service_account_dir: PathBuf,
-    pub timeout: Duration,
-}
 
 /// Everything but the cluster: what `plan` on saved files needs too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub prometheus: Prometheus,
+    pub prometheus: victoria::Endpoint,
     pub namespace: String,
     pub selector: String,
     pub deployment: Option<String>,
-    pub decision: DecisionSettings,
+    /// `CONTAINER_NAME`; when unset, the Deployment's name is the container's.
+    pub container: Option<String>,
+    /// `QUERY_MATCHERS`: extra literal label matchers of the query, in order.
+    pub matchers: Vec<(String, String)>,
+    pub decision: plan::Settings,
     pub dry_run: bool,
     pub log_level: log::LevelFilter,
-    pub log_format: LogFormat,
+    pub log_format: logging::Format,
     pub mode: EvictionMode,
     pub metrics_file: Option<PathBuf>,
     pub push_url: Option<String>,
@@ -77,7 +38,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub deployment: String,
-    pub kube: Kube,
+    /// The measured container: `CONTAINER_NAME`, else the Deployment's name.
+    pub container: String,
+    pub kube: kube::Endpoint,
 }
 
 /// Collects problems instead of stopping at the first one.
@@ -98,6 +61,20 @@ impl<'a> Checker<'a> {
             "{var} (--{}): expected {expected}, got {got:?}",
             flag_name(var)
         ));
+    }
+
+    /// One of `words`, in any case; the problem lists them ("error, warn or info").
+    fn word<T: Copy>(&mut self, var: &str, words: &[(&str, T)]) -> Option<T> {
+        let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+        let expected = match names.split_last() {
+            Some((last, [])) => last.to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        self.parsed(var, &expected, |v| {
+            let v = v.to_ascii_lowercase();
+            words.iter().find(|(w, _)| *w == v).map(|(_, t)| *t)
+        })
     }
 
     fn parsed<T>(&mut self, var: &str, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
@@ -179,26 +156,92 @@ pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
         kube_timeout,
         c.problems.is_empty(),
     ) {
-        (Some(config), Some(deployment), Some(url), Some(service_account_dir), Some(timeout), true) => Ok((
-            config,
-            Cluster {
+        (Some(config), Some(deployment), Some(url), Some(service_account_dir), Some(timeout), true) => {
+            let cluster = Cluster {
+                container: config.container.clone().unwrap_or_else(|| deployment.clone()),
                 deployment,
-                kube: Kube {
+                kube: kube::Endpoint {
                     url,
                     service_account_dir,
                     timeout,
                 },
-            },
-        )),
+            };
+            Ok((config, cluster))
+        }
         _ => Err(c.problems),
     }
 }
 
+/// Validates `pod-rebalancer plan`: its own flags, then what a plan on saved files or
+/// a live plan needs; every problem at once, the flags' first.
+pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<String>> {
+    let mut problems = Vec::new();
+    let output = args.output.as_deref().unwrap_or("text").to_ascii_lowercase();
+    let output = match output.as_str() {
+        "text" => Some(Output::Text),
+        "json" => Some(Output::Json),
+        _ => {
+            problems.push(format!("--output: expected text or json, got {output:?}"));
+            None
+        }
+    };
+    let offline = args.pods.is_some() || args.cpu.is_some();
+    if offline && (args.pods.is_none() || args.cpu.is_none()) {
+        problems.push("plan: --pods and --cpu go together (or neither, for a live plan)".to_string());
+    }
+    if offline && args.save.is_some() {
+        problems.push("plan: --save records a live plan; it does not go with --pods/--cpu".to_string());
+    }
+    if !offline && (args.deployment.is_some() || args.now.is_some()) {
+        problems.push("plan: --deployment and --now replay saved responses; they need --pods and --cpu".to_string());
+    }
+    let now = args.now.as_deref().and_then(|text| {
+        let now = crate::clock::parse_rfc3339(text);
+        if now.is_none() {
+            problems.push(format!(
+                "--now: expected an RFC 3339 time such as 2026-01-01T00:00:00Z, got {text:?}"
+            ));
+        }
+        now
+    });
+    let configs = if offline {
+        self::offline(raw).map(|c| (c, None))
+    } else {
+        live(raw).map(|(c, k)| (c, Some(k)))
+    };
+    let (config, cluster) = match configs {
+        Ok(ok) if problems.is_empty() => ok,
+        Ok(_) => return Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            return Err(problems);
+        }
+    };
+    let source = match (cluster, &args.pods, &args.cpu) {
+        (Some(cluster), _, _) => Source::Live {
+            cluster,
+            save: args.save.clone(),
+        },
+        (None, Some(pods), Some(cpu)) => Source::Saved {
+            pods: pods.clone(),
+            cpu: cpu.clone(),
+            deployment: args.deployment.clone(),
+            now,
+        },
+        (None, _, _) => return Err(vec!["plan: expected --pods and --cpu, or a live configuration".into()]),
+    };
+    Ok(plan_command::Request {
+        config,
+        source,
+        output: output.unwrap_or(Output::Text),
+        all: args.all,
+    })
+}
+
+/// Every setting but the cluster's; `None` when one of them is invalid (each problem
+/// is in `c`). Every setting is read before any `?`, so all problems are reported.
 fn common(c: &mut Checker) -> Option<Config> {
-    let url = c.parsed("PROMETHEUS_ENDPOINT", "an http(s) URL without credentials", http_url);
-    let timeout = c.parsed("PROMETHEUS_TIMEOUT", "a duration > 0 such as 30s", positive_duration);
-    let token_file = c.value("PROMETHEUS_BEARER_TOKEN_FILE").map(PathBuf::from);
-    let ca_file = c.value("PROMETHEUS_CA_FILE").map(PathBuf::from);
+    let prometheus = prometheus(c);
     let namespace = c.parsed("KUBE_NAMESPACE", DNS_LABEL, dns_label);
     let selector = c.parsed(
         "KUBE_LABEL_SELECTOR",
@@ -210,6 +253,74 @@ fn common(c: &mut Checker) -> Option<Config> {
         Some(_) => c.parsed("DEPLOYMENT_NAME", DNS_LABEL, dns_label).map(Some),
         None => Some(None),
     };
+    let container = match c.value("CONTAINER_NAME") {
+        Some(_) => c.parsed("CONTAINER_NAME", DNS_LABEL, dns_label).map(Some),
+        None => Some(None),
+    };
+    let matchers = match c.value("QUERY_MATCHERS") {
+        Some(_) => c.parsed("QUERY_MATCHERS", MATCHERS, query_matchers),
+        None => Some(Vec::new()),
+    };
+    let decision = decision(c);
+    let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
+    let log_level = c.word(
+        "LOG_LEVEL",
+        &[
+            ("error", log::LevelFilter::Error),
+            ("warn", log::LevelFilter::Warn),
+            ("info", log::LevelFilter::Info),
+            ("debug", log::LevelFilter::Debug),
+            ("trace", log::LevelFilter::Trace),
+        ],
+    );
+    let log_format = c.word(
+        "LOG_FORMAT",
+        &[("text", logging::Format::Text), ("json", logging::Format::Json)],
+    );
+    let mode = c.word(
+        "EVICTION_MODE",
+        &[("evict", EvictionMode::Evict), ("delete", EvictionMode::Delete)],
+    );
+    let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
+    let push_url = match c.value("METRICS_PUSH_URL") {
+        Some(_) => c
+            .parsed(
+                "METRICS_PUSH_URL",
+                "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
+                push_url,
+            )
+            .map(Some),
+        None => Some(None),
+    };
+    Some(Config {
+        prometheus: prometheus?,
+        namespace: namespace?,
+        selector: selector?,
+        deployment: deployment?,
+        container: container?,
+        matchers: matchers?,
+        decision: decision?,
+        dry_run: dry_run?,
+        log_level: log_level?,
+        log_format: log_format?,
+        mode: mode?,
+        metrics_file,
+        push_url: push_url?,
+    })
+}
+
+fn prometheus(c: &mut Checker) -> Option<victoria::Endpoint> {
+    let url = c.parsed("PROMETHEUS_ENDPOINT", "an http(s) URL without credentials", http_url);
+    let timeout = c.parsed("PROMETHEUS_TIMEOUT", "a duration > 0 such as 30s", positive_duration);
+    Some(victoria::Endpoint {
+        url: url?,
+        timeout: timeout?,
+        token_file: c.value("PROMETHEUS_BEARER_TOKEN_FILE").map(PathBuf::from),
+        ca_file: c.value("PROMETHEUS_CA_FILE").map(PathBuf::from),
+    })
+}
+
+fn decision(c: &mut Checker) -> Option<plan::Settings> {
     let window = c.parsed(
         "METRICS_TIME_WINDOW",
         "a duration > 0 in whole seconds, at most 8784h, such as 5m",
@@ -224,31 +335,6 @@ fn common(c: &mut Checker) -> Option<Config> {
     let min_pods = c.parsed("MIN_PODS_REQUIRED", "an integer >= 1", |v| {
         v.trim().parse::<usize>().ok().filter(|n| *n >= 1)
     });
-    let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
-    let log_level = c.parsed("LOG_LEVEL", "error, warn, info, debug or trace", |v| {
-        Some(match v.to_ascii_lowercase().as_str() {
-            "error" => log::LevelFilter::Error,
-            "warn" => log::LevelFilter::Warn,
-            "info" => log::LevelFilter::Info,
-            "debug" => log::LevelFilter::Debug,
-            "trace" => log::LevelFilter::Trace,
-            _ => return None,
-        })
-    });
-    let log_format = c.parsed("LOG_FORMAT", "text or json", |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "text" => Some(LogFormat::Text),
-            "json" => Some(LogFormat::Json),
-            _ => None,
-        }
-    });
-    let mode = c.parsed("EVICTION_MODE", "evict or delete", |v| {
-        match v.to_ascii_lowercase().as_str() {
-            "evict" => Some(EvictionMode::Evict),
-            "delete" => Some(EvictionMode::Delete),
-            _ => None,
-        }
-    });
     let stabilization = c.parsed(
         "STABILIZATION_WINDOW",
         "a duration >= 0, at most 8784h, such as 10m",
@@ -258,40 +344,43 @@ fn common(c: &mut Checker) -> Option<Config> {
                 .filter(|s| *s <= MAX_WINDOW_SECS)
         },
     );
-    let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
-    let push_url = match c.value("METRICS_PUSH_URL") {
-        Some(_) => c
-            .parsed(
-                "METRICS_PUSH_URL",
-                "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
-                push_url,
-            )
-            .map(Some),
-        None => Some(None),
-    };
-    Some(Config {
-        prometheus: Prometheus {
-            url: url?,
-            timeout: timeout?,
-            token_file,
-            ca_file,
-        },
-        namespace: namespace?,
-        selector: selector?,
-        deployment: deployment?,
-        decision: DecisionSettings {
-            window_secs: window?,
-            threshold: threshold?,
-            min_pods: min_pods?,
-            stabilization_secs: stabilization?,
-        },
-        dry_run: dry_run?,
-        log_level: log_level?,
-        log_format: log_format?,
-        mode: mode?,
-        metrics_file,
-        push_url: push_url?,
+    Some(plan::Settings {
+        window_secs: window?,
+        threshold: threshold?,
+        min_pods: min_pods?,
+        stabilization_secs: stabilization?,
     })
+}
+
+const MATCHERS: &str = "name=\"value\" pairs separated by commas, such as cluster=\"prod-eu-1\" (label names [a-zA-Z_][a-zA-Z0-9_]*, not namespace, container, pod or __…; values without '\"', '\\' or line breaks; each name once)";
+
+/// `QUERY_MATCHERS`: `name="value"` pairs separated by commas, each a literal `=`
+/// matcher. The names the query sets itself (`namespace`, `container`, `pod`) and the
+/// reserved `__…` names are refused, as is anything that is not a plain quoted value,
+/// so no setting can widen the query or change the metric it reads.
+pub fn query_matchers(v: &str) -> Option<Vec<(String, String)>> {
+    let mut matchers: Vec<(String, String)> = Vec::new();
+    let mut rest = v.trim();
+    loop {
+        let (name, after) = rest.split_once('=')?;
+        let name = name.trim();
+        let mut chars = name.chars();
+        let name_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with("__")
+            && !["namespace", "container", "pod"].contains(&name)
+            && !matchers.iter().any(|(n, _)| n == name);
+        let (value, after) = after.trim_start().strip_prefix('"')?.split_once('"')?;
+        if !name_ok || value.contains(['\\', '\n', '\r']) {
+            return None;
+        }
+        matchers.push((name.to_string(), value.to_string()));
+        rest = after.trim_start();
+        if rest.is_empty() {
+            return Some(matchers);
+        }
+        rest = rest.strip_prefix(',')?.trim_start();
+    }
 }
 
 /// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
@@ -471,7 +560,7 @@ mod tests {
         assert_eq!(c.selector, "app=consumer");
         assert_eq!(
             c.decision,
-            DecisionSettings {
+            plan::Settings {
                 window_secs: 300,
                 threshold: 0.3,
                 min_pods: 3,
@@ -480,7 +569,7 @@ mod tests {
         );
         assert!(!c.dry_run);
         assert_eq!(c.log_level, log::LevelFilter::Info);
-        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.log_format, logging::Format::Text);
         assert_eq!(c.mode, EvictionMode::Evict);
         assert_eq!((c.metrics_file, c.push_url), (None, None));
         assert_eq!(cluster.kube.timeout, Duration::from_secs(10));
@@ -521,7 +610,7 @@ mod tests {
         assert_eq!(c.selector, "app in (a,b),tier!=x");
         assert_eq!(
             c.decision,
-            DecisionSettings {
+            plan::Settings {
                 window_secs: 120,
                 threshold: 0.25,
                 min_pods: 5,
@@ -530,7 +619,7 @@ mod tests {
         );
         assert!(c.dry_run);
         assert_eq!(c.log_level, log::LevelFilter::Debug);
-        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.log_format, logging::Format::Json);
         assert_eq!(c.mode, EvictionMode::Delete);
         assert_eq!(c.metrics_file, Some(PathBuf::from("/m/rebalancer.prom")));
         assert_eq!(c.push_url.as_deref(), Some("http://vm:8428/api/v1/import/prometheus"));
@@ -683,5 +772,93 @@ mod tests {
         ] {
             assert_eq!(d(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn hosts_with_dashes_and_underscores_are_the_ones_clusters_use() {
+        for url in [
+            "http://vm-select.monitoring.svc:8481",
+            "http://vm_select:8481/select/0/prometheus",
+            "http://10.0.0.7:8428",
+        ] {
+            let (c, _) = check(&[("PROMETHEUS_ENDPOINT", url)]).unwrap_or_else(|p| panic!("{url}: {p:?}"));
+            assert_eq!(c.prometheus.url, url);
+        }
+        for (url, why) in [
+            ("http://vm:8428/prometheus?x=1", "a query after a path"),
+            ("http://vm:8428/prometheus#top", "a fragment after a path"),
+            ("http://vm:0", "port 0"),
+            ("http://vm..svc:8428", "an empty label"),
+        ] {
+            assert!(check(&[("PROMETHEUS_ENDPOINT", url)]).is_err(), "{why}: {url}");
+        }
+    }
+
+    #[test]
+    fn every_log_level_is_a_word_in_any_case() {
+        for (word, level) in [
+            ("error", log::LevelFilter::Error),
+            ("WARN", log::LevelFilter::Warn),
+            ("Info", log::LevelFilter::Info),
+            ("debug", log::LevelFilter::Debug),
+            ("trace", log::LevelFilter::Trace),
+        ] {
+            assert_eq!(check(&[("LOG_LEVEL", word)]).unwrap().0.log_level, level, "{word}");
+        }
+        assert!(problem(&[("LOG_LEVEL", "warning")]).contains("expected error, warn, info, debug or trace"));
+    }
+
+    #[test]
+    fn windows_at_their_bounds() {
+        let window = |v| check(&[("METRICS_TIME_WINDOW", v)]).map(|(c, _)| c.decision.window_secs);
+        assert_eq!(window("8784h"), Ok(8784 * 3600), "the documented maximum, whole");
+        assert!(window("8784h1s").is_err());
+        let stabilization = |v| check(&[("STABILIZATION_WINDOW", v)]).map(|(c, _)| c.decision.stabilization_secs);
+        assert_eq!(stabilization("1500ms"), Ok(2), "a fraction of a second rounds up");
+        assert_eq!(stabilization("1500ns"), Ok(1));
+        assert_eq!(stabilization("0"), Ok(0));
+        assert_eq!(parse_duration("1500ns"), Some(Duration::from_nanos(1500)));
+    }
+
+    #[test]
+    fn the_container_is_the_deployments_unless_named() {
+        let (c, cluster) = check(&[]).unwrap();
+        assert_eq!((c.container, cluster.container.as_str()), (None, "ingestion-consumer"));
+        let (_, cluster) = check(&[("CONTAINER_NAME", "consumer")]).unwrap();
+        assert_eq!(cluster.container, "consumer");
+        assert!(problem(&[("CONTAINER_NAME", "Consumer")]).contains("DNS-1123"));
+    }
+
+    #[test]
+    fn query_matchers_are_literal_and_cannot_widen_the_query() {
+        let m = |v| query_matchers(v);
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        assert_eq!(m(r#"cluster="prod-eu-1""#), Some(vec![pair("cluster", "prod-eu-1")]));
+        assert_eq!(
+            m(r#" cluster = "a b,c" , _region2="eu""#),
+            Some(vec![pair("cluster", "a b,c"), pair("_region2", "eu")])
+        );
+        for bad in [
+            "",
+            "cluster=prod",
+            r#"cluster=~"prod.*""#,
+            r#"cluster!="prod""#,
+            r#"namespace="other""#,
+            r#"container="other""#,
+            r#"pod="p""#,
+            r#"__name__="up""#,
+            r#"2cluster="a""#,
+            r#"cluster="a",cluster="b""#,
+            r#"cluster="a","#,
+            r#"cluster="a" region="b""#,
+            r#"cluster="a\"b""#,
+            "cluster=\"a\nb\"",
+            r#"cluster="a"}"#,
+        ] {
+            assert_eq!(m(bad), None, "{bad}");
+        }
+        let (c, _) = check(&[("QUERY_MATCHERS", r#"cluster="prod-eu-1""#)]).unwrap();
+        assert_eq!(c.matchers, vec![pair("cluster", "prod-eu-1")]);
+        assert!(problem(&[("QUERY_MATCHERS", r#"namespace="x""#)]).starts_with("QUERY_MATCHERS (--query-matchers)"));
     }
 }

@@ -5,12 +5,71 @@
 //! Reads live here; the two mutating calls (`remove`, `post_event`) are called only
 //! from `act`.
 
-use crate::config::EvictionMode;
 use crate::error::{Cause, Error};
-use crate::http::{Client, Payload};
+use crate::http::{self, Client, Keep, encode};
 use crate::plan::{Pod, Rollout};
 use serde::Deserialize;
 use std::borrow::Cow;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the API server is and how to reach it (README "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// API server base URL without a trailing slash.
+    pub url: String,
+    /// Holds `token` and `ca.crt`.
+    pub service_account_dir: PathBuf,
+    pub timeout: Duration,
+}
+
+/// How a pod is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvictionMode {
+    /// The Eviction API, which honours PodDisruptionBudgets.
+    Evict,
+    Delete,
+}
+
+impl EvictionMode {
+    pub fn verb(self) -> &'static str {
+        match self {
+            EvictionMode::Evict => "evict",
+            EvictionMode::Delete => "delete",
+        }
+    }
+
+    /// The verb in the past tense: "evicted", "deleted".
+    pub fn done(self) -> &'static str {
+        match self {
+            EvictionMode::Evict => "evicted",
+            EvictionMode::Delete => "deleted",
+        }
+    }
+}
+
+/// A client for the API server, from the service account files, which are read on
+/// every run (tokens rotate). The token is sent whenever its file exists; the CA is
+/// required for https.
+pub fn client(endpoint: &Endpoint) -> Result<Client, Error> {
+    let dir = &endpoint.service_account_dir;
+    let token_path = dir.join("token");
+    let token = match std::fs::metadata(&token_path) {
+        Ok(_) => Some(http::read_token(&token_path)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            log::debug!(path:% = token_path.display(); "no service account token, sending no Authorization header");
+            None
+        }
+        Err(e) => return Err(Error::io(format!("read bearer token {}", token_path.display()), &e)),
+    };
+    let roots = if endpoint.url.starts_with("https://") {
+        Some(http::read_ca(&dir.join("ca.crt"))?)
+    } else {
+        None
+    };
+    Ok(Client::new(&endpoint.url, endpoint.timeout, roots, token))
+}
 
 /// Page size of the pod list: large enough that a 1,000-pod fleet is two requests,
 /// small enough that a page of fat pods stays a few MiB.
@@ -57,6 +116,43 @@ struct ObjectMeta<'a> {
     creation_timestamp: Option<Cow<'a, str>>,
     #[serde(borrow)]
     deletion_timestamp: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    labels: Labels<'a>,
+    #[serde(default, borrow)]
+    owner_references: Vec<OwnerReference<'a>>,
+}
+
+/// The one label ownership needs; the others are skipped as they are parsed.
+#[derive(Deserialize, Default)]
+struct Labels<'a> {
+    #[serde(rename = "pod-template-hash", borrow)]
+    pod_template_hash: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct OwnerReference<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    controller: Option<bool>,
+}
+
+impl ObjectMeta<'_> {
+    /// The pod belongs to `deployment`: its controller is the ReplicaSet the Deployment
+    /// controller names `{deployment}-{pod-template-hash}`. Another Deployment whose
+    /// name starts with ours, a bare pod, a Job's pod: none of them.
+    fn owned_by(&self, deployment: &str) -> bool {
+        let Some(hash) = self.labels.pod_template_hash.as_deref() else {
+            return false;
+        };
+        self.owner_references.iter().any(|o| {
+            o.controller == Some(true)
+                && o.kind == "ReplicaSet"
+                && o.name.strip_prefix(deployment).and_then(|rest| rest.strip_prefix('-')) == Some(hash)
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -196,7 +292,7 @@ impl WirePod<'_> {
 }
 
 /// The phases the API defines are `'static`, so a pod's phase costs no allocation
-/// (50,000 of them at the cluster's pod limit); anything else is kept as sent.
+/// (a 50,000-pod fleet holds 50,000 of them); anything else is kept as sent.
 fn phase(sent: &str) -> Cow<'static, str> {
     match ["Pending", "Running", "Succeeded", "Failed", "Unknown", ""]
         .into_iter()
@@ -220,16 +316,59 @@ impl Deployment {
     }
 }
 
-/// Parses a PodList body (`kubectl get pods -o json`, one API page) into pods and
-/// the continue token.
-pub fn parse_pod_list(json: &str, container: Option<&str>) -> Result<(Vec<Pod>, Option<String>), serde_json::Error> {
-    let list: PodList = serde_json::from_str(json)?;
-    Ok(list_into_pods(list, container))
+/// Which pods of a list count, and which of their containers is measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Select<'a> {
+    /// Keep only the pods this Deployment owns; `None` keeps every pod.
+    pub deployment: Option<&'a str>,
+    /// The measured container, whose CPU request and limit are read (the only
+    /// container when the name is unknown or absent).
+    pub container: Option<&'a str>,
 }
 
-fn list_into_pods(list: PodList, container: Option<&str>) -> (Vec<Pod>, Option<String>) {
-    let pods = list.items.into_iter().map(|p| p.into_pod(container)).collect();
-    (pods, list.metadata.next.filter(|c| !c.is_empty()))
+/// One page of a pod list: the pods kept, how many others it held, the continue token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub pods: Vec<Pod>,
+    /// Pods the selector returned that the Deployment does not own.
+    pub ignored: usize,
+    pub next: Option<String>,
+}
+
+/// Parses a PodList body (`kubectl get pods -o json`, one API page).
+pub fn parse_pod_list(json: &str, select: Select) -> Result<Page, serde_json::Error> {
+    let list: PodList = serde_json::from_str(json)?;
+    Ok(list_into_page(list, select))
+}
+
+fn list_into_page(list: PodList, select: Select) -> Page {
+    let total = list.items.len();
+    let pods: Vec<Pod> = list
+        .items
+        .into_iter()
+        .filter(|p| select.deployment.is_none_or(|d| p.metadata.owned_by(d)))
+        .map(|p| p.into_pod(select.container))
+        .collect();
+    Page {
+        ignored: total - pods.len(),
+        pods,
+        next: list.metadata.next.filter(|c| !c.is_empty()),
+    }
+}
+
+/// Why a list holds a pod twice (by name or by uid), or `None`. Such a list is
+/// malformed: counted twice, the pod would skew the budget and the statistics.
+pub fn listed_twice(pods: &[Pod]) -> Option<String> {
+    let twice = |mut keys: Vec<&str>, what: &str| {
+        keys.sort_unstable();
+        keys.windows(2)
+            .find(|w| w[0] == w[1])
+            .map(|w| format!("pod {what} {} is listed twice", w[0]))
+    };
+    twice(pods.iter().map(|p| p.name.as_str()).collect(), "name").or_else(|| {
+        let uids = pods.iter().map(|p| p.uid.as_str()).filter(|u| !u.is_empty());
+        twice(uids.collect(), "uid")
+    })
 }
 
 /// Parses a Deployment body (`kubectl get deploy NAME -o json`).
@@ -237,17 +376,15 @@ pub fn parse_deployment(json: &str) -> Result<Rollout, serde_json::Error> {
     serde_json::from_str::<Deployment>(json).map(Deployment::into_rollout)
 }
 
-/// Percent-encodes a query parameter value (RFC 3986 unreserved characters stay).
-pub fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// The most pages a list may take: 300 pages of 500 are 150,000 pods, the most
+/// Kubernetes supports in a whole cluster.
+pub const MAX_PAGES: usize = 300;
+
+/// The pods a list kept, and how many others the selector returned.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Listed {
+    pub pods: Vec<Pod>,
+    pub ignored: usize,
 }
 
 /// The Kubernetes API of one namespace.
@@ -257,10 +394,11 @@ pub struct Kube<'a> {
 }
 
 impl Kube<'_> {
-    /// The Deployment's rollout state; 404 is "not found", said plainly.
-    pub fn deployment(&self, name: &str) -> Result<Rollout, Error> {
+    /// The Deployment's rollout state; 404 is "not found", said plainly. With `keep`,
+    /// the body read is kept there.
+    pub fn deployment(&self, name: &str, keep: Keep) -> Result<Rollout, Error> {
         let path = format!("/apis/apps/v1/namespaces/{}/deployments/{name}", self.namespace);
-        match self.client.json::<Deployment>("get deployment", "GET", &path, None) {
+        match self.client.get_json::<Deployment>("get deployment", &path, keep) {
             Ok(d) => Ok(d.into_rollout()),
             Err(e) if e.status() == Some(404) => {
                 let Cause::Status { message, .. } = &e.cause else {
@@ -278,50 +416,77 @@ impl Kube<'_> {
         }
     }
 
-    /// Every pod matching `selector`, following `continue` page by page. An expired
-    /// continue token (410 Gone) restarts the list from the start, once.
-    pub fn pods(&self, selector: &str, container: &str) -> Result<Vec<Pod>, Error> {
+    /// The pods matching `selector` that `select` keeps, following `continue` page by
+    /// page. An expired continue token (410 Gone) restarts the list from the start,
+    /// once. A continue token that repeats, more than `MAX_PAGES` pages, or a pod
+    /// listed twice make the list malformed: never an endless loop or a pod counted
+    /// twice. With `pages`, a copy of every page read is kept there.
+    pub fn pods(&self, selector: &str, select: Select, mut pages: Option<&mut Vec<Vec<u8>>>) -> Result<Listed, Error> {
         let first = format!(
             "/api/v1/namespaces/{}/pods?labelSelector={}&limit={PAGE_LIMIT}",
             self.namespace,
             encode(selector)
         );
+        let malformed = |why: String| {
+            Error::new(
+                format!("list pods (GET {})", self.client.url(&first)),
+                Cause::Malformed(why),
+            )
+        };
         let mut restarted = false;
-        let mut pods = Vec::new();
-        let mut next: Option<String> = None;
+        let mut listed = Listed::default();
+        // The continue tokens sent since the list (re)started, in order.
+        let mut sent: Vec<String> = Vec::new();
         // One body buffer for every page: memory holds one page whatever the fleet.
         let mut buf = Vec::new();
         loop {
-            let path = match &next {
+            let path = match sent.last() {
                 Some(token) => format!("{first}&continue={}", encode(token)),
                 None => first.clone(),
             };
-            match self.page(&path, &mut buf) {
+            let mut copy = Vec::new();
+            let keep = pages.is_some().then_some(&mut copy);
+            let page = self.client.get_page::<PodList>("list pods", &path, &mut buf, keep);
+            // A page as read, parsed or not; not the Status of a refused request.
+            if let Some(pages) = pages.as_deref_mut()
+                && !copy.is_empty()
+                && page.as_ref().err().and_then(Error::status).is_none()
+            {
+                pages.push(copy);
+            }
+            match page {
                 Ok(list) => {
-                    let (page, token) = list_into_pods(list, Some(container));
-                    log::debug!(pods = page.len(), more = token.is_some(); "pod list page");
-                    pods.extend(page);
-                    next = token;
-                    if next.is_none() {
-                        return Ok(pods);
+                    let page = list_into_page(list, select);
+                    log::debug!(pods = page.pods.len(), ignored = page.ignored, more = page.next.is_some(); "pod list page");
+                    listed.pods.extend(page.pods);
+                    listed.ignored += page.ignored;
+                    let Some(token) = page.next else { break };
+                    if sent.contains(&token) {
+                        return Err(malformed(format!(
+                            "the server repeated a continue token after {} pages: the list would never end",
+                            sent.len() + 1
+                        )));
                     }
+                    if sent.len() + 1 >= MAX_PAGES {
+                        return Err(malformed(format!(
+                            "expected at most {MAX_PAGES} pages of {PAGE_LIMIT} pods, the server offers more"
+                        )));
+                    }
+                    sent.push(token);
                 }
-                Err(e) if e.status() == Some(410) && next.is_some() && !restarted => {
+                Err(e) if e.status() == Some(410) && !sent.is_empty() && !restarted => {
                     log::warn!(error:% = e; "pod list continue token expired, listing again from the start");
                     restarted = true;
-                    pods.clear();
-                    next = None;
+                    listed = Listed::default();
+                    sent.clear();
                 }
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// One page of the pod list, read into `buf` and parsed from there.
-    fn page<'b>(&self, path: &str, buf: &'b mut Vec<u8>) -> Result<PodList<'b>, Error> {
-        let (doing, response) = self.client.send("list pods", "GET", path, None)?;
-        self.client.read_body(&doing, response.into_body(), buf)?;
-        self.client.parse_slice(&doing, buf)
+        match listed_twice(&listed.pods) {
+            Some(why) => Err(malformed(why)),
+            None => Ok(listed),
+        }
     }
 
     /// Evicts or deletes one pod, only if it is still the pod with this uid.
@@ -350,17 +515,7 @@ impl Kube<'_> {
                 "delete pod",
             ),
         };
-        let bytes = body.to_string().into_bytes();
-        self.client.send(
-            what,
-            method,
-            &path,
-            Some(Payload {
-                content_type: "application/json",
-                bytes: &bytes,
-            }),
-        )?;
-        Ok(())
+        self.client.send_json(what, method, &path, &body)
     }
 
     /// Posts a core/v1 Event of type Normal, reason `Rebalanced`, on the pod.
@@ -383,18 +538,8 @@ impl Kube<'_> {
             "lastTimestamp": at,
             "count": 1,
         });
-        let bytes = body.to_string().into_bytes();
-        let path = format!("/api/v1/namespaces/{ns}/events");
-        self.client.send(
-            "post event",
-            "POST",
-            &path,
-            Some(Payload {
-                content_type: "application/json",
-                bytes: &bytes,
-            }),
-        )?;
-        Ok(())
+        self.client
+            .send_json("post event", "POST", &format!("/api/v1/namespaces/{ns}/events"), &body)
     }
 }
 
@@ -402,18 +547,89 @@ impl Kube<'_> {
 mod tests {
     use super::*;
 
+    fn every_pod() -> Select<'static> {
+        Select::default()
+    }
+
     #[test]
     fn a_recorded_pod_list_becomes_pods() {
         let json = include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json");
-        let (pods, next) = parse_pod_list(json, Some("coredns")).unwrap();
-        assert_eq!(next, None);
-        assert_eq!(pods.len(), 8);
-        let coredns = pods.iter().find(|p| p.name.starts_with("coredns-")).unwrap();
+        let page = parse_pod_list(json, every_pod()).unwrap();
+        assert_eq!((page.next, page.ignored), (None, 0));
+        assert_eq!(page.pods.len(), 8);
+        let coredns = page.pods.iter().find(|p| p.name.starts_with("coredns-")).unwrap();
         assert_eq!(coredns.phase, "Running");
         assert!(coredns.ready && !coredns.terminating);
         assert!(!coredns.uid.is_empty() && coredns.node.is_some() && coredns.created.is_some());
         assert_eq!(coredns.cpu_request, Some(0.1));
         assert_eq!(coredns.cpu_limit, None);
+    }
+
+    /// The recorded kube-system list holds two pods of the Deployment coredns (their
+    /// controller is the ReplicaSet coredns-589f44dc88), DaemonSet pods and static pods.
+    #[test]
+    fn only_the_deployments_own_pods_are_kept() {
+        let json = include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json");
+        let check = |deployment: &str, kept: &[&str], ignored: usize| {
+            let select = Select {
+                deployment: Some(deployment),
+                container: None,
+            };
+            let page = parse_pod_list(json, select).unwrap();
+            let names: Vec<&str> = page.pods.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!((names.as_slice(), page.ignored), (kept, ignored), "{deployment}");
+        };
+        check("coredns", &["coredns-589f44dc88-4fpns", "coredns-589f44dc88-lxdzt"], 6);
+        // A Deployment whose name is a prefix of the owner's, or the owner's whole
+        // ReplicaSet name, owns none of them; nor does a DaemonSet's name.
+        check("core", &[], 8);
+        check("coredns-589f44dc88", &[], 8);
+        check("kindnet", &[], 8);
+        // A real pod of a GKE cluster, owned by the ReplicaSet nginx-7fb78fb6d8.
+        let pod = include_str!("../fixtures/k8s/pod_replicaset_owned_gke_k9s.json");
+        let list = format!(r#"{{"kind":"PodList","items":[{pod}]}}"#);
+        let nginx = Select {
+            deployment: Some("nginx"),
+            container: None,
+        };
+        assert_eq!(parse_pod_list(&list, nginx).unwrap().pods.len(), 1);
+        let unlabelled = list.replace(
+            r#""pod-template-hash": "7fb78fb6d8""#,
+            r#""pod-template-hash": "other""#,
+        );
+        assert_ne!(unlabelled, list);
+        assert_eq!(
+            parse_pod_list(&unlabelled, nginx).unwrap().ignored,
+            1,
+            "the hash must match the owner's name"
+        );
+        let not_controller = list.replace(r#""controller": true"#, r#""controller": false"#);
+        assert_ne!(not_controller, list);
+        assert_eq!(parse_pod_list(&not_controller, nginx).unwrap().ignored, 1);
+    }
+
+    #[test]
+    fn a_pod_listed_twice_is_found() {
+        let json = include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json");
+        let mut pods = parse_pod_list(json, every_pod()).unwrap().pods;
+        assert_eq!(listed_twice(&pods), None);
+        let mut again = pods[3].clone();
+        again.uid = "another-uid".into();
+        pods.push(again);
+        assert!(
+            listed_twice(&pods).unwrap().contains("name"),
+            "{:?}",
+            listed_twice(&pods)
+        );
+        let mut renamed = pods[2].clone();
+        renamed.name = "another-name".into();
+        pods.pop();
+        pods.push(renamed);
+        assert!(
+            listed_twice(&pods).unwrap().contains("uid"),
+            "{:?}",
+            listed_twice(&pods)
+        );
     }
 
     #[test]
@@ -423,10 +639,10 @@ mod tests {
             r#"{"kind":"PodList","items":null}"#,
             include_str!("../fixtures/vm/query_cpu_by_pod.json"),
         ] {
-            assert!(parse_pod_list(body, None).is_err(), "{body}");
+            assert!(parse_pod_list(body, every_pod()).is_err(), "{body}");
         }
         let empty = r#"{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"27131"},"items":[]}"#;
-        assert_eq!(parse_pod_list(empty, None).unwrap().0, vec![]);
+        assert_eq!(parse_pod_list(empty, every_pod()).unwrap().pods, vec![]);
     }
 
     #[test]
@@ -434,10 +650,13 @@ mod tests {
         let pod = r#"{"metadata":{"name":"a"}}"#;
         let page = |n: usize| format!(r#"{{"kind":"PodList","items":[{}]}}"#, vec![pod; n].join(","));
         assert_eq!(
-            parse_pod_list(&page(crate::http::MAX_ITEMS), None).unwrap().0.len(),
+            parse_pod_list(&page(crate::http::MAX_ITEMS), every_pod())
+                .unwrap()
+                .pods
+                .len(),
             crate::http::MAX_ITEMS
         );
-        let e = parse_pod_list(&page(crate::http::MAX_ITEMS + 1), None).unwrap_err();
+        let e = parse_pod_list(&page(crate::http::MAX_ITEMS + 1), every_pod()).unwrap_err();
         let expected = format!("expected at most {} elements", crate::http::MAX_ITEMS);
         assert!(e.to_string().contains(&expected), "{e}");
     }
@@ -445,16 +664,16 @@ mod tests {
     #[test]
     fn a_failed_pod_is_not_ready() {
         let json = include_str!("../fixtures/k8s/podlist_job_pod_failed_kind-v1.36.json");
-        let (pods, _) = parse_pod_list(json, None).unwrap();
+        let pods = parse_pod_list(json, every_pod()).unwrap().pods;
         assert_eq!((&*pods[0].phase, pods[0].ready), ("Failed", false));
     }
 
     #[test]
     fn a_paged_list_yields_its_continue_token() {
         let json = include_str!("../fixtures/k8s/podlist_paginated_continue_aks_TRIMMED.json");
-        let (pods, next) = parse_pod_list(json, None).unwrap();
-        assert_eq!(pods.len(), 1);
-        assert!(next.unwrap().starts_with("eyJ2Ijoi"));
+        let page = parse_pod_list(json, every_pod()).unwrap();
+        assert_eq!(page.pods.len(), 1);
+        assert!(page.next.unwrap().starts_with("eyJ2Ijoi"));
     }
 
     #[test]
@@ -496,6 +715,7 @@ mod tests {
 
     #[test]
     fn query_values_are_percent_encoded() {
+        use crate::http::encode;
         assert_eq!(
             encode("app=consumer,tier in (a b)"),
             "app%3Dconsumer%2Ctier%20in%20%28a%20b%29"

@@ -1,6 +1,6 @@
 //! pod-rebalancer as a library: the same modules the binary runs, exposed so that
-//! property tests, fuzz targets and benchmarks call the real parsers and the real
-//! decision. `main.rs` only maps the command line to a run and an exit code.
+//! integration tests, fuzz targets and benchmarks call the real parsers, the real
+//! decision and the real cycle (in-process, against loopback servers).
 
 pub mod act;
 pub mod cli;
@@ -11,7 +11,9 @@ pub mod error;
 pub mod http;
 pub mod kube;
 pub mod logging;
+pub mod outcome;
 pub mod plan;
+pub mod plan_command;
 pub mod report;
 pub mod show;
 pub mod stats;

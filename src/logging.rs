@@ -5,19 +5,27 @@
 //! In text the fields are appended to the message in logfmt form, so a logfmt parser
 //! reads them; in JSON each field is its own key, numbers stay numbers.
 
-use crate::config::LogFormat;
 use log::kv::{Key, Value, VisitSource, VisitValue};
 use log::{LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `simple_logger`'s lines with logfmt fields.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 struct Logger {
-    format: LogFormat,
+    format: Format,
     level: LevelFilter,
     text: simple_logger::SimpleLogger,
 }
 
 /// Installs the logger; a second call (tests) is ignored.
-pub fn init(level: LevelFilter, format: LogFormat) {
+pub fn init(level: LevelFilter, format: Format) {
     let text = simple_logger::SimpleLogger::new()
         .with_level(level)
         .with_utc_timestamps();
@@ -105,7 +113,7 @@ impl Log for Logger {
             return;
         }
         match self.format {
-            LogFormat::Text => {
+            Format::Text => {
                 let mut fields = Logfmt(String::new());
                 let _ = record.key_values().visit(&mut fields);
                 let message = format!("{}{}", record.args(), fields.0);
@@ -118,7 +126,7 @@ impl Log for Logger {
                         .build(),
                 );
             }
-            LogFormat::Json => {
+            Format::Json => {
                 let mut fields = JsonFields(serde_json::Map::new());
                 fields.0.insert(
                     "ts".into(),
@@ -146,7 +154,7 @@ mod tests {
     #[test]
     fn libraries_never_log_below_warn() {
         let logger = Logger {
-            format: LogFormat::Json,
+            format: Format::Json,
             level: LevelFilter::Trace,
             text: simple_logger::SimpleLogger::new(),
         };

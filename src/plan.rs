@@ -1,13 +1,13 @@
 //! The decision: plain data in, a `Plan` value out. No I/O, no clock, no logging.
 //!
-//! `decide` classifies every matched pod (eligible, or excluded with a reason), gates
-//! the fleet while it is changing, computes the statistics over the eligible pods and
-//! picks at most the hottest and the coldest pod within the removal budget. Everything
-//! a person needs to see why is kept in the `Plan`, which is logged before anything
-//! acts and printed by `pod-rebalancer plan`.
+//! `decide` runs four small steps, each returning a value: it assesses every matched
+//! pod (eligible, or excluded with a reason), gates the fleet while it is changing,
+//! holds when the statistics give no reason to act, and otherwise chooses at most the
+//! hottest and the coldest pod within the removal budget. The `Plan` is built once, at
+//! the end, and keeps everything a person needs to see why; it is logged before
+//! anything acts and printed by `pod-rebalancer plan`.
 
-use crate::config::DecisionSettings;
-use crate::error::Error;
+use crate::outcome::{Outcome, Stage};
 use crate::stats::{self, Stats};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -16,6 +16,20 @@ use std::fmt;
 
 /// Below this mean (cores) the fleet is idle and its spread means nothing.
 pub const IDLE_MEAN_CORES: f64 = 0.001;
+
+/// The relative tolerance of "spread > threshold" (see `over`).
+pub const SPREAD_TOLERANCE: f64 = 1e-9;
+
+/// The numbers the decision needs (README "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The rate window: a pod younger than this is excluded as too young.
+    pub window_secs: u64,
+    pub threshold: f64,
+    pub min_pods: usize,
+    /// No action while any matched pod is younger than this.
+    pub stabilization_secs: u64,
+}
 
 /// What the decision needs to know about one pod.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,6 +48,27 @@ pub struct Pod {
     /// CPU request and limit of the measured container, cores.
     pub cpu_request: Option<f64>,
     pub cpu_limit: Option<f64>,
+}
+
+impl Pod {
+    /// Why the pod is not healthy (the first reason that applies), or `Ok` for a pod
+    /// that is Running, Ready and not terminating: the one definition of "healthy",
+    /// used by the exclusions and by the removal budget.
+    pub fn health(&self) -> Result<(), Exclusion> {
+        if self.terminating {
+            Err(Exclusion::Terminating)
+        } else if self.phase != "Running" {
+            Err(Exclusion::NotRunning)
+        } else if !self.ready {
+            Err(Exclusion::NotReady)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.health().is_ok()
+    }
 }
 
 /// The metrics answer: each pod's CPU in cores, by pod name, as the server sent it
@@ -131,10 +166,14 @@ pub struct Inputs<'a> {
     pub rollout: Option<&'a Rollout>,
     /// Unix seconds.
     pub now: i64,
-    pub settings: &'a DecisionSettings,
+    pub settings: &'a Settings,
     /// The container the query measured, for messages.
     pub container: &'a str,
     pub namespace: &'a str,
+    /// Pods the selector returned that the Deployment does not own (not in `pods`).
+    pub ignored: usize,
+    /// The label selector the pods were listed with, for messages; `None` for a saved list.
+    pub selector: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -161,6 +200,7 @@ impl fmt::Display for Exclusion {
     }
 }
 
+/// Why the plan removes a pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -176,11 +216,35 @@ impl Role {
             Role::LowestCpu => "lowest_cpu",
         }
     }
+
+    /// The role in words: "highest cpu", "lowest cpu".
+    pub fn words(self) -> &'static str {
+        match self {
+            Role::HighestCpu => "highest cpu",
+            Role::LowestCpu => "lowest cpu",
+        }
+    }
+
+    /// The mark beside the pod in the plan's table: "highest", "lowest".
+    pub fn mark(self) -> &'static str {
+        match self {
+            Role::HighestCpu => "highest",
+            Role::LowestCpu => "lowest",
+        }
+    }
+
+    /// How the pod stood in the fleet: "hottest", "coldest".
+    pub fn superlative(self) -> &'static str {
+        match self {
+            Role::HighestCpu => "hottest",
+            Role::LowestCpu => "coldest",
+        }
+    }
 }
 
 /// What the decision made of one pod.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Seen {
+struct Assessment {
     cpu: Option<f64>,
     sample: Option<f64>,
     age: Option<i64>,
@@ -193,7 +257,7 @@ struct Seen {
 pub struct PodView<'a> {
     #[serde(flatten)]
     pub pod: &'a Pod,
-    /// Cores, when the pod had a finite sample.
+    /// Cores, when the pod is eligible.
     pub cpu: Option<f64>,
     /// The pod's finite sample (cores), eligible or not: what the query answered.
     pub sample: Option<f64>,
@@ -205,26 +269,36 @@ pub struct PodView<'a> {
     pub role: Option<Role>,
 }
 
+impl PodView<'_> {
+    /// The pod's sample as a share of its CPU request, "95%"; `None` without either.
+    pub fn share_of_request(&self) -> Option<String> {
+        match (self.sample, self.pod.cpu_request) {
+            (Some(cpu), Some(request)) if request > 0.0 => Some(format!("{:.0}%", 100.0 * cpu / request)),
+            _ => None,
+        }
+    }
+}
+
 /// Every matched pod with what the decision made of it, in the plan's order: eligible
 /// pods by CPU, highest first, then the excluded ones; ties by name.
 ///
-/// Two parallel vectors rather than one of `(Pod, Seen)`: the pods are the ones
+/// Two parallel vectors rather than one of `(Pod, Assessment)`: the pods are the ones
 /// `decide` was given, sorted in place, so no second copy of the fleet ever exists.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Pods {
     pods: Vec<Pod>,
-    seen: Vec<Seen>,
+    assessed: Vec<Assessment>,
 }
 
 impl Pods {
-    /// Sorts `pods` and `seen` (same length, same order) into the plan's order.
-    fn sorted(mut pods: Vec<Pod>, mut seen: Vec<Seen>) -> Pods {
+    /// Sorts `pods` and `assessed` (same length, same order) into the plan's order.
+    fn sorted(mut pods: Vec<Pod>, mut assessed: Vec<Assessment>) -> Pods {
         // Highest CPU first; ties and pods without a number by name, so the order (and
         // with it the choice of candidates) does not depend on the order the API used.
         // Unstable is enough: names are unique in a namespace, so no two pods compare equal.
         let mut order: Vec<usize> = (0..pods.len()).collect();
         order.sort_unstable_by(|&a, &b| {
-            let by_cpu = match (seen[a].cpu, seen[b].cpu) {
+            let by_cpu = match (assessed[a].cpu, assessed[b].cpu) {
                 (Some(x), Some(y)) => y.total_cmp(&x),
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
@@ -239,13 +313,13 @@ impl Pods {
             while order[k] != start && order[k] != k {
                 let from = order[k];
                 pods.swap(k, from);
-                seen.swap(k, from);
+                assessed.swap(k, from);
                 order[k] = k;
                 k = from;
             }
             order[k] = k;
         }
-        Pods { pods, seen }
+        Pods { pods, assessed }
     }
 
     pub fn len(&self) -> usize {
@@ -257,14 +331,19 @@ impl Pods {
     }
 
     pub fn iter(&self) -> impl ExactSizeIterator<Item = PodView<'_>> + Clone {
-        self.pods.iter().zip(&self.seen).map(|(pod, s)| PodView {
+        self.pods.iter().zip(&self.assessed).map(|(pod, a)| PodView {
             pod,
-            cpu: s.cpu,
-            sample: s.sample,
-            age: s.age,
-            excluded: s.excluded,
-            role: s.role,
+            cpu: a.cpu,
+            sample: a.sample,
+            age: a.age,
+            excluded: a.excluded,
+            role: a.role,
         })
+    }
+
+    /// How many pods are eligible: they come first.
+    fn eligible(&self) -> usize {
+        self.assessed.iter().take_while(|a| a.cpu.is_some()).count()
     }
 }
 
@@ -311,14 +390,13 @@ pub enum Hold {
 }
 
 impl Hold {
-    /// The `outcome` label of `rebalancer_cycle_outcome`.
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Hold::Stabilizing { .. } => "stabilizing",
-            Hold::TooFewPods { .. } => "too_few_pods",
-            Hold::Idle { .. } => "idle",
-            Hold::Balanced { .. } => "balanced",
-            Hold::MinPods { .. } => "min_pods",
+            Hold::Stabilizing { .. } => Outcome::Stabilizing,
+            Hold::TooFewPods { .. } => Outcome::TooFewPods,
+            Hold::Idle { .. } => Outcome::Idle,
+            Hold::Balanced { .. } => Outcome::Balanced,
+            Hold::MinPods { .. } => Outcome::MinPods,
         }
     }
 }
@@ -376,31 +454,120 @@ impl Plan {
     }
 
     /// Eligible pods, the `n` of the statistics.
-    pub fn analysed(&self) -> usize {
+    pub fn analyzed(&self) -> usize {
         self.stats.map_or(0, |s| s.n)
+    }
+
+    /// Why pods go, in words: "spread 0.47 > threshold 0.30"; `None` without statistics.
+    /// Two decimals, or as many more as it takes for the two numbers to differ.
+    pub fn over_threshold(&self) -> Option<String> {
+        let s = self.stats?;
+        let digits = (2..=6)
+            .find(|&d| format!("{:.d$}", s.spread) != format!("{:.d$}", self.threshold))
+            .unwrap_or(6);
+        Some(format!(
+            "spread {:.digits$} > threshold {:.digits$}",
+            s.spread, self.threshold
+        ))
     }
 
     /// One sentence for a person: what the plan does and why.
     pub fn summary(&self, verb: &str) -> String {
-        match (&self.decision, &self.stats) {
-            (Decision::Remove { pods }, Some(s)) => {
+        match (&self.decision, self.over_threshold()) {
+            (Decision::Remove { pods }, Some(why)) => {
                 let names: Vec<&str> = pods.iter().map(|p| p.name.as_str()).collect();
-                let mut out = format!(
-                    "{verb} {}: spread {:.2} > threshold {:.2}",
-                    names.join(" and "),
-                    s.spread,
-                    self.threshold
-                );
+                let mut out = format!("{verb} {}: {why}", names.join(" and "));
                 if pods.len() == 1 {
-                    out.push_str(&format!(
-                        " (budget allows one removal: {} healthy, {} must stay)",
-                        self.healthy, self.min_pods
-                    ));
+                    out.push_str(&format!(" ({})", self.only_one()));
                 }
                 out
             }
             (Decision::Remove { .. }, None) => format!("{verb} pods"),
             (Decision::Hold(hold), _) => format!("no action: {hold}"),
+        }
+    }
+
+    /// Why a plan removes one pod, not two: "budget allows one removal: 4 healthy, 3 must stay".
+    pub fn only_one(&self) -> String {
+        format!(
+            "budget allows one removal: {} healthy, {} must stay",
+            self.healthy, self.min_pods
+        )
+    }
+}
+
+/// Why no plan can be made at all: the run fails.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Undecidable {
+    /// No pod is the Deployment's; the list held `ignored` pods of others.
+    NoPods {
+        /// The label selector and namespace, for a live list.
+        selector: Option<String>,
+        namespace: String,
+        ignored: usize,
+    },
+    /// No matched pod has a sample in the metrics answer.
+    NoMetrics {
+        container: String,
+        namespace: String,
+        window_secs: u64,
+        /// Matched pods whose sample was there but not a valid one (NaN, ±Inf, negative).
+        invalid: usize,
+    },
+}
+
+impl Undecidable {
+    /// Whose fault it is: the selector's (Kubernetes) or the metrics pipeline's.
+    pub fn stage(&self) -> Stage {
+        match self {
+            Undecidable::NoPods { .. } => Stage::Kubernetes,
+            Undecidable::NoMetrics { .. } => Stage::Metrics,
+        }
+    }
+}
+
+impl fmt::Display for Undecidable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Undecidable::NoPods {
+                selector,
+                namespace,
+                ignored,
+            } => {
+                let listed = match selector {
+                    Some(selector) => format!("the label selector {selector} in namespace {namespace}"),
+                    None => "the saved pod list".to_string(),
+                };
+                if *ignored == 0 {
+                    write!(f, "no pods matched {listed}")
+                } else {
+                    write!(
+                        f,
+                        "{listed} matched {}, none of them the Deployment's (their controller is not a ReplicaSet named after it)",
+                        plural(*ignored, "pod")
+                    )
+                }
+            }
+            Undecidable::NoMetrics {
+                container,
+                namespace,
+                window_secs,
+                invalid,
+            } => {
+                write!(
+                    f,
+                    "no CPU metrics for container {container} in namespace {namespace} over {}",
+                    crate::clock::format_duration(*window_secs)
+                )?;
+                if *invalid > 0 {
+                    write!(
+                        f,
+                        " ({} answered NaN, ±Inf or a negative number)",
+                        plural(*invalid, "pod")
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -410,30 +577,8 @@ pub fn budget(healthy: usize, min_pods: usize) -> usize {
     healthy.saturating_sub(min_pods).min(healthy / 2)
 }
 
-fn classify(pod: &Pod, sample: Option<f64>, now: i64, window_secs: u64) -> Result<f64, Exclusion> {
-    if pod.terminating {
-        return Err(Exclusion::Terminating);
-    }
-    if pod.phase != "Running" {
-        return Err(Exclusion::NotRunning);
-    }
-    if !pod.ready {
-        return Err(Exclusion::NotReady);
-    }
-    // A pod younger than the rate window has a partly empty window and looks idle.
-    match pod.created {
-        Some(created) if now - created >= window_secs as i64 => {}
-        _ => return Err(Exclusion::TooYoung),
-    }
-    match sample {
-        None => Err(Exclusion::NoMetrics),
-        Some(c) if c.is_finite() && c >= 0.0 => Ok(c),
-        Some(_) => Err(Exclusion::InvalidMetrics),
-    }
-}
-
 /// The decision. `Err` when the run cannot decide at all (no pods, no metrics).
-pub fn decide(input: Inputs) -> Result<Plan, Error> {
+pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
     let Inputs {
         pods,
         samples,
@@ -442,54 +587,102 @@ pub fn decide(input: Inputs) -> Result<Plan, Error> {
         settings,
         container,
         namespace,
+        ignored,
+        selector,
     } = input;
     if pods.is_empty() {
-        return Err(Error::refused("decide", "no pods matched the label selector"));
+        return Err(Undecidable::NoPods {
+            selector: selector.map(str::to_string),
+            namespace: namespace.to_string(),
+            ignored,
+        });
     }
-
-    let mut any_metrics = false;
-    let seen: Vec<Seen> = pods
+    let any_metrics = pods.iter().any(|p| samples.get(&p.name).is_some_and(is_valid));
+    let assessed = pods
         .iter()
-        .map(|pod| {
-            let sample = samples.get(&pod.name);
-            any_metrics |= sample.is_some();
-            let class = classify(pod, sample, now, settings.window_secs);
-            Seen {
-                cpu: class.ok(),
-                sample: sample.filter(|c| c.is_finite()),
-                age: pod.created.map(|c| now - c),
-                excluded: class.err(),
-                role: None,
-            }
-        })
+        .map(|pod| assess(pod, samples.get(&pod.name), now, settings.window_secs))
         .collect();
-    let healthy = pods
-        .iter()
-        .filter(|p| p.phase == "Running" && p.ready && !p.terminating)
-        .count();
+    let healthy = pods.iter().filter(|p| p.is_healthy()).count();
     let budget = budget(healthy, settings.min_pods);
-    let mut pods = Pods::sorted(pods, seen);
+    let mut pods = Pods::sorted(pods, assessed);
     // Over the sorted pods, so the figures do not depend on the API's order either.
-    let stats = stats::describe(&pods.seen.iter().filter_map(|s| s.cpu).collect::<Vec<f64>>());
+    let cpus: Vec<f64> = pods.assessed.iter().filter_map(|a| a.cpu).collect();
+    let stats = stats::describe(&cpus);
 
-    let mut plan = Plan {
+    let decision = match gate(&pods, rollout, settings.stabilization_secs) {
+        Some(because) => Decision::Hold(Hold::Stabilizing { because }),
+        None if !any_metrics => {
+            return Err(Undecidable::NoMetrics {
+                container: container.to_string(),
+                namespace: namespace.to_string(),
+                window_secs: settings.window_secs,
+                invalid: pods
+                    .iter()
+                    .filter(|v| v.excluded == Some(Exclusion::InvalidMetrics))
+                    .count(),
+            });
+        }
+        None => match hold(stats, healthy, budget, settings) {
+            Some(hold) => Decision::Hold(hold),
+            None => choose(&mut pods, budget, settings.min_pods),
+        },
+    };
+    Ok(Plan {
         now,
         namespace: namespace.to_string(),
         container: container.to_string(),
         threshold: settings.threshold,
         min_pods: settings.min_pods,
-        pods: Pods::default(),
+        pods,
         stats,
         healthy,
         budget,
-        decision: Decision::Hold(Hold::TooFewPods {
-            eligible: 0,
-            min_pods: settings.min_pods,
-        }),
-    };
+        decision,
+    })
+}
 
-    // The fleet gate: while the fleet changes, its rate windows describe no stable
-    // partition assignment. Terminating pods are also the cooldown after our own removals.
+/// What the decision makes of one pod: eligible with its CPU, or excluded with the
+/// first reason that applies.
+fn assess(pod: &Pod, sample: Option<f64>, now: i64, window_secs: u64) -> Assessment {
+    let class = classify(pod, sample, now, window_secs);
+    Assessment {
+        cpu: class.ok(),
+        sample: sample.filter(|c| c.is_finite()),
+        age: pod.created.map(|c| now - c),
+        excluded: class.err(),
+        role: None,
+    }
+}
+
+fn classify(pod: &Pod, sample: Option<f64>, now: i64, window_secs: u64) -> Result<f64, Exclusion> {
+    pod.health()?;
+    // A pod younger than the rate window has a partly empty window and looks idle.
+    match pod.created {
+        Some(created) if now - created >= window_secs as i64 => {}
+        _ => return Err(Exclusion::TooYoung),
+    }
+    match sample {
+        None => Err(Exclusion::NoMetrics),
+        Some(c) if is_valid(c) => Ok(c),
+        Some(_) => Err(Exclusion::InvalidMetrics),
+    }
+}
+
+/// A CPU sample the statistics can use: finite and not negative.
+fn is_valid(cores: f64) -> bool {
+    cores.is_finite() && cores >= 0.0
+}
+
+/// `spread` is over `threshold`, beyond a relative tolerance: a spread that is the
+/// threshold but for floating-point noise (0.30000000000000004 against 0.3) is not.
+pub fn over(spread: f64, threshold: f64) -> bool {
+    spread > threshold * (1.0 + SPREAD_TOLERANCE)
+}
+
+/// The fleet gate: how the fleet is changing, or `None` when it is stable. While it
+/// changes, its rate windows describe no stable partition assignment. Terminating pods
+/// are also the cooldown after our own removals.
+fn gate(pods: &Pods, rollout: Option<&Rollout>, stabilization_secs: u64) -> Option<Vec<String>> {
     let mut because = Vec::new();
     if let Some(reason) = rollout.and_then(Rollout::unfinished) {
         because.push(reason);
@@ -506,7 +699,19 @@ pub fn decide(input: Inputs) -> Result<Plan, Error> {
             terminating.join(", ")
         ));
     }
-    let window = settings.stabilization_secs as i64;
+    let unknown: Vec<&str> = pods
+        .iter()
+        .filter(|v| v.pod.created.is_none())
+        .map(|v| v.pod.name.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        because.push(format!(
+            "{} without a creation time: {}",
+            plural(unknown.len(), "pod"),
+            unknown.join(", ")
+        ));
+    }
+    let window = stabilization_secs as i64;
     let is_young = |v: &PodView| window > 0 && v.age.is_some_and(|a| a < window);
     if let Some(youngest) = pods.iter().filter(is_young).min_by_key(|v| v.age) {
         because.push(format!(
@@ -517,79 +722,66 @@ pub fn decide(input: Inputs) -> Result<Plan, Error> {
             crate::clock::format_duration(youngest.age.unwrap_or(0).max(0) as u64),
         ));
     }
-    if !because.is_empty() {
-        plan.pods = pods;
-        plan.decision = Decision::Hold(Hold::Stabilizing { because });
-        return Ok(plan);
-    }
+    (!because.is_empty()).then_some(because)
+}
 
-    if !any_metrics {
-        return Err(Error::refused(
-            "decide",
-            format!(
-                "no CPU metrics for container {container} in namespace {namespace} over {}",
-                crate::clock::format_duration(settings.window_secs)
-            ),
-        ));
-    }
-
-    let hold = match stats {
-        None => Some(Hold::TooFewPods {
-            eligible: 0,
-            min_pods: settings.min_pods,
-        }),
-        Some(s) if s.n < settings.min_pods => Some(Hold::TooFewPods {
+/// Why the statistics give no reason to act, or `None` when they do.
+fn hold(stats: Option<Stats>, healthy: usize, budget: usize, settings: &Settings) -> Option<Hold> {
+    let min_pods = settings.min_pods;
+    let Some(s) = stats else {
+        return Some(Hold::TooFewPods { eligible: 0, min_pods });
+    };
+    if s.n < min_pods {
+        Some(Hold::TooFewPods {
             eligible: s.n,
-            min_pods: settings.min_pods,
-        }),
-        Some(s) if s.mean < IDLE_MEAN_CORES => Some(Hold::Idle { mean: s.mean }),
-        Some(s) if s.spread <= settings.threshold => Some(Hold::Balanced {
+            min_pods,
+        })
+    } else if s.mean < IDLE_MEAN_CORES {
+        Some(Hold::Idle { mean: s.mean })
+    } else if !over(s.spread, settings.threshold) {
+        Some(Hold::Balanced {
             spread: s.spread,
             threshold: settings.threshold,
-        }),
-        Some(_) if budget == 0 => Some(Hold::MinPods {
-            healthy,
-            min_pods: settings.min_pods,
-        }),
-        Some(_) => None,
-    };
-    if let Some(hold) = hold {
-        plan.pods = pods;
-        plan.decision = Decision::Hold(hold);
-        return Ok(plan);
+        })
+    } else if budget == 0 {
+        Some(Hold::MinPods { healthy, min_pods })
+    } else {
+        None
     }
+}
 
-    // Eligible pods come first, highest first with ties by name: the first is the
-    // hottest; the coldest is the lowest value, the first name among equals.
-    let eligible = pods.seen.iter().take_while(|s| s.cpu.is_some()).count();
-    let hottest = 0;
-    let Some(lowest_cpu) = pods.seen[..eligible].last().map(|s| s.cpu) else {
-        // Unreachable (statistics exist only over eligible pods); holding is the safe side.
-        plan.pods = pods;
-        return Ok(plan);
+/// The hottest eligible pod, and the coldest when the budget allows two; their roles
+/// are marked on `pods`. Eligible pods come first, highest first with ties by name: the
+/// first is the hottest; the coldest is the lowest value, the first name among equals.
+fn choose(pods: &mut Pods, budget: usize, min_pods: usize) -> Decision {
+    let eligible = pods.eligible();
+    let Some(lowest) = eligible.checked_sub(1).and_then(|last| pods.assessed[last].cpu) else {
+        // `hold` sends a fleet without eligible pods to TooFewPods; say so here too.
+        return Decision::Hold(Hold::TooFewPods { eligible: 0, min_pods });
     };
+    let hottest = 0;
     let coldest = (0..eligible)
-        .find(|&i| pods.seen[i].cpu == lowest_cpu)
+        .find(|&i| pods.assessed[i].cpu == Some(lowest))
         .unwrap_or(hottest);
     let mut chosen = vec![(hottest, Role::HighestCpu)];
     if budget >= 2 && coldest != hottest {
         chosen.push((coldest, Role::LowestCpu));
     }
-    let mut removals = Vec::new();
-    for (i, role) in chosen {
-        pods.seen[i].role = Some(role);
-        let (pod, seen) = (&pods.pods[i], &pods.seen[i]);
-        removals.push(Removal {
-            name: pod.name.clone(),
-            uid: pod.uid.clone(),
-            node: pod.node.clone(),
-            cpu: seen.cpu.unwrap_or(0.0),
-            role,
-        });
-    }
-    plan.pods = pods;
-    plan.decision = Decision::Remove { pods: removals };
-    Ok(plan)
+    let removals = chosen
+        .into_iter()
+        .map(|(i, role)| {
+            pods.assessed[i].role = Some(role);
+            let pod = &pods.pods[i];
+            Removal {
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                node: pod.node.clone(),
+                cpu: pods.assessed[i].cpu.unwrap_or(0.0),
+                role,
+            }
+        })
+        .collect();
+    Decision::Remove { pods: removals }
 }
 
 /// "1 pod", "3 pods".
@@ -608,8 +800,8 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
     const HOUR: i64 = 3600;
 
-    fn settings() -> DecisionSettings {
-        DecisionSettings {
+    fn settings() -> Settings {
+        Settings {
             window_secs: 300,
             threshold: 0.3,
             min_pods: 3,
@@ -642,8 +834,8 @@ mod tests {
         pods: &[Pod],
         samples: &BTreeMap<String, f64>,
         rollout: Option<&Rollout>,
-        settings: &DecisionSettings,
-    ) -> Result<Plan, Error> {
+        settings: &Settings,
+    ) -> Result<Plan, Undecidable> {
         decide(Inputs {
             pods: pods.to_vec(),
             samples: &samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect(),
@@ -652,6 +844,8 @@ mod tests {
             settings,
             container: "c",
             namespace: "ns",
+            ignored: 0,
+            selector: Some("app=c"),
         })
     }
 
@@ -689,14 +883,14 @@ mod tests {
         let (pods, samples) = fleet(&[1.0, 1.1, 0.9, 1.05]);
         let plan = check(&pods, &samples, None, &settings()).unwrap();
         assert!(matches!(hold(&plan), Hold::Balanced { .. }), "{plan:?}");
-        assert_eq!(plan.analysed(), 4);
+        assert_eq!(plan.analyzed(), 4);
     }
 
     #[test]
     fn spread_equal_to_the_threshold_is_balanced() {
         // mean 1, population stddev 0.5 → spread exactly 0.5.
         let (pods, samples) = fleet(&[0.5, 1.5, 0.5, 1.5]);
-        let s = DecisionSettings {
+        let s = Settings {
             threshold: 0.5,
             ..settings()
         };
@@ -756,7 +950,7 @@ mod tests {
         samples.insert("p5".into(), -0.5);
         pods[6].phase = "Failed".into();
         pods[6].ready = false;
-        let s = DecisionSettings {
+        let s = Settings {
             stabilization_secs: 0,
             ..settings()
         };
@@ -941,5 +1135,102 @@ mod tests {
             hold(&check(&pods, &samples, None, &settings()).unwrap()),
             Hold::Balanced { .. }
         ));
+    }
+
+    #[test]
+    fn a_spread_that_is_the_threshold_but_for_rounding_is_balanced() {
+        // Population stddev of 0.7, 1.3, 0.7, 1.3 is 0.30000000000000004 of a mean of 1.
+        let (pods, samples) = fleet(&[0.7, 1.3, 0.7, 1.3]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        let spread = plan.stats.unwrap().spread;
+        assert!(spread > 0.3, "the float noise is there: {spread}");
+        assert!(matches!(hold(&plan), Hold::Balanced { .. }), "{plan:?}");
+        assert!(!over(0.3 * (1.0 + 1e-10), 0.3) && over(0.3 * (1.0 + 1e-8), 0.3));
+    }
+
+    #[test]
+    fn the_reason_never_prints_two_equal_numbers() {
+        let (pods, samples) = fleet(&[0.696, 1.304, 0.696, 1.304]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        let why = plan.over_threshold().unwrap();
+        assert_eq!(plan.stats.map(|s| format!("{:.2}", s.spread)).as_deref(), Some("0.30"));
+        assert!(
+            why.starts_with("spread 0.30") && why.contains("> threshold 0.30"),
+            "{why}"
+        );
+        assert!(
+            !why.starts_with("spread 0.30 "),
+            "more digits where two are equal: {why}"
+        );
+    }
+
+    #[test]
+    fn a_mean_of_exactly_the_idle_line_is_not_idle() {
+        let (pods, samples) = fleet(&[0.0005, 0.0015, 0.0005, 0.0015]);
+        let plan = check(&pods, &samples, None, &settings()).unwrap();
+        assert!((plan.stats.unwrap().mean - IDLE_MEAN_CORES).abs() < 1e-15);
+        assert!(!matches!(plan.decision, Decision::Hold(Hold::Idle { .. })), "{plan:?}");
+    }
+
+    #[test]
+    fn a_pod_without_a_creation_time_gates_even_without_a_stabilization_window() {
+        let (mut pods, samples) = fleet(&[3.0, 0.1, 1.0, 1.0, 1.0]);
+        pods[2].created = None;
+        let s = Settings {
+            stabilization_secs: 0,
+            ..settings()
+        };
+        let plan = check(&pods, &samples, None, &s).unwrap();
+        let Hold::Stabilizing { because } = hold(&plan) else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(because, &vec!["1 pod without a creation time: p2".to_string()]);
+        assert_eq!(exclusion(&plan, "p2"), Some(Exclusion::TooYoung));
+    }
+
+    #[test]
+    fn samples_that_are_all_invalid_are_no_metrics_at_all() {
+        let (pods, mut samples) = fleet(&[1.0, 1.0, 1.0]);
+        for (i, bad) in [f64::NAN, f64::INFINITY, -1.0].into_iter().enumerate() {
+            samples.insert(format!("p{i}"), bad);
+        }
+        let e = check(&pods, &samples, None, &settings()).unwrap_err();
+        assert_eq!(e.stage(), Stage::Metrics);
+        assert_eq!(
+            e.to_string(),
+            "no CPU metrics for container c in namespace ns over 5m (3 pods answered NaN, ±Inf or a negative number)"
+        );
+        samples.insert("p0".into(), 0.0);
+        assert!(
+            check(&pods, &samples, None, &settings()).is_ok(),
+            "one valid sample is enough to decide"
+        );
+    }
+
+    #[test]
+    fn no_pods_names_the_selector_and_the_namespace() {
+        let e = check(&[], &BTreeMap::new(), None, &settings()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no pods matched the label selector app=c in namespace ns"
+        );
+        assert_eq!(e.stage(), Stage::Kubernetes);
+        let e = decide(Inputs {
+            pods: Vec::new(),
+            samples: &Samples::default(),
+            rollout: None,
+            now: NOW,
+            settings: &settings(),
+            container: "c",
+            namespace: "ns",
+            ignored: 8,
+            selector: Some("app=c"),
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the label selector app=c in namespace ns matched 8 pods, none of them the Deployment's"),
+            "{e}"
+        );
     }
 }

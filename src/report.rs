@@ -1,53 +1,48 @@
-//! The run's metrics in the Prometheus text format: built as a string without I/O,
-//! written atomically to `METRICS_FILE`, and/or POSTed to `METRICS_PUSH_URL`.
+//! The run's metrics in the Prometheus text format: built as a string without I/O
+//! (`render`), written atomically to `METRICS_FILE` (`write_atomic`); the caller also
+//! POSTs the same text to `METRICS_PUSH_URL`.
 //!
 //! Counters carry on across runs: the previous file's counter values are the
-//! starting point. A previous file that cannot be parsed is ignored (with a warning
-//! from the caller) and the counters restart, as a scraper would see after a reset.
+//! starting point. A previous file that cannot be parsed is ignored with a warning
+//! (`read_previous`) and the counters restart, as a scraper would see after a reset.
 
 use crate::error::Error;
+use crate::outcome::{self, Ended, Outcome, Stage};
 use crate::stats::Stats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Where a failed run failed, the `stage` label of `rebalancer_errors_total`.
-pub const STAGES: [&str; 4] = ["kubernetes", "metrics", "act", "report"];
-
-pub const OUTCOMES: [&str; 8] = [
-    "acted",
-    "dry_run",
-    "balanced",
-    "stabilizing",
-    "too_few_pods",
-    "idle",
-    "min_pods",
-    "error",
-];
-
-/// Values that carry over from one run to the next.
+/// The counters (and the last success time) that carry over from one run to the next.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Carried {
+pub struct Counters {
     pub success: f64,
     pub error: f64,
-    pub analysed: f64,
+    pub analyzed: f64,
     pub deleted_highest: f64,
     pub deleted_lowest: f64,
     pub last_success: Option<f64>,
-    /// `rebalancer_errors_total` by stage, in the order of `STAGES`.
-    pub errors: [f64; 4],
+    /// `rebalancer_errors_total` by stage; a stage without an entry is at 0.
+    pub errors: BTreeMap<Stage, f64>,
+}
+
+/// What a rebalancer rebalances: the `namespace` and `deployment` labels every sample
+/// carries, so that two rebalancers never share a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub namespace: String,
+    pub deployment: String,
 }
 
 /// This run, as the metrics see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
-    pub ok: bool,
-    pub outcome: &'static str,
-    /// The stage that failed, one of `STAGES`, when `ok` is false.
-    pub failed_stage: Option<&'static str>,
+    pub target: Target,
+    /// The outcome of a completed run, or the stage a failed run failed in.
+    pub ended: Ended,
     /// Pods the label selector matched, when the list was read.
     pub matched: Option<usize>,
-    pub analysed: usize,
+    pub analyzed: usize,
     pub deleted_highest: usize,
     pub deleted_lowest: usize,
     pub stats: Option<Stats>,
@@ -57,15 +52,47 @@ pub struct Run {
     pub end: f64,
 }
 
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.ended.is_ok()
+    }
+}
+
 const EXECUTIONS: &str = "rebalancer_executions_total";
-const ANALYSED: &str = "rebalancer_pods_analyzed_total";
+const ANALYZED: &str = "rebalancer_pods_analyzed_total";
 const DELETED: &str = "rebalancer_pods_deleted_total";
 const LAST_SUCCESS: &str = "rebalancer_last_success_timestamp_seconds";
 const ERRORS: &str = "rebalancer_errors_total";
+const MATCHED: &str = "rebalancer_pods_matched";
+const DURATION: &str = "rebalancer_execution_duration_seconds";
+const SPREAD: &str = "rebalancer_cpu_variance_current";
+const THRESHOLD: &str = "rebalancer_cpu_variance_threshold";
+const MEAN: &str = "rebalancer_cpu_usage_mean";
+const STDDEV: &str = "rebalancer_cpu_usage_stddev";
+const LAST_RUN: &str = "rebalancer_last_run_timestamp_seconds";
+const OUTCOME: &str = "rebalancer_cycle_outcome";
+const BUILD_INFO: &str = "rebalancer_build_info";
+
+/// A sample's `name{labels}` without the target's labels: `x{namespace="a",deployment="b",k="v"}`
+/// is `x{k="v"}`, and `x{namespace="a",deployment="b"}` is `x`.
+fn without_target(key: &str) -> String {
+    let Some((name, labels)) = key.strip_suffix('}').and_then(|k| k.split_once('{')) else {
+        return key.to_string();
+    };
+    let rest: Vec<&str> = labels
+        .split(',')
+        .filter(|l| !l.starts_with("namespace=") && !l.starts_with("deployment="))
+        .collect();
+    if rest.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}{{{}}}", rest.join(","))
+    }
+}
 
 /// Reads the counters of a previous run's text. `Err` says why it is not ours.
-pub fn parse_previous(text: &str) -> Result<Carried, String> {
-    let mut values: BTreeMap<&str, f64> = BTreeMap::new();
+pub fn parse_previous(text: &str) -> Result<Counters, String> {
+    let mut values: BTreeMap<String, f64> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -83,138 +110,161 @@ pub fn parse_previous(text: &str) -> Result<Carried, String> {
                 i + 1
             ));
         }
-        values.insert(key.trim(), value);
+        values.insert(without_target(key.trim()), value);
     }
     let get = |k: &str| values.get(k).copied().unwrap_or(0.0);
-    let carried = Carried {
+    let counters = Counters {
         success: get(&format!("{EXECUTIONS}{{status=\"success\"}}")),
         error: get(&format!("{EXECUTIONS}{{status=\"error\"}}")),
-        analysed: get(ANALYSED),
+        analyzed: get(ANALYZED),
         deleted_highest: get(&format!("{DELETED}{{type=\"highest_cpu\"}}")),
         deleted_lowest: get(&format!("{DELETED}{{type=\"lowest_cpu\"}}")),
         last_success: values.get(LAST_SUCCESS).copied(),
-        errors: STAGES.map(|stage| get(&format!("{ERRORS}{{stage=\"{stage}\"}}"))),
+        errors: Stage::ALL
+            .into_iter()
+            .map(|stage| (stage, get(&format!("{ERRORS}{{stage=\"{stage}\"}}"))))
+            .collect(),
     };
     if !values.keys().any(|k| k.starts_with("rebalancer_")) {
         return Err("no rebalancer_ metric in it".into());
     }
-    Ok(carried)
+    Ok(counters)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The exposition text being written: each family's `# HELP` and `# TYPE`, then its
+/// samples, each with the target's labels first, without timestamps.
+struct Text {
+    out: String,
+    /// `namespace="…",deployment="…"`: validated DNS-1123 names, nothing to escape.
+    target: String,
+}
+
+impl Text {
+    fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Text {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+        self
+    }
+
+    fn sample(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Text {
+        let _ = writeln!(self.out, "{name}{{{}}} {value}", self.target);
+        self
+    }
+
+    /// A sample with one label more, `name{namespace="…",deployment="…",label="value"}`.
+    fn labelled(&mut self, name: &str, (label, value): (&str, &str), sample: impl std::fmt::Display) -> &mut Text {
+        let _ = writeln!(self.out, "{name}{{{},{label}=\"{value}\"}} {sample}", self.target);
+        self
+    }
 }
 
 /// The exposition text of this run on top of the carried counters.
-pub fn render(prev: &Carried, run: &Run) -> String {
-    let mut o = String::with_capacity(2048);
-    let (ok, err) = if run.ok { (1.0, 0.0) } else { (0.0, 1.0) };
-    family(&mut o, EXECUTIONS, "counter", "Runs of pod-rebalancer by result.");
-    let _ = writeln!(o, "{EXECUTIONS}{{status=\"success\"}} {}", prev.success + ok);
-    let _ = writeln!(o, "{EXECUTIONS}{{status=\"error\"}} {}", prev.error + err);
-    family(&mut o, ERRORS, "counter", "Failed runs by the stage that failed.");
-    for (i, stage) in STAGES.iter().enumerate() {
-        let now = f64::from(u8::from(!run.ok && run.failed_stage == Some(*stage)));
-        let _ = writeln!(o, "{ERRORS}{{stage=\"{stage}\"}} {}", prev.errors[i] + now);
+pub fn render(prev: &Counters, run: &Run) -> String {
+    let mut text = Text {
+        out: String::with_capacity(4096),
+        target: format!(
+            "namespace=\"{}\",deployment=\"{}\"",
+            run.target.namespace, run.target.deployment
+        ),
+    };
+    text.family(
+        BUILD_INFO,
+        "gauge",
+        "1, labelled with the version of pod-rebalancer that ran.",
+    )
+    .labelled(BUILD_INFO, ("version", env!("CARGO_PKG_VERSION")), 1);
+    counters(&mut text, prev, run);
+    gauges(&mut text, prev, run);
+    text.out
+}
+
+/// The counters: the previous run's values plus this run's.
+fn counters(t: &mut Text, prev: &Counters, run: &Run) {
+    let (ok, err) = if run.ok() { (1.0, 0.0) } else { (0.0, 1.0) };
+    t.family(EXECUTIONS, "counter", "Runs of pod-rebalancer by result.")
+        .labelled(EXECUTIONS, ("status", "success"), prev.success + ok)
+        .labelled(EXECUTIONS, ("status", "error"), prev.error + err);
+    t.family(ERRORS, "counter", "Failed runs by the stage that failed.");
+    for stage in Stage::ALL {
+        let now = f64::from(u8::from(run.ended == Err(stage)));
+        let before = prev.errors.get(&stage).copied().unwrap_or(0.0);
+        t.labelled(ERRORS, ("stage", stage.label()), before + now);
     }
-    family(&mut o, ANALYSED, "counter", "Eligible pods whose CPU was analysed.");
-    let _ = writeln!(o, "{ANALYSED} {}", prev.analysed + run.analysed as f64);
-    family(
-        &mut o,
+    t.family(ANALYZED, "counter", "Eligible pods whose CPU was analyzed.")
+        .sample(ANALYZED, prev.analyzed + run.analyzed as f64);
+    t.family(
         DELETED,
         "counter",
         "Pods removed (evicted or deleted) by pod-rebalancer; never counts dry runs.",
+    )
+    .labelled(
+        DELETED,
+        ("type", "highest_cpu"),
+        prev.deleted_highest + run.deleted_highest as f64,
+    )
+    .labelled(
+        DELETED,
+        ("type", "lowest_cpu"),
+        prev.deleted_lowest + run.deleted_lowest as f64,
     );
-    let _ = writeln!(
-        o,
-        "{DELETED}{{type=\"highest_cpu\"}} {}",
-        prev.deleted_highest + run.deleted_highest as f64
-    );
-    let _ = writeln!(
-        o,
-        "{DELETED}{{type=\"lowest_cpu\"}} {}",
-        prev.deleted_lowest + run.deleted_lowest as f64
-    );
+}
+
+/// The gauges: this run's figures; the statistics only when the run computed them.
+fn gauges(t: &mut Text, prev: &Counters, run: &Run) {
     if let Some(matched) = run.matched {
-        family(
-            &mut o,
-            "rebalancer_pods_matched",
-            "gauge",
-            "Pods the label selector matched in the last run.",
-        );
-        let _ = writeln!(o, "rebalancer_pods_matched {matched}");
+        t.family(MATCHED, "gauge", "Pods the label selector matched in the last run.")
+            .sample(MATCHED, matched);
     }
-    family(
-        &mut o,
-        "rebalancer_execution_duration_seconds",
-        "gauge",
-        "Duration of the last run.",
-    );
-    let _ = writeln!(o, "rebalancer_execution_duration_seconds {}", run.duration_secs);
+    t.family(DURATION, "gauge", "Duration of the last run.")
+        .sample(DURATION, run.duration_secs);
     if let Some(s) = run.stats {
-        family(
-            &mut o,
-            "rebalancer_cpu_variance_current",
-            "gauge",
-            "Spread of pod CPU: stddev / mean over eligible pods.",
-        );
-        let _ = writeln!(o, "rebalancer_cpu_variance_current {}", s.spread);
+        t.family(SPREAD, "gauge", "Spread of pod CPU: stddev / mean over eligible pods.")
+            .sample(SPREAD, s.spread);
     }
-    family(
-        &mut o,
-        "rebalancer_cpu_variance_threshold",
+    t.family(
+        THRESHOLD,
         "gauge",
         "Configured spread threshold (CPU_VARIANCE_THRESHOLD).",
-    );
-    let _ = writeln!(o, "rebalancer_cpu_variance_threshold {}", run.threshold);
+    )
+    .sample(THRESHOLD, run.threshold);
     if let Some(s) = run.stats {
-        family(
-            &mut o,
-            "rebalancer_cpu_usage_mean",
-            "gauge",
-            "Mean CPU of eligible pods, cores.",
-        );
-        let _ = writeln!(o, "rebalancer_cpu_usage_mean {}", s.mean);
-        family(
-            &mut o,
-            "rebalancer_cpu_usage_stddev",
+        t.family(MEAN, "gauge", "Mean CPU of eligible pods, cores.")
+            .sample(MEAN, s.mean);
+        t.family(
+            STDDEV,
             "gauge",
             "Population standard deviation of eligible pods' CPU, cores.",
-        );
-        let _ = writeln!(o, "rebalancer_cpu_usage_stddev {}", s.stddev);
+        )
+        .sample(STDDEV, s.stddev);
     }
-    family(
-        &mut o,
-        "rebalancer_last_run_timestamp_seconds",
-        "gauge",
-        "End of the last run, Unix seconds.",
-    );
-    let _ = writeln!(o, "rebalancer_last_run_timestamp_seconds {}", run.end);
-    let last_success = if run.ok { Some(run.end) } else { prev.last_success };
-    if let Some(t) = last_success {
-        family(
-            &mut o,
-            LAST_SUCCESS,
-            "gauge",
-            "End of the last successful run, Unix seconds.",
-        );
-        let _ = writeln!(o, "{LAST_SUCCESS} {t}");
+    t.family(LAST_RUN, "gauge", "End of the last run, Unix seconds.")
+        .sample(LAST_RUN, run.end);
+    let last_success = if run.ok() { Some(run.end) } else { prev.last_success };
+    if let Some(end) = last_success {
+        t.family(LAST_SUCCESS, "gauge", "End of the last successful run, Unix seconds.")
+            .sample(LAST_SUCCESS, end);
     }
-    family(
-        &mut o,
-        "rebalancer_cycle_outcome",
-        "gauge",
-        "1 for the outcome of the last run, 0 for the others.",
-    );
-    for outcome in OUTCOMES {
-        let _ = writeln!(
-            o,
-            "rebalancer_cycle_outcome{{outcome=\"{outcome}\"}} {}",
-            u8::from(outcome == run.outcome)
-        );
+    t.family(OUTCOME, "gauge", "1 for the outcome of the last run, 0 for the others.");
+    let this_run = outcome::label(run.ended);
+    for label in Outcome::ALL.map(Outcome::label).into_iter().chain([outcome::ERROR]) {
+        t.labelled(OUTCOME, ("outcome", label), u8::from(label == this_run));
     }
-    o
+}
+
+/// The counters of the previous run's metrics file: a missing file is a first run;
+/// one that cannot be read or parsed is ignored with a warning, and counters restart.
+pub fn read_previous(path: &Path) -> Counters {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_previous(&text).unwrap_or_else(|why| {
+            log::warn!(path:% = path.display(), reason = why.as_str(); "previous metrics file ignored, counters restart");
+            Counters::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Counters::default(),
+        Err(e) => {
+            log::warn!(path:% = path.display(), error:% = e; "previous metrics file unreadable, counters restart");
+            Counters::default()
+        }
+    }
 }
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, then rename.
@@ -239,11 +289,13 @@ mod tests {
 
     fn run() -> Run {
         Run {
-            ok: true,
-            outcome: "acted",
-            failed_stage: None,
+            target: Target {
+                namespace: "ns".into(),
+                deployment: "d".into(),
+            },
+            ended: Ok(Outcome::Acted),
             matched: Some(6),
-            analysed: 5,
+            analyzed: 5,
             deleted_highest: 1,
             deleted_lowest: 1,
             stats: Some(Stats {
@@ -259,12 +311,21 @@ mod tests {
         }
     }
 
+    /// The text without the target's labels, after checking every sample has them.
+    fn plain(text: &str) -> String {
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains("{namespace=\"ns\",deployment=\"d\""), "{line}");
+        }
+        text.replace("{namespace=\"ns\",deployment=\"d\"}", "")
+            .replace("namespace=\"ns\",deployment=\"d\",", "")
+    }
+
     #[test]
     fn every_family_has_help_and_type_and_every_label_is_present() {
-        let text = render(&Carried::default(), &run());
+        let text = plain(&render(&Counters::default(), &run()));
         for name in [
             EXECUTIONS,
-            ANALYSED,
+            ANALYZED,
             DELETED,
             "rebalancer_execution_duration_seconds",
             "rebalancer_cpu_variance_current",
@@ -288,21 +349,24 @@ mod tests {
 
     #[test]
     fn counters_carry_over_and_gauges_do_not() {
-        let first = render(&Carried::default(), &run());
+        let first = render(&Counters::default(), &run());
+        assert_eq!(
+            parse_previous(&plain(&first)),
+            parse_previous(&first),
+            "older files without the labels read the same"
+        );
         let prev = parse_previous(&first).unwrap();
         let failed = Run {
-            ok: false,
-            outcome: "error",
-            failed_stage: Some("metrics"),
+            ended: Err(Stage::Metrics),
             matched: None,
-            analysed: 0,
+            analyzed: 0,
             deleted_highest: 0,
             deleted_lowest: 0,
             stats: None,
             end: 1_800_000_300.0,
             ..run()
         };
-        let second = render(&prev, &failed);
+        let second = plain(&render(&prev, &failed));
         assert!(second.contains("rebalancer_executions_total{status=\"success\"} 1\n"));
         assert!(second.contains("rebalancer_executions_total{status=\"error\"} 1\n"));
         assert!(second.contains("rebalancer_pods_analyzed_total 5\n"));
@@ -319,7 +383,7 @@ mod tests {
             !second.contains("rebalancer_cpu_usage_mean"),
             "no statistics were computed"
         );
-        let third = render(&parse_previous(&second).unwrap(), &run());
+        let third = plain(&render(&parse_previous(&second).unwrap(), &run()));
         assert!(third.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 2\n"));
     }
 
@@ -338,11 +402,50 @@ mod tests {
 
     #[test]
     fn no_sample_has_a_timestamp() {
-        for line in render(&Carried::default(), &run())
+        for line in render(&Counters::default(), &run())
             .lines()
             .filter(|l| !l.starts_with('#'))
         {
             assert_eq!(line.split(' ').count(), 2, "{line}");
         }
+    }
+
+    #[test]
+    fn every_counter_is_the_previous_value_plus_this_run() {
+        let prev = Counters {
+            success: 7.0,
+            error: 3.0,
+            analyzed: 11.0,
+            deleted_highest: 2.0,
+            deleted_lowest: 5.0,
+            last_success: Some(1_700_000_000.0),
+            errors: [(Stage::Kubernetes, 1.0), (Stage::Metrics, 2.0)].into_iter().collect(),
+        };
+        let failed_in_act = Run {
+            ended: Err(Stage::Act),
+            deleted_lowest: 0,
+            ..run()
+        };
+        let text = plain(&render(&prev, &failed_in_act));
+        for line in [
+            "rebalancer_executions_total{status=\"success\"} 7\n",
+            "rebalancer_executions_total{status=\"error\"} 4\n",
+            "rebalancer_errors_total{stage=\"kubernetes\"} 1\n",
+            "rebalancer_errors_total{stage=\"metrics\"} 2\n",
+            "rebalancer_errors_total{stage=\"act\"} 1\n",
+            "rebalancer_errors_total{stage=\"report\"} 0\n",
+            "rebalancer_pods_analyzed_total 16\n",
+            "rebalancer_pods_deleted_total{type=\"highest_cpu\"} 3\n",
+            "rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 5\n",
+            "rebalancer_last_success_timestamp_seconds 1700000000\n",
+            "rebalancer_cycle_outcome{outcome=\"error\"} 1\n",
+            "rebalancer_cycle_outcome{outcome=\"acted\"} 0\n",
+            "rebalancer_build_info{version=\"0.1.0\"} 1\n",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        let back = parse_previous(&text).unwrap();
+        assert_eq!((back.success, back.error, back.analyzed), (7.0, 4.0, 16.0));
+        assert_eq!(back.errors.get(&Stage::Act), Some(&1.0));
     }
 }

@@ -1,7 +1,7 @@
 //! The plan for a person: a table of pods by CPU with a bar each, the statistics and
 //! the decision in a sentence, in 80 columns. Pure: builds a `String`, the caller prints.
 
-use crate::plan::{Decision, Plan, Role};
+use crate::plan::{Decision, Plan, PodView, Role};
 use std::fmt::Write as _;
 
 const WIDTH: usize = 80;
@@ -80,8 +80,20 @@ fn wrap(out: &mut String, text: &str, indent: usize) {
 pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
     let mut o = String::new();
     let prefix = common_prefix(plan.pods.iter().map(|v| v.pod.name.as_str()));
+    header(&mut o, plan, &prefix);
+    let _ = writeln!(o);
+    table(&mut o, plan, &prefix, style);
+    let _ = writeln!(o);
+    figures(&mut o, plan);
+    let _ = writeln!(o);
+    decision(&mut o, plan, verb);
+    o
+}
+
+/// Where and when, and the prefix the table leaves out.
+fn header(o: &mut String, plan: &Plan, prefix: &str) {
     wrap(
-        &mut o,
+        o,
         &format!(
             "namespace {}, container {}, at {}",
             plan.namespace,
@@ -91,14 +103,13 @@ pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
         2,
     );
     if !prefix.is_empty() {
-        wrap(&mut o, &format!("pod names start with {prefix} (shortened below)"), 2);
+        wrap(o, &format!("pod names start with {prefix} (shortened below)"), 2);
     }
-    let _ = writeln!(o);
-    let shown: Vec<String> = plan
-        .pods
-        .iter()
-        .map(|v| v.pod.name[prefix.len()..].to_string())
-        .collect();
+}
+
+/// A row per pod (large fleets folded to their top and bottom rows), by CPU.
+fn table(o: &mut String, plan: &Plan, prefix: &str, style: Style) {
+    let shown: Vec<&str> = plan.pods.iter().map(|v| &v.pod.name[prefix.len()..]).collect();
     let width = shown
         .iter()
         .map(|n| n.chars().count())
@@ -120,60 +131,61 @@ pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
             let _ = writeln!(o, "  … {hidden} more pods (--all shows every pod)");
             hidden = 0;
         }
-        let mark = match v.role {
-            Some(Role::HighestCpu) => style.paint("1;31", "▲"),
-            Some(Role::LowestCpu) => style.paint("1;34", "▼"),
-            None => " ".to_string(),
-        };
-        let (cpu, pct, bar) = match v.cpu {
-            Some(c) => {
-                let pct = v
-                    .pod
-                    .cpu_request
-                    .filter(|r| *r > 0.0)
-                    .map_or("-".to_string(), |r| format!("{:.0}%", 100.0 * c / r));
-                let filled = if hottest > 0.0 {
-                    ((c / hottest) * BAR_WIDTH as f64).round() as usize
-                } else {
-                    0
-                };
-                let filled = filled.clamp(usize::from(c > 0.0), BAR_WIDTH);
-                (
-                    format!("{c:.3}"),
-                    pct,
-                    format!("{}{}", "█".repeat(filled), " ".repeat(BAR_WIDTH - filled)),
-                )
-            }
-            // An excluded pod shows what the query answered for it, without a bar.
-            None => (
-                v.sample.map_or("-".to_string(), |c| format!("{c:.3}")),
-                "-".to_string(),
-                " ".repeat(BAR_WIDTH),
-            ),
-        };
-        let note = match (v.role, v.excluded) {
-            (Some(Role::HighestCpu), _) => "highest".to_string(),
-            (Some(Role::LowestCpu), _) => "lowest".to_string(),
-            (None, Some(why)) => format!("excluded: {why}"),
-            (None, None) => String::new(),
-        };
-        let line = format!("{:<width$}  {cpu:>6}  {pct:>5}  {bar}  {note}", short(name, width));
-        let line = line.trim_end();
-        let line = if v.excluded.is_some() {
-            style.paint("2", line)
-        } else {
-            line.to_string()
-        };
-        let _ = writeln!(o, "{mark} {line}");
+        let _ = writeln!(o, "{}", row(&v, name, width, hottest, style));
     }
-    let _ = writeln!(o);
-    let eligible = plan.pods.iter().filter(|v| v.excluded.is_none()).count();
+}
+
+/// One pod's row: its mark, name, cores, share of its request, bar and note.
+fn row(v: &PodView, name: &str, width: usize, hottest: f64, style: Style) -> String {
+    let mark = match v.role {
+        Some(Role::HighestCpu) => style.paint("1;31", "▲"),
+        Some(Role::LowestCpu) => style.paint("1;34", "▼"),
+        None => " ".to_string(),
+    };
+    let (cpu, pct, bar) = match v.cpu {
+        Some(c) => {
+            let filled = if hottest > 0.0 {
+                ((c / hottest) * BAR_WIDTH as f64).round() as usize
+            } else {
+                0
+            };
+            let filled = filled.clamp(usize::from(c > 0.0), BAR_WIDTH);
+            (
+                format!("{c:.3}"),
+                v.share_of_request().unwrap_or_else(|| "-".to_string()),
+                format!("{}{}", "█".repeat(filled), " ".repeat(BAR_WIDTH - filled)),
+            )
+        }
+        // An excluded pod shows what the query answered for it, without a bar.
+        None => (
+            v.sample.map_or("-".to_string(), |c| format!("{c:.3}")),
+            "-".to_string(),
+            " ".repeat(BAR_WIDTH),
+        ),
+    };
+    let note = match (v.role, v.excluded) {
+        (Some(role), _) => role.mark().to_string(),
+        (None, Some(why)) => format!("excluded: {why}"),
+        (None, None) => String::new(),
+    };
+    let line = format!("{:<width$}  {cpu:>6}  {pct:>5}  {bar}  {note}", short(name, width));
+    let line = line.trim_end();
+    let line = if v.excluded.is_some() {
+        style.paint("2", line)
+    } else {
+        line.to_string()
+    };
+    format!("{mark} {line}")
+}
+
+/// The counts, the budget and the statistics.
+fn figures(o: &mut String, plan: &Plan) {
     wrap(
-        &mut o,
+        o,
         &format!(
             "pods: {} matched, {} eligible, {} healthy; may remove {} (min pods {})",
             plan.pods.len(),
-            eligible,
+            plan.analyzed(),
             plan.healthy,
             plan.budget,
             plan.min_pods
@@ -182,7 +194,7 @@ pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
     );
     match plan.stats {
         Some(s) => wrap(
-            &mut o,
+            o,
             &format!(
                 "cpu: mean {:.3} cores, stddev {:.3} cores, spread {:.2} (threshold {:.2})",
                 s.mean, s.stddev, s.spread, plan.threshold
@@ -190,47 +202,34 @@ pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
             2,
         ),
         None => wrap(
-            &mut o,
+            o,
             &format!("cpu: no eligible pod, no statistics (threshold {:.2})", plan.threshold),
             2,
         ),
     }
-    let _ = writeln!(o);
-    match (&plan.decision, plan.stats) {
-        (Decision::Remove { pods }, Some(s)) => {
-            wrap(
-                &mut o,
-                &format!(
-                    "decision: {verb} {}: spread {:.2} > threshold {:.2}",
-                    crate::plan::plural(pods.len(), "pod"),
-                    s.spread,
-                    plan.threshold
-                ),
-                2,
-            );
-            for p in pods {
-                wrap(
-                    &mut o,
-                    &format!(
-                        "  {} ({:.3} cores, {})",
-                        p.name,
-                        p.cpu,
-                        p.role.label().replace('_', " ")
-                    ),
-                    4,
-                );
-            }
-            if pods.len() == 1 {
-                wrap(
-                    &mut o,
-                    &format!("  only one: {} healthy pods, {} must stay", plan.healthy, plan.min_pods),
-                    4,
-                );
-            }
-        }
-        _ => wrap(&mut o, &format!("decision: {}", plan.summary(verb)), 2),
+}
+
+/// The decision in a sentence, and the pods it removes.
+fn decision(o: &mut String, plan: &Plan, verb: &str) {
+    let (Decision::Remove { pods }, Some(why)) = (&plan.decision, plan.over_threshold()) else {
+        wrap(o, &format!("decision: {}", plan.summary(verb)), 2);
+        return;
+    };
+    wrap(
+        o,
+        &format!("decision: {verb} {}: {why}", crate::plan::plural(pods.len(), "pod")),
+        2,
+    );
+    for p in pods {
+        wrap(o, &format!("  {} ({:.3} cores, {})", p.name, p.cpu, p.role.words()), 4);
     }
-    o
+    if pods.len() == 1 {
+        wrap(
+            o,
+            &format!("  only one: {} healthy pods, {} must stay", plan.healthy, plan.min_pods),
+            4,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,47 @@
 //! (`isPartial` not true) instant vector; `NaN`/`±Inf` are kept as invalid samples
 //! for the decision to exclude, any other non-number makes the body malformed.
 
-use crate::error::{Cause, Error};
-use crate::http::{Client, Payload};
+use crate::error::Error;
+use crate::http::{self, Client, Keep};
 use crate::plan::Samples;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The metrics endpoint and how to reach it (README "Configuration").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// Base URL without a trailing slash; any path prefix is kept.
+    pub url: String,
+    pub timeout: Duration,
+    pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A client for `url` on the metrics side: the query endpoint or the push URL. The
+/// push usually goes to the same VictoriaMetrics (or its vmauth): same CA bundle and
+/// timeout, and the query's token, but only to the same origin, so a Pushgateway
+/// elsewhere never receives that credential. The files are read on every run.
+pub fn client(endpoint: &Endpoint, url: &str) -> Result<Client, Error> {
+    let token = endpoint.token_file.as_deref().map(http::read_token).transpose()?;
+    let roots = endpoint.ca_file.as_deref().map(http::read_ca).transpose()?;
+    Ok(match token {
+        Some(token) if origin(url) != origin(&endpoint.url) => {
+            Client::new(url, endpoint.timeout, roots, None).redacting(token)
+        }
+        token => Client::new(url, endpoint.timeout, roots, token),
+    })
+}
+
+/// `scheme://host:port` of a validated URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
 
 /// `sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="NS",container="C"}[Ws])))`
 ///
@@ -20,9 +56,16 @@ use serde::de::IgnoredAny;
 /// balanced pod the "hottest". `max by (pod, container)` keeps one series per
 /// container (the same holds for two scrapers of one kubelet); the outer sum adds
 /// nothing else, since the matchers already select one container per pod.
-pub fn cpu_query(namespace: &str, container: &str, window_secs: u64) -> String {
+///
+/// `matchers` (`QUERY_MATCHERS`, validated by `config::query_matchers`) follow the two
+/// matchers of our own, as literal `=` matchers too.
+pub fn cpu_query(namespace: &str, container: &str, matchers: &[(String, String)], window_secs: u64) -> String {
+    let mut selector = format!("namespace=\"{namespace}\",container=\"{container}\"");
+    for (name, value) in matchers {
+        selector.push_str(&format!(",{name}=\"{value}\""));
+    }
     format!(
-        "sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{{namespace=\"{namespace}\",container=\"{container}\"}}[{window_secs}s])))"
+        "sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{{{selector}}}[{window_secs}s])))"
     )
 }
 
@@ -104,18 +147,26 @@ fn pod_sample(series: VectorSample) -> Result<Option<(Box<str>, f64)>, String> {
         return Err(format!("pod {pod}: expected a float sample, got none (a histogram?)"));
     };
     // The three words Prometheus writes for non-finite values; any other spelling
-    // Rust would parse ("inf", "infinity") is not what a server sends.
+    // Rust would parse ("inf", "Inf", "infinity", "1e999") is not what a server sends.
     let cores = match text.as_str() {
         "NaN" => f64::NAN,
-        "+Inf" | "Inf" => f64::INFINITY,
+        "+Inf" => f64::INFINITY,
         "-Inf" => f64::NEG_INFINITY,
         _ => match text.parse::<f64>() {
             Ok(v) if v.is_finite() => v,
             _ => return Err(format!("pod {pod}: expected a number, got {text:?}")),
         },
     };
+    // No pod burns a million cores; such a number is a broken answer, and summed into
+    // the statistics it could overflow them into a false "balanced".
+    if cores.is_finite() && cores.abs() > MAX_CORES {
+        return Err(format!("pod {pod}: expected at most {MAX_CORES} cores, got {text}"));
+    }
     Ok(Some((pod.into_boxed_str(), cores)))
 }
+
+/// The largest CPU sample, in cores, an answer may hold: far above any machine.
+pub const MAX_CORES: f64 = 1e6;
 
 /// The one label we read. Other labels are skipped as they are parsed, not kept: a
 /// series with a million labels costs no memory.
@@ -134,9 +185,7 @@ pub fn parse_answer(json: &str) -> Result<Samples, String> {
 
 fn answer_into_samples(envelope: Envelope) -> Result<Samples, String> {
     if envelope.status != "success" {
-        let kind = envelope
-            .error_type
-            .map(|t| t.as_str().map(str::to_string).unwrap_or_else(|| t.to_string()));
+        let kind = envelope.error_type.as_ref().map(http::error_type_text);
         return Err(format!(
             "status {:?}: {} ({})",
             envelope.status,
@@ -160,16 +209,11 @@ fn answer_into_samples(envelope: Envelope) -> Result<Samples, String> {
     Samples::new(series.by_pod).map_err(|pod| format!("pod {pod}: expected one series per pod, got several"))
 }
 
-/// POSTs the query to `{endpoint}/api/v1/query` and returns samples by pod.
-pub fn query_cpu(client: &Client, query: &str) -> Result<Samples, Error> {
-    let form = format!("query={}", crate::kube::encode(query));
-    let payload = Payload {
-        content_type: "application/x-www-form-urlencoded",
-        bytes: form.as_bytes(),
-    };
-    let (doing, response) = client.send("query CPU", "POST", "/api/v1/query", Some(payload))?;
-    let envelope: Envelope = client.parse_body(&doing, response.into_body())?;
-    answer_into_samples(envelope).map_err(|why| client.redact(Error::new(doing, Cause::Malformed(why))))
+/// POSTs the query to `{endpoint}/api/v1/query` and returns samples by pod. With
+/// `keep`, the body read is kept there.
+pub fn query_cpu(client: &Client, query: &str, keep: Keep) -> Result<Samples, Error> {
+    let form = format!("query={}", http::encode(query));
+    client.post_form("query CPU", "/api/v1/query", &form, keep, answer_into_samples)
 }
 
 #[cfg(test)]
@@ -177,9 +221,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_origin_is_scheme_host_and_port() {
+        assert_eq!(
+            origin("http://vm:8428/api/v1/import/prometheus?extra_label=a"),
+            "http://vm:8428"
+        );
+        assert_eq!(
+            origin("https://vmauth.example/select/0/prometheus"),
+            "https://vmauth.example"
+        );
+        assert_eq!(origin("http://vm:8428?x=1"), "http://vm:8428");
+        assert_ne!(origin("http://vm:8428/x"), origin("http://pushgateway:9091/x"));
+        assert_ne!(origin("http://vm:8428"), origin("https://vm:8428"));
+    }
+
+    #[test]
     fn the_query_is_literal() {
         assert_eq!(
-            cpu_query("posthog", "ingestion-consumer", 300),
+            cpu_query("posthog", "ingestion-consumer", &[], 300),
             r#"sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s])))"#
         );
     }
@@ -232,6 +291,46 @@ mod tests {
             let err = parse_answer(body).unwrap_err();
             assert!(err.contains(words), "{words}: {err}");
         }
+    }
+
+    #[test]
+    fn only_the_three_words_and_numbers_up_to_a_million_cores_are_samples() {
+        let answer = |value: &str| {
+            format!(
+                r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{"pod":"a"}},"value":[1,"{value}"]}}]}}}}"#
+            )
+        };
+        for bad in [
+            "inf",
+            "Inf",
+            "infinity",
+            "1e999",
+            "-1e999",
+            "nan",
+            "1e200",
+            "1e308",
+            "1000000.5",
+            "-2e6",
+        ] {
+            assert!(parse_answer(&answer(bad)).is_err(), "{bad}");
+        }
+        assert!(
+            parse_answer(&answer("1e200"))
+                .unwrap_err()
+                .contains("expected at most 1000000 cores, got 1e200")
+        );
+        for (good, cores) in [("1000000", 1e6), ("0", 0.0), ("-0.5", -0.5), ("2.5e-3", 0.0025)] {
+            assert_eq!(parse_answer(&answer(good)).unwrap().get("a"), Some(cores), "{good}");
+        }
+    }
+
+    #[test]
+    fn query_matchers_follow_ours() {
+        let matchers = [("cluster".to_string(), "prod-eu-1".to_string())];
+        assert!(
+            cpu_query("posthog", "consumer", &matchers, 120)
+                .contains(r#"{namespace="posthog",container="consumer",cluster="prod-eu-1"}[120s]"#)
+        );
     }
 
     #[test]

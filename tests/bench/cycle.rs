@@ -22,7 +22,8 @@ mod server;
 
 use files::TempDir;
 use measure::{Sample, median, paired};
-use pod_rebalancer::kube::{PAGE_LIMIT, encode};
+use pod_rebalancer::http::encode;
+use pod_rebalancer::kube::PAGE_LIMIT;
 use server::{Content, Counts, Pki, Server};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -508,7 +509,7 @@ fn curl_args(url: &str, ca: &Path, header: &Path, n: usize) -> Vec<String> {
     common(&mut v);
     // The binary's query and form, byte for byte: the bench leaves METRICS_TIME_WINDOW
     // unset, so the window is its default, 5m.
-    let query = pod_rebalancer::victoria::cpu_query(fleet::NAMESPACE, fleet::DEPLOYMENT, 300);
+    let query = pod_rebalancer::victoria::cpu_query(fleet::NAMESPACE, fleet::DEPLOYMENT, &[], 300);
     v.extend([
         "--data-raw".to_string(),
         format!("query={}", encode(&query)),
@@ -689,7 +690,11 @@ fn parse_floor() {
         );
     };
     time("pod_rebalancer::kube::parse_pod_list", &|| {
-        let parsed = pod_rebalancer::kube::parse_pod_list(&page, Some(fleet::DEPLOYMENT)).expect("page");
+        let select = pod_rebalancer::kube::Select {
+            deployment: Some(fleet::DEPLOYMENT),
+            container: Some(fleet::DEPLOYMENT),
+        };
+        let parsed = pod_rebalancer::kube::parse_pod_list(&page, select).expect("page");
         std::hint::black_box(parsed);
     });
     time("serde_json, skipping everything (IgnoredAny)", &|| {

@@ -3,7 +3,7 @@
 
 use crate::support::kube::{Fake, FakePod, pod, uid_of};
 use crate::support::server::{Pki, Reply, Request, Server};
-use crate::support::{Output, TempDir, assert_contains, env_with, fixture, now, run_bin, vm};
+use crate::support::{Output, TempDir, assert_contains, env_with, fixture, now, run_bin, untargeted, vm};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ impl World {
         }
     }
 
-    fn metrics_path(&self) -> std::path::PathBuf {
+    pub(crate) fn metrics_path(&self) -> std::path::PathBuf {
         self.dir.path().join("rebalancer.prom")
     }
 
@@ -79,7 +79,7 @@ impl World {
         env_with(vars, extra)
     }
 
-    fn run(&self, extra: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, extra: &[(&str, &str)]) -> Output {
         let out = run_bin(&[], &self.env(extra));
         assert!(
             !out.stderr.contains(TOKEN) && !out.stdout.contains(TOKEN),
@@ -89,8 +89,10 @@ impl World {
         out
     }
 
-    fn metrics(&self) -> String {
-        std::fs::read_to_string(self.metrics_path()).expect("metrics file written")
+    /// The metrics file, its samples' target labels checked and taken out.
+    pub(crate) fn metrics(&self) -> String {
+        let text = std::fs::read_to_string(self.metrics_path()).expect("metrics file written");
+        untargeted(&text, &self.namespace, DEPLOYMENT)
     }
 
     /// The (method, pod) of every mutating request but Events, in order.
@@ -230,10 +232,16 @@ fn an_imbalanced_fleet_loses_its_hottest_then_its_coldest_pod() {
         assert_eq!(body["involvedObject"]["uid"], uid_of(&name(i)).as_str());
         assert_eq!(body["source"]["component"], "pod-rebalancer");
         assert_eq!(body["reportingComponent"], "pod-rebalancer");
-        let message = body["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains("mean 0.892") && message.contains("spread 0.64 > threshold 0.30"),
-            "{message}"
+        let (role, cpu) = if i == 1 {
+            ("hottest", "1.900")
+        } else {
+            ("coldest", "0.120")
+        };
+        assert_eq!(
+            body["message"].as_str().unwrap_or_default(),
+            format!(
+                "pod-rebalancer: evicted as the {role} pod: CPU {cpu} cores vs fleet mean 0.892 cores, spread 0.64 > threshold 0.30"
+            )
         );
     }
     // The order on the wire: evict the hottest, record it, then the coldest.
@@ -293,7 +301,15 @@ fn delete_mode_deletes_with_the_uid_precondition() {
     {
         assert_eq!(r.json()["preconditions"]["uid"], uid_of(&name(i)).as_str());
     }
-    assert_eq!(world.events().len(), 2);
+    let events = world.events();
+    assert_eq!(events.len(), 2);
+    assert!(
+        events[0].json()["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("pod-rebalancer: deleted as the hottest pod: CPU 1.900 cores")),
+        "{}",
+        events[0].json()
+    );
 }
 
 #[test]
@@ -696,7 +712,8 @@ fn metrics_are_pushed_as_written() {
             .header("content-type")
             .is_some_and(|c| c.starts_with("text/plain"))
     );
-    assert_eq!(String::from_utf8_lossy(&pushed[0].body), world.metrics());
+    let written = std::fs::read_to_string(world.metrics_path()).expect("metrics file");
+    assert_eq!(String::from_utf8_lossy(&pushed[0].body), written);
 
     // A failed push is a warning, not a failed run.
     let dead = Server::http(Arc::new(|_: &Request| Reply::text(503, "overloaded")));

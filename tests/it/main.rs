@@ -8,6 +8,8 @@ mod cycle;
 mod dashboard;
 mod faults;
 mod manifests;
+mod outcomes;
 mod plan_command;
 mod properties;
+mod target;
 mod victoria;

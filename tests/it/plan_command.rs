@@ -204,7 +204,7 @@ fn record_demo() {
     let vm = vm::shared();
     let ns = "demo-record";
     vm.feed(ns, DEMO_DEPLOYMENT, &cpu);
-    let answer = vm.query(&pod_rebalancer::victoria::cpu_query(ns, DEMO_DEPLOYMENT, 300));
+    let answer = vm.query(&pod_rebalancer::victoria::cpu_query(ns, DEMO_DEPLOYMENT, &[], 300));
     std::fs::write(dir.join("cpu.json"), answer + "\n").unwrap();
 }
 
@@ -280,6 +280,7 @@ fn a_large_fleet_folds_to_its_top_and_bottom_rows() {
         vm.query(&pod_rebalancer::victoria::cpu_query(
             "large-fleet",
             DEMO_DEPLOYMENT,
+            &[],
             300,
         )),
     )
@@ -443,4 +444,29 @@ fn a_live_plan_saves_without_panicking_when_a_page_is_not_a_list() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_contains(&out.stderr, "error: list pods (GET ");
     assert!(saved.join("deployment.json").exists(), "what could be saved is");
+}
+
+/// A metrics endpoint that refuses the query: the plan fails, and its answer is saved
+/// as received, for the bug report.
+#[test]
+fn a_live_plan_saves_the_metrics_endpoints_refusal_as_received() {
+    use crate::cycle::{World, fleet};
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+    let world = World::new("live-plan-422", |f| f, &pods, &cpu);
+    let refusal = crate::support::fixture("vm/error_422_parse.json");
+    let body = refusal.clone();
+    let vm = Server::http(Arc::new(move |_: &Request| Reply::json(422, body.clone())));
+    let saved = world.dir.path().join("snapshot");
+    let out = run_bin(
+        &["plan", "--save", saved.to_str().unwrap()],
+        &world.env(&[("PROMETHEUS_ENDPOINT", &vm.url())]),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_contains(&out.stderr, "query CPU (POST ");
+    assert_eq!(
+        std::fs::read_to_string(saved.join("cpu.json")).expect("cpu.json saved"),
+        refusal,
+        "the body as received"
+    );
+    assert!(saved.join("pods.json").exists() && saved.join("deployment.json").exists());
 }

@@ -14,7 +14,7 @@ use crate::support::kube::{Fake, FakePod, pod};
 use crate::support::server::{Request, Server};
 use crate::support::vm::{self, Gone, Restart, RestartShape, Scrape, Vm};
 use crate::support::{Output, TempDir, assert_contains, env_with, root, run_bin};
-use pod_rebalancer::config::DecisionSettings;
+use pod_rebalancer::plan::Settings;
 use pod_rebalancer::plan::{self, Decision, Inputs, Samples};
 use pod_rebalancer::{kube, victoria};
 use serde_json::Value;
@@ -177,7 +177,7 @@ fn the_query_measures_our_container_in_our_namespace_only() {
     }
     // The product's query sees the gone pod (its series ended inside the window) and
     // nothing of the neighbour Deployment.
-    let answer = server.samples(&victoria::cpu_query(ns, DEPLOYMENT, 300), "pod", None);
+    let answer = server.samples(&victoria::cpu_query(ns, DEPLOYMENT, &[], 300), "pod", None);
     let mut want: Vec<String> = fed.keys().cloned().chain(scrape.gone_pods()).collect();
     want.sort();
     assert_eq!(answer.keys().cloned().collect::<Vec<_>>(), want);
@@ -323,6 +323,7 @@ fn a_real_server_error_fails_the_run_with_its_own_words_and_removes_nothing() {
         "the number of matching timeseries exceeds 1; either narrow down the search or increase -search.max* command-line flag values at vmselect",
     );
     let metrics = std::fs::read_to_string(world.metrics_path()).expect("metrics file");
+    let metrics = crate::support::untargeted(&metrics, ns, DEPLOYMENT);
     assert_contains(&metrics, "rebalancer_errors_total{stage=\"metrics\"} 1\n");
     assert_contains(&metrics, "rebalancer_cycle_outcome{outcome=\"error\"} 1\n");
 
@@ -374,10 +375,14 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
     let now = crate::support::now();
     let fake = Fake::new(ns, DEPLOYMENT, &pods, now);
     let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": fake.pods.clone()});
-    let (planner_pods, _) = kube::parse_pod_list(&list.to_string(), Some(DEPLOYMENT)).expect("pod list");
+    let select = kube::Select {
+        deployment: Some(DEPLOYMENT),
+        container: Some(DEPLOYMENT),
+    };
+    let planner_pods = kube::parse_pod_list(&list.to_string(), select).expect("pod list").pods;
     let rollout = kube::parse_deployment(&fake.deployment.to_string()).expect("deployment");
     let samples: Samples = cpu.iter().map(|(p, c)| (p.as_str(), *c)).collect();
-    let settings = DecisionSettings {
+    let settings = Settings {
         window_secs: 300,
         threshold: 0.3,
         min_pods: 3,
@@ -391,6 +396,8 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
         settings: &settings,
         container: DEPLOYMENT,
         namespace: ns,
+        ignored: 0,
+        selector: None,
     })
     .expect("a plan");
     let Decision::Remove { pods: removals } = &expected.decision else {
@@ -499,7 +506,7 @@ struct Recipe {
 }
 
 fn recipes() -> Vec<Recipe> {
-    let production = victoria::cpu_query("posthog", DEPLOYMENT, 300);
+    let production = victoria::cpu_query("posthog", DEPLOYMENT, &[], 300);
     let recipe = |file, limited, query: &str, status| Recipe {
         file,
         limited,
@@ -511,7 +518,7 @@ fn recipes() -> Vec<Recipe> {
         recipe(
             "query_empty.json",
             false,
-            &victoria::cpu_query("posthog-dev", DEPLOYMENT, 300),
+            &victoria::cpu_query("posthog-dev", DEPLOYMENT, &[], 300),
             200,
         ),
         recipe(

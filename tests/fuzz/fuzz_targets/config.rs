@@ -1,6 +1,6 @@
 //! The command line and the environment (`cli::parse`, then `config::live` or
-//! `config::offline`) on arbitrary input: no panic, and a configuration that is
-//! accepted obeys SPEC §3; one that is refused says why, one line per problem.
+//! `config::plan`) on arbitrary input: no panic, and a configuration that is
+//! accepted obeys the README's configuration rules; one that is refused says why, one line per problem.
 //!
 //! Input: one entry per line. `KEY=VALUE` sets a variable (a KEY that is a number
 //! picks the setting of that index, so the fuzzer reaches every variable quickly);
@@ -37,9 +37,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(config::dns_label(&cluster.deployment).is_some());
             c
         }),
-        Ok(cli::Command::Plan(raw, _)) => config::offline(&raw),
+        Ok(cli::Command::Plan(raw, args)) => config::plan(&raw, &args).map(|request| request.config),
         Ok(cli::Command::Help | cli::Command::Version) => return,
-        Err(problems) => Err(problems),
+        Err(usage) => Err(usage.problems),
     };
     match checked {
         Ok(c) => {

@@ -4,29 +4,32 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_rebalancer::report::{Run, parse_previous, render};
+use pod_rebalancer::outcome::{Outcome, Stage};
+use pod_rebalancer::report::{Counters, Run, Target, parse_previous, render};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(carried) = parse_previous(text) else {
+    let Ok(previous) = parse_previous(text) else {
         return;
     };
-    let counters = |c: &pod_rebalancer::report::Carried| {
-        let mut v = vec![c.success, c.error, c.analysed, c.deleted_highest, c.deleted_lowest];
-        v.extend(c.errors);
+    let counters = |c: &Counters| {
+        let mut v = vec![c.success, c.error, c.analyzed, c.deleted_highest, c.deleted_lowest];
+        v.extend(Stage::ALL.map(|stage| c.errors.get(&stage).copied().unwrap_or(0.0)));
         v
     };
-    for x in counters(&carried) {
+    for x in counters(&previous) {
         assert!(x.is_finite() && x >= 0.0, "{x}");
     }
     let run = Run {
-        ok: true,
-        outcome: "acted",
-        failed_stage: None,
+        target: Target {
+            namespace: "ns".into(),
+            deployment: "d".into(),
+        },
+        ended: Ok(Outcome::Acted),
         matched: Some(5),
-        analysed: 5,
+        analyzed: 5,
         deleted_highest: 1,
         deleted_lowest: 1,
         stats: None,
@@ -34,9 +37,9 @@ fuzz_target!(|data: &[u8]| {
         duration_secs: 0.5,
         end: 1_800_000_000.0,
     };
-    let again = parse_previous(&render(&carried, &run)).expect("our own text reads back");
+    let again = parse_previous(&render(&previous, &run)).expect("our own text reads back");
     let plus = [1.0, 0.0, 5.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0];
-    for ((before, after), inc) in counters(&carried).into_iter().zip(counters(&again)).zip(plus) {
+    for ((before, after), inc) in counters(&previous).into_iter().zip(counters(&again)).zip(plus) {
         assert_eq!(after, before + inc, "a counter did not carry over");
     }
     assert_eq!(again.last_success, Some(run.end));

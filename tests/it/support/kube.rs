@@ -18,7 +18,26 @@ pub struct FakePod {
     pub ready: bool,
     pub terminating: bool,
     pub cpu_request: &'static str,
+    pub owner: Owner,
+    /// Without `metadata.creationTimestamp`.
+    pub no_creation_time: bool,
 }
+
+/// Whose pod it is: its controller `ownerReference` and its `pod-template-hash`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Owner {
+    /// The Deployment's current ReplicaSet, `{deployment}-5f7c9d8b4d`.
+    Ours,
+    /// The Deployment's previous ReplicaSet, `{deployment}-6d8f5b7c9a` (a rollout).
+    OldReplicaSet,
+    /// The current ReplicaSet of another Deployment of this name.
+    Deployment(&'static str),
+    /// No owner at all (`kubectl run`).
+    Bare,
+}
+
+pub const HASH: &str = "5f7c9d8b4d";
+pub const OLD_HASH: &str = "6d8f5b7c9a";
 
 /// A healthy, hour-old pod requesting one core.
 pub fn pod(name: &str) -> FakePod {
@@ -29,6 +48,8 @@ pub fn pod(name: &str) -> FakePod {
         ready: true,
         terminating: false,
         cpu_request: "1",
+        owner: Owner::Ours,
+        no_creation_time: false,
     }
 }
 
@@ -85,9 +106,33 @@ pub fn pod_json(namespace: &str, deployment: &str, p: &FakePod, now: i64) -> Val
     meta["name"] = json!(p.name);
     meta["namespace"] = json!(namespace);
     meta["uid"] = json!(uid_of(&p.name));
-    meta["generateName"] = json!(format!("{deployment}-5f7c9d8b4d-"));
+    // The recorded pod's controller is the ReplicaSet coredns-589f44dc88: renamed as
+    // the Deployment controller would name the owner (and the pod's hash label).
+    let (owner, hash) = match &p.owner {
+        Owner::Ours => (Some(deployment), HASH),
+        Owner::OldReplicaSet => (Some(deployment), OLD_HASH),
+        Owner::Deployment(other) => (Some(*other), HASH),
+        Owner::Bare => (None, HASH),
+    };
+    match owner {
+        Some(owner) => {
+            meta["ownerReferences"][0]["name"] = json!(format!("{owner}-{hash}"));
+            meta["ownerReferences"][0]["uid"] = json!(uid_of(&format!("{owner}-{hash}")));
+        }
+        None => {
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("ownerReferences");
+            }
+        }
+    }
+    meta["generateName"] = json!(format!("{}-{hash}-", owner.unwrap_or(deployment)));
     meta["creationTimestamp"] = json!(created);
-    meta["labels"] = json!({"app": "consumer", "pod-template-hash": "5f7c9d8b4d"});
+    if p.no_creation_time
+        && let Some(m) = meta.as_object_mut()
+    {
+        m.remove("creationTimestamp");
+    }
+    meta["labels"] = json!({"app": "consumer", "pod-template-hash": hash});
     if p.terminating {
         meta["deletionTimestamp"] = json!(rfc3339_of(now));
         meta["deletionGracePeriodSeconds"] = json!(30);

@@ -96,3 +96,36 @@ pub fn run_bin(args: &[&str], env: &[(String, String)]) -> Output {
         elapsed: started.elapsed(),
     }
 }
+
+/// Metrics text with the target's labels taken out, after checking that every sample
+/// carries them first: `x{namespace="ns",deployment="d",k="v"} 1` becomes `x{k="v"} 1`
+/// and `x{namespace="ns",deployment="d"} 1` becomes `x 1`. Tests then read the
+/// numbers as the README lists them.
+#[track_caller]
+pub fn untargeted(text: &str, namespace: &str, deployment: &str) -> String {
+    let target = format!("{{namespace=\"{namespace}\",deployment=\"{deployment}\"");
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else {
+            let at = line
+                .find('{')
+                .unwrap_or_else(|| panic!("a sample without labels: {line:?}"));
+            let (name, rest) = line.split_at(at);
+            let rest = rest
+                .strip_prefix(&target)
+                .unwrap_or_else(|| panic!("a sample without {target}…}}: {line:?}"));
+            out.push_str(name);
+            match rest.strip_prefix(',') {
+                Some(labels) => {
+                    out.push('{');
+                    out.push_str(labels);
+                }
+                None => out.push_str(rest.strip_prefix('}').unwrap_or(rest)),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

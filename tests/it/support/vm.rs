@@ -11,7 +11,7 @@
 //! or mishandles a restart gets numbers that differ from the fleet's.
 
 use super::TempDir;
-use pod_rebalancer::kube::encode;
+use pod_rebalancer::http::encode;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -160,8 +160,12 @@ impl Vm {
 
     /// Imports exposition text with millisecond timestamps.
     pub fn import(&self, text: &str) {
+        self.import_to("/api/v1/import/prometheus", text);
+    }
+
+    fn import_to(&self, target: &str, text: &str) {
         let (status, body) = self
-            .exchange("POST", "/api/v1/import/prometheus", text.as_bytes(), "text/plain")
+            .exchange("POST", target, text.as_bytes(), "text/plain")
             .expect("import answer");
         assert!(status == 204 || status == 200, "import: {status} {body}");
     }
@@ -173,15 +177,41 @@ impl Vm {
         self.feed_scrape(&Scrape::production(namespace, container, fleet));
     }
 
+    /// `feed`, with one more label on every series, as one VictoriaMetrics that holds
+    /// several clusters has (`cluster="prod-eu-1"`).
+    pub fn feed_labelled(
+        &self,
+        namespace: &str,
+        container: &str,
+        fleet: &[(String, f64)],
+        (name, value): (&str, &str),
+    ) {
+        let target = format!(
+            "/api/v1/import/prometheus?extra_label={}",
+            encode(&format!("{name}={value}"))
+        );
+        self.feed_with(
+            &Scrape::production(namespace, container, fleet),
+            &format!(",{name}=\"{value}\""),
+            &|chunk| self.import_to(&target, chunk),
+        );
+    }
+
     /// Imports a scrape history and waits until every series of it is searchable.
     pub fn feed_scrape(&self, scrape: &Scrape) {
-        let counts = scrape.render(&mut |chunk| self.import(&chunk));
+        self.feed_with(scrape, "", &|chunk| self.import(chunk));
+    }
+
+    /// Imports a scrape history through `import` and waits until every series of it,
+    /// with the extra `matchers`, is searchable.
+    fn feed_with(&self, scrape: &Scrape, matchers: &str, import: &dyn Fn(&str)) {
+        let counts = scrape.render(&mut |chunk| import(&chunk));
         self.get("/internal/force_flush").expect("force flush");
         let deadline = Instant::now() + Duration::from_secs(20);
         // Node cgroups (namespace "") are shared by every feed: nothing to count there.
         // `/api/v1/series` counts on a server with `-search.maxUniqueTimeseries=1` too.
         for (namespace, want) in counts.into_iter().filter(|(ns, _)| !ns.is_empty()) {
-            let selector = format!("container_cpu_usage_seconds_total{{namespace=\"{namespace}\"}}");
+            let selector = format!("container_cpu_usage_seconds_total{{namespace=\"{namespace}\"{matchers}}}");
             let target = format!(
                 "/api/v1/series?match[]={}&start={}&end={}",
                 encode(&selector),

@@ -1,0 +1,152 @@
+//! The cycle called in-process, with its clients, against the loopback Kubernetes API
+//! and the real VictoriaMetrics: every `Outcome` a completed cycle can have and every
+//! `Stage` a failed one can fail in, each from the fleet or the fault that causes it,
+//! and the metrics' view of each (`cycle::metrics_of`, `cycle::finish`).
+
+use crate::cycle::{World, fleet, name};
+use crate::support::kube::Fake;
+use crate::support::server::{Reply, Server};
+use crate::support::{fixture, now};
+use pod_rebalancer::config::{Cluster, Config};
+use pod_rebalancer::cycle::{self, Clients, Done, Failed};
+use pod_rebalancer::outcome::{Ended, Outcome, Stage};
+use pod_rebalancer::{cli, config};
+use std::ffi::OsString;
+use std::sync::Arc;
+
+/// The configuration a run of `world` with `extra` variables would have.
+fn configure(world: &World, extra: &[(&str, &str)]) -> (Config, Cluster) {
+    let env = world.env(extra);
+    let command = cli::parse(Vec::<OsString>::new(), |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    });
+    let Ok(cli::Command::Run(raw)) = command else {
+        panic!("{command:?}")
+    };
+    config::live(&raw).expect("a valid configuration")
+}
+
+/// One cycle of `world`, in-process.
+fn cycle_of(world: &World, extra: &[(&str, &str)]) -> Result<Done, Failed> {
+    let (config, cluster) = configure(world, extra);
+    Clients::connect(&config, &cluster).and_then(|clients| cycle::cycle(&clients, &config, &cluster, now()))
+}
+
+fn ended(result: &Result<Done, Failed>) -> Ended {
+    match result {
+        Ok(done) => Ok(done.outcome),
+        Err(failed) => Err(failed.stage),
+    }
+}
+
+/// Runs one cycle of a fleet with these CPU numbers and checks how it ended.
+#[track_caller]
+fn check(namespace: &str, cpus: &[f64], fake: impl FnOnce(Fake) -> Fake, extra: &[(&str, &str)], want: Ended) -> World {
+    let (pods, cpu) = fleet(cpus);
+    let world = World::new(namespace, fake, &pods, &cpu);
+    let (config, cluster) = configure(&world, extra);
+    let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
+    let error = result.as_ref().err().map(|f| f.error.to_string());
+    assert_eq!(ended(&result), want, "{error:?}");
+    let run = cycle::metrics_of(&result, &config, 0.5, 1.0);
+    assert_eq!(run.ended, want, "the metrics tell the same story");
+    world
+}
+
+const IMBALANCED: [f64; 5] = [0.8, 1.9, 0.79, 0.12, 0.85];
+
+#[test]
+fn every_outcome_of_a_completed_cycle() {
+    let same = |f| f;
+    let world = check("o-acted", &IMBALANCED, same, &[], Ok(Outcome::Acted));
+    assert_eq!(world.kube.mutations().len(), 4, "two removals, two Events");
+    let world = check("o-dry", &IMBALANCED, same, &[("DRY_RUN", "true")], Ok(Outcome::DryRun));
+    assert!(world.kube.mutations().is_empty());
+    check("o-balanced", &[1.0, 1.1, 0.9, 1.05], same, &[], Ok(Outcome::Balanced));
+    check("o-idle", &[0.0, 0.0002, 0.0, 0.0001], same, &[], Ok(Outcome::Idle));
+    check("o-min", &[1.9, 0.1, 1.0], same, &[], Ok(Outcome::MinPods));
+    check(
+        "o-few",
+        &IMBALANCED,
+        same,
+        &[("MIN_PODS_REQUIRED", "6")],
+        Ok(Outcome::TooFewPods),
+    );
+    let rollout = |mut f: Fake| {
+        f.deployment["status"]["updatedReplicas"] = 1.into();
+        f
+    };
+    check("o-rollout", &IMBALANCED, rollout, &[], Ok(Outcome::Stabilizing));
+}
+
+#[test]
+fn every_stage_a_cycle_can_fail_in() {
+    let status = |code, file: &str| Reply::json(code, fixture(file));
+    // Kubernetes: an answer that is not 2xx, and a selector that matches nothing.
+    let forbidden = |f: Fake| f.reply("list", status(403, "k8s/status_403_forbidden_list_pods.json"));
+    check("s-kube", &IMBALANCED, forbidden, &[], Err(Stage::Kubernetes));
+    let world = check("s-nopods", &[], |f| f, &[], Err(Stage::Kubernetes));
+    assert!(world.kube.mutations().is_empty());
+    // Metrics: a failing endpoint, and an answer without our pods.
+    let (pods, cpu) = fleet(&IMBALANCED);
+    let world = World::new("s-metrics", |f| f, &pods, &cpu);
+    let broken = Server::http(Arc::new(|_: &_| Reply::json(503, "{}")));
+    let result = cycle_of(&world, &[("PROMETHEUS_ENDPOINT", &broken.url())]);
+    assert_eq!(ended(&result), Err(Stage::Metrics));
+    assert_eq!(
+        result.as_ref().err().and_then(|f| f.matched),
+        Some(5),
+        "the list was read"
+    );
+    let (pods, _) = fleet(&IMBALANCED);
+    let world = World::new("s-nometrics", |f| f, &pods, &[]);
+    let result = cycle_of(&world, &[]);
+    assert_eq!(ended(&result), Err(Stage::Metrics));
+    assert!(
+        result
+            .err()
+            .is_some_and(|f| f.error.to_string().contains("no CPU metrics"))
+    );
+    // Act: the hottest pod's eviction fails hard; nothing after it.
+    let refuse = |f: Fake| {
+        f.reply(
+            &format!("evict:{}", name(1)),
+            status(500, "k8s/constructed/status_500_internal_error.json"),
+        )
+    };
+    let world = check("s-act", &IMBALANCED, refuse, &[], Err(Stage::Act));
+    assert_eq!(world.kube.mutations().len(), 1);
+}
+
+#[test]
+fn a_metrics_file_that_cannot_be_written_fails_the_run_in_the_report_stage() {
+    let (pods, cpu) = fleet(&[1.0, 1.1, 0.9, 1.05]);
+    let world = World::new("s-report", |f| f, &pods, &cpu);
+    let dir = world.dir.path().join("not-a-file");
+    std::fs::create_dir_all(&dir).expect("directory");
+    let (config, cluster) = configure(&world, &[("METRICS_FILE", &dir.display().to_string())]);
+    let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
+    assert_eq!(ended(&result), Ok(Outcome::Balanced));
+    let finished = cycle::finish(&config, &result, 0.5, 1.0);
+    assert_eq!(finished.code, 1);
+    assert_eq!(finished.run.ended, Err(Stage::Report));
+}
+
+#[test]
+fn the_metrics_view_of_a_failure_after_acting_keeps_what_was_done() {
+    let refuse_coldest = |f: Fake| {
+        f.reply(
+            &format!("evict:{}", name(3)),
+            Reply::json(500, fixture("k8s/constructed/status_500_internal_error.json")),
+        )
+    };
+    let (pods, cpu) = fleet(&IMBALANCED);
+    let world = World::new("s-partial", refuse_coldest, &pods, &cpu);
+    let (config, cluster) = configure(&world, &[]);
+    let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
+    let run = cycle::metrics_of(&result, &config, 0.5, 1.0);
+    assert_eq!(run.ended, Err(Stage::Act));
+    assert_eq!((run.deleted_highest, run.deleted_lowest), (1, 0));
+    assert_eq!((run.matched, run.analyzed), (Some(5), 5));
+    assert!(run.stats.is_some(), "the plan's statistics are exported");
+}
