@@ -198,7 +198,7 @@ for run in 1 2; do
 done
 echo "$(grep -c '^# TYPE' "$metrics") metric families, $(grep -vc '^#' "$metrics") samples"
 promtool check metrics <"$metrics"
-grep -qx 'rebalancer_executions_total{status="error"} 2' "$metrics" ||
+grep -qx 'rebalancer_executions_total{namespace="posthog",deployment="demo",status="error"} 2' "$metrics" ||
     fail "the second run did not continue the first run's counters"
 echo "metrics file passes promtool check metrics"
 
