@@ -64,8 +64,8 @@ pub struct Failed {
     /// The plan, when the failure came after the decision (boxed: a `Result` carries
     /// its error by value, and most failures come before any plan).
     pub plan: Option<Box<Plan>>,
-    /// What was done before the failure.
-    pub acted: Acted,
+    /// What was done before the failure (boxed, as the plan is).
+    pub acted: Box<Acted>,
     /// The memory, when it was read: the end of the run still writes its counters.
     pub stored: Option<Box<Stored>>,
 }
@@ -77,7 +77,7 @@ impl Failed {
             error,
             matched: None,
             plan: None,
-            acted: Acted::default(),
+            acted: Box::default(),
             stored: None,
         }
     }
@@ -195,7 +195,7 @@ pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, duration_secs:
             Err(failed.stage),
             failed.matched,
             failed.plan.as_deref(),
-            &failed.acted,
+            &*failed.acted,
             failed.stored.as_deref(),
         ),
     };
@@ -314,7 +314,7 @@ pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) ->
             error,
             matched: Some(plan.pods.len()),
             plan: Some(Box::new(plan)),
-            acted,
+            acted: Box::new(acted),
             stored: stored.map(Box::new),
         }),
     }

@@ -2,9 +2,11 @@
 //! as JSON and held to what the README and SPEC §10 promise, so that a later edit
 //! cannot silently widen the RBAC, drop a CronJob safeguard or a security-context
 //! item, name a variable the program does not know, or let the alert resources
-//! drift from the rules file. kubectl is required: without it these tests fail.
+//! drift from the rules file. The README's overlays (one rebalancer; two in one
+//! namespace) are rendered as printed there. kubectl is required: without it these
+//! tests fail.
 
-use crate::support::{TempDir, root, run_bin};
+use crate::support::{TempDir, assert_contains, root, run_bin};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -14,6 +16,18 @@ use std::sync::OnceLock;
 
 /// Runs kubectl, feeding it `stdin`, and returns its standard output.
 fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    let out = kubectl_output(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+}
+
+/// Runs kubectl, feeding it `stdin`, and returns what it did, failed or not.
+fn kubectl_output(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     let mut child = Command::new("kubectl")
         .args(args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -30,13 +44,7 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
     if let Some(writer) = writer {
         writer.join().expect("stdin writer").expect("write kubectl stdin");
     }
-    assert!(
-        out.status.success(),
-        "kubectl {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("kubectl prints UTF-8")
+    out
 }
 
 /// The objects of a YAML stream, as JSON. `kubectl patch --local` with an empty
@@ -132,20 +140,29 @@ fn strings(value: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// Every (API group, resource, verb) the Role grants, one triple per grant, so a
-/// wildcard or an extra verb shows up as an extra triple.
-fn grants(objects: &[Value]) -> BTreeSet<(String, String, String)> {
-    let role = the(objects, "Role");
+/// One grant: API group, resource, verb, and the one object it is limited to
+/// (`resourceNames`), or `*` for every object of the resource.
+type Grant = (String, String, String, String);
+
+/// Every grant of a Role, one per (group, resource, verb, name), so a wildcard, an
+/// extra verb or a lost `resourceNames` shows up as a grant of its own.
+fn role_grants(role: &Value) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for rule in role["rules"].as_array().expect("Role rules") {
         let keys: BTreeSet<&str> = rule.as_object().expect("rule").keys().map(String::as_str).collect();
-        let allowed = BTreeSet::from(["apiGroups", "resources", "verbs"]);
-        // resourceNames would only narrow a rule; nonResourceURLs has no place in a Role.
+        let allowed = BTreeSet::from(["apiGroups", "resources", "verbs", "resourceNames"]);
+        // nonResourceURLs has no place in a Role.
         assert!(keys.is_subset(&allowed), "unexpected fields in rule {rule}");
+        let names = match &rule["resourceNames"] {
+            Value::Null => vec!["*"],
+            names => strings(names),
+        };
         for group in strings(&rule["apiGroups"]) {
             for resource in strings(&rule["resources"]) {
                 for verb in strings(&rule["verbs"]) {
-                    out.insert((group.to_owned(), resource.to_owned(), verb.to_owned()));
+                    for name in &names {
+                        out.insert((group.to_owned(), resource.to_owned(), verb.to_owned(), name.to_string()));
+                    }
                 }
             }
         }
@@ -153,24 +170,51 @@ fn grants(objects: &[Value]) -> BTreeSet<(String, String, String)> {
     out
 }
 
-fn triples(list: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
-    list.iter()
-        .map(|(g, r, v)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect()
+/// The grants of the one Role among `objects`.
+fn grants(objects: &[Value]) -> BTreeSet<Grant> {
+    role_grants(the(objects, "Role"))
 }
+
+/// What the program asks of the API server (SPEC §4), the state ConfigMap named
+/// `state`, with `removal` as the grant that removes pods.
+fn expected_grants(removal: (&str, &str, &str), state: &str) -> BTreeSet<Grant> {
+    [
+        ("apps", "deployments", "get", "*"),
+        ("", "pods", "list", "*"),
+        (removal.0, removal.1, removal.2, "*"),
+        ("", "events", "create", "*"),
+        ("", "configmaps", "get", state),
+        ("", "configmaps", "update", state),
+    ]
+    .iter()
+    .map(|(g, r, v, n)| (g.to_string(), r.to_string(), v.to_string(), n.to_string()))
+    .collect()
+}
+
+const EVICT: (&str, &str, &str) = ("", "pods/eviction", "create");
+const DELETE: (&str, &str, &str) = ("", "pods", "delete");
 
 fn cronjob(objects: &[Value]) -> &Value {
     the(objects, "CronJob")
 }
 
 fn pod_spec(objects: &[Value]) -> &Value {
-    &cronjob(objects)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    pod_spec_of(cronjob(objects))
+}
+
+fn pod_spec_of(cronjob: &Value) -> &Value {
+    &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 }
 
 /// The container's environment: the generated ConfigMap it loads, then its own
 /// `env` entries (which win), by name.
 fn environment(objects: &[Value]) -> (serde_json::Map<String, Value>, Vec<Value>) {
-    let containers = pod_spec(objects)["containers"].as_array().expect("containers");
+    environment_of(objects, cronjob(objects))
+}
+
+/// `environment` of one of several CronJobs.
+fn environment_of(objects: &[Value], cronjob: &Value) -> (serde_json::Map<String, Value>, Vec<Value>) {
+    let containers = pod_spec_of(cronjob)["containers"].as_array().expect("containers");
     assert_eq!(containers.len(), 1, "one container");
     let container = &containers[0];
     let from = container["envFrom"].as_array().expect("envFrom");
@@ -192,12 +236,13 @@ fn base_renders_exactly_the_namespaced_objects_and_no_cluster_scope() {
     let objects = base();
     let mut got = kinds(objects);
     got.sort_unstable();
+    // The settings and the (empty) state ConfigMap; no PersistentVolumeClaim.
     assert_eq!(
         got,
         [
             "ConfigMap",
+            "ConfigMap",
             "CronJob",
-            "PersistentVolumeClaim",
             "Role",
             "RoleBinding",
             "ServiceAccount"
@@ -212,33 +257,55 @@ fn base_renders_exactly_the_namespaced_objects_and_no_cluster_scope() {
 
 #[test]
 fn role_grants_exactly_the_requests_the_program_sends() {
-    assert_eq!(
-        grants(base()),
-        triples(&[
-            ("apps", "deployments", "get"),
-            ("", "pods", "list"),
-            ("", "pods/eviction", "create"),
-            ("", "events", "create"),
-        ])
-    );
+    let objects = base();
+    assert_eq!(grants(objects), expected_grants(EVICT, &state_configmap(objects)));
 }
 
 #[test]
 fn delete_mode_swaps_the_eviction_grant_for_delete_and_sets_the_mode() {
     let objects = with_components(&["delete-mode"]);
-    assert_eq!(
-        grants(&objects),
-        triples(&[
-            ("apps", "deployments", "get"),
-            ("", "pods", "list"),
-            ("", "pods", "delete"),
-            ("", "events", "create"),
-        ])
-    );
+    assert_eq!(grants(&objects), expected_grants(DELETE, &state_configmap(&objects)));
     let (data, _) = environment(&objects);
     assert_eq!(data["EVICTION_MODE"], "delete");
     let (base_data, _) = environment(base());
     assert_eq!(base_data["EVICTION_MODE"], "evict");
+}
+
+/// The name of the state ConfigMap the CronJob's STATE_CONFIGMAP points at, after
+/// checking that it is rendered, empty, and the only ConfigMap the Role reaches.
+fn state_configmap(objects: &[Value]) -> String {
+    state_configmap_of(objects, cronjob(objects), the(objects, "Role"))
+}
+
+/// `state_configmap` of one of several CronJobs, whose Role is `role`.
+fn state_configmap_of(objects: &[Value], cronjob: &Value, role: &Value) -> String {
+    let (_, env) = environment_of(objects, cronjob);
+    let name = env
+        .iter()
+        .find(|e| e["name"] == "STATE_CONFIGMAP")
+        .and_then(|e| e["value"].as_str())
+        .expect("the CronJob sets STATE_CONFIGMAP to a name")
+        .to_owned();
+    let map = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("STATE_CONFIGMAP names {name}, which is not rendered"));
+    assert!(
+        map["data"].is_null() && map["binaryData"].is_null(),
+        "the state ConfigMap starts empty (a fresh memory): {map}"
+    );
+    let reached: BTreeSet<String> = role_grants(role)
+        .into_iter()
+        .filter(|(_, resource, _, _)| resource == "configmaps")
+        .map(|(_, _, _, object)| object)
+        .collect();
+    assert_eq!(reached, BTreeSet::from([name.clone()]), "the Role reaches {name} only");
+    name
+}
+
+#[test]
+fn the_state_configmap_is_empty_and_the_only_configmap_the_role_reaches() {
+    assert_eq!(state_configmap(base()), "pod-rebalancer-state");
 }
 
 #[test]
@@ -290,6 +357,18 @@ fn cronjob_runs_one_cycle_every_five_minutes_without_overlap_or_retry() {
         .expect("ttlSecondsAfterFinished");
     assert!(ttl > 0);
     assert_eq!(job["template"]["spec"]["restartPolicy"], "Never");
+    // What the README promises the history keeps: the last hour of successful runs
+    // (at one run every five minutes) and some failed ones, none beyond a day.
+    let successful = spec["successfulJobsHistoryLimit"]
+        .as_u64()
+        .expect("successfulJobsHistoryLimit");
+    let failed = spec["failedJobsHistoryLimit"].as_u64().expect("failedJobsHistoryLimit");
+    assert!(
+        successful * 5 >= 60,
+        "{successful} successful Jobs are less than an hour of runs"
+    );
+    assert!(failed >= 1, "failed Jobs are kept for their logs");
+    assert!(ttl <= 86_400, "finished Jobs go within a day: {ttl}");
 }
 
 #[test]
@@ -304,9 +383,9 @@ fn pod_runs_unprivileged_with_a_read_only_root_and_no_capabilities() {
     assert_eq!(security["runAsUser"], 65532, "the image's user");
     assert_eq!(security["runAsGroup"], 65532);
     assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
-    for volume in pod["volumes"].as_array().expect("volumes") {
-        assert!(volume["hostPath"].is_null(), "no hostPath volume: {volume}");
-    }
+    // No volume at all (SPEC §10): the memory is in the state ConfigMap, the
+    // metrics are pushed, and no PersistentVolumeClaim pins a run to a zone.
+    assert!(pod["volumes"].is_null(), "no volume: {}", pod["volumes"]);
     for container in pod["containers"].as_array().expect("containers") {
         let security = &container["securityContext"];
         assert_eq!(security["readOnlyRootFilesystem"], true);
@@ -315,6 +394,7 @@ fn pod_runs_unprivileged_with_a_read_only_root_and_no_capabilities() {
         assert_ne!(security["privileged"], true);
         assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
         assert!(security["capabilities"]["add"].is_null(), "no capability added");
+        assert!(container["volumeMounts"].is_null(), "no volume mounted");
         assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
         assert_ne!(security["runAsUser"], 0);
         for kind in ["requests", "limits"] {
@@ -348,9 +428,11 @@ fn environment_names_every_setting_of_the_program_and_nothing_else() {
         assert!(names.insert(name), "{name} is set twice");
     }
     let settings: BTreeSet<&str> = pod_rebalancer::cli::SETTINGS.iter().map(|s| s.var).collect();
-    assert_eq!(
-        names, settings,
-        "the CronJob's environment and `pod-rebalancer --help` disagree"
+    let unknown: Vec<&str> = names.difference(&settings).copied().collect();
+    let missing: Vec<&str> = settings.difference(&names).copied().collect();
+    assert!(
+        unknown.is_empty() && missing.is_empty(),
+        "the CronJob's environment and `pod-rebalancer --help` disagree: unknown {unknown:?}, missing {missing:?}"
     );
 
     let namespace = env
@@ -366,38 +448,24 @@ fn environment_names_every_setting_of_the_program_and_nothing_else() {
         push.split('?').next().unwrap().ends_with("/api/v1/import/prometheus"),
         "the example pushes to a VictoriaMetrics import endpoint: {push}"
     );
-    // The metrics file must outlive the run for the counters to carry on.
-    let file = data["METRICS_FILE"].as_str().expect("METRICS_FILE");
-    let pod = pod_spec(objects);
-    let mount = pod["containers"][0]["volumeMounts"]
-        .as_array()
-        .expect("volumeMounts")
-        .iter()
-        .find(|m| file.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap_or("?"))))
-        .unwrap_or_else(|| panic!("METRICS_FILE {file} is on no mounted volume"));
-    let volume = pod["volumes"]
-        .as_array()
-        .expect("volumes")
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .expect("the mounted volume");
-    let claim = volume["persistentVolumeClaim"]["claimName"].as_str().expect("a PVC");
-    assert!(
-        objects
-            .iter()
-            .any(|o| o["kind"] == "PersistentVolumeClaim" && o["metadata"]["name"] == claim),
-        "PVC {claim} is rendered"
-    );
+    // Nothing to write a metrics file to (read-only root, no volume): unset.
+    assert_eq!(data["METRICS_FILE"], "", "METRICS_FILE is unset in the base");
 }
 
 /// The base's environment as the container would get it, with DEPLOYMENT_NAME
 /// as given and every address pointed at a closed loopback port.
 fn base_environment(deployment: &str, dir: &Path) -> Vec<(String, String)> {
-    let (data, _) = environment(base());
+    let (data, plain) = environment(base());
     let mut env: Vec<(String, String)> = data
         .iter()
         .map(|(k, v)| (k.clone(), v.as_str().expect("string value").to_owned()))
         .collect();
+    // The container's own entries with a plain value (STATE_CONFIGMAP).
+    for entry in &plain {
+        if let (Some(name), Some(value)) = (entry["name"].as_str(), entry["value"].as_str()) {
+            env.push((name.to_owned(), value.to_owned()));
+        }
+    }
     for (key, value) in env.iter_mut() {
         match key.as_str() {
             "DEPLOYMENT_NAME" => *value = deployment.to_owned(),
@@ -470,4 +538,195 @@ fn rule_resources_carry_the_rules_files_groups() {
             "{kind} differs from the rules file: run .ci/packaging.sh regenerate-rules"
         );
     }
+}
+
+/// The overlays the README prints: every ```yaml block whose first line is a
+/// comment naming its file (`# ingestion/kustomization.yaml`), by that path.
+fn readme_overlays() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let mut out = Vec::new();
+    let mut block: Option<Vec<&str>> = None;
+    for line in readme.lines() {
+        match (&mut block, line.trim()) {
+            (None, "```yaml") => block = Some(Vec::new()),
+            (Some(lines), "```") => {
+                let path = lines
+                    .first()
+                    .and_then(|l| l.strip_prefix("# "))
+                    .and_then(|l| l.split_whitespace().next())
+                    .filter(|p| p.ends_with("/kustomization.yaml"));
+                if let Some(path) = path {
+                    out.push((path.to_owned(), lines.join("\n") + "\n"));
+                }
+                block = None;
+            }
+            (Some(lines), _) => lines.push(line),
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+/// The README overlay at `path`.
+fn readme_overlay(path: &str) -> String {
+    let overlays = readme_overlays();
+    overlays
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, text)| text.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "the README prints no overlay {path}; it has {:?}",
+                overlays.iter().map(|(p, _)| p).collect::<Vec<_>>()
+            )
+        })
+}
+
+/// A directory laid out as the README's overlays expect: `pod-rebalancer/` (a
+/// checkout of this repository; here a symbolic link to it) beside the overlays,
+/// which are written at `files`' paths.
+fn overlay_tree(files: &[(String, String)]) -> TempDir {
+    let dir = TempDir::new("readme-overlay");
+    std::os::unix::fs::symlink(root(), dir.path().join("pod-rebalancer")).expect("link the checkout");
+    for (path, text) in files {
+        let file = dir.path().join(path);
+        std::fs::create_dir_all(file.parent().expect("a directory")).expect("overlay directory");
+        std::fs::write(&file, text).expect("write overlay");
+    }
+    dir
+}
+
+/// The value of `NAME=value` among a kustomization's literals.
+fn literal<'a>(kustomization: &'a str, name: &str) -> &'a str {
+    let prefix = format!("- {name}=");
+    kustomization
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {name} literal in\n{kustomization}"))
+}
+
+/// The labels of the recording rule `pod_rebalancer:expected` of a rule resource:
+/// the (namespace, deployment) its PodRebalancerNotRunning expects to hear from.
+fn expected_target(rule_resource: &Value) -> (String, String) {
+    let rule = rule_resource["spec"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .find(|r| r["record"] == "pod_rebalancer:expected")
+        .unwrap_or_else(|| panic!("no pod_rebalancer:expected in {rule_resource}"));
+    let label = |k: &str| rule["labels"][k].as_str().expect("label").to_owned();
+    (label("namespace"), label("deployment"))
+}
+
+#[test]
+fn readme_overlay_installs_one_rebalancer_from_a_relative_path() {
+    let text = readme_overlay("ingestion/kustomization.yaml");
+    let tree = overlay_tree(&[("ingestion/kustomization.yaml".into(), text.clone())]);
+    let objects = render(&tree.path().join("ingestion"));
+    for object in &objects {
+        assert_eq!(object["metadata"]["namespace"], "ingestion", "{object}");
+    }
+    // What the text says to set reaches the CronJob, in place of the base's values.
+    let (data, _) = environment(&objects);
+    let (base_data, _) = environment(base());
+    for name in [
+        "DEPLOYMENT_NAME",
+        "KUBE_LABEL_SELECTOR",
+        "PROMETHEUS_ENDPOINT",
+        "METRICS_PUSH_URL",
+    ] {
+        assert_eq!(data[name], literal(&text, name), "{name}");
+        assert_ne!(data[name], base_data[name], "{name} is still the base's");
+    }
+    assert_eq!(grants(&objects), expected_grants(EVICT, &state_configmap(&objects)));
+    // The alert rules expect this rebalancer, in either component.
+    let target = ("ingestion".to_owned(), literal(&text, "DEPLOYMENT_NAME").to_owned());
+    assert_eq!(expected_target(the(&objects, "VMRule")), target);
+    let prometheus = text.replace("components/vmrule", "components/prometheusrule");
+    assert_ne!(prometheus, text, "the README overlay includes components/vmrule");
+    let tree = overlay_tree(&[("ingestion/kustomization.yaml".into(), prometheus)]);
+    let objects = render(&tree.path().join("ingestion"));
+    assert_eq!(expected_target(the(&objects, "PrometheusRule")), target);
+
+    // As the README says, kustomize refuses the same overlay with an absolute path.
+    let absolute = text.replace(
+        "../pod-rebalancer/manifests",
+        &root().join("manifests").display().to_string(),
+    );
+    assert_ne!(absolute, text, "the README overlay names ../pod-rebalancer/manifests");
+    let tree = overlay_tree(&[("absolute/kustomization.yaml".into(), absolute)]);
+    let out = kubectl_output(
+        &["kustomize", &tree.path().join("absolute").display().to_string()],
+        None,
+    );
+    assert!(!out.status.success(), "kustomize took an absolute path");
+    assert_contains(&String::from_utf8_lossy(&out.stderr), "cannot be absolute");
+}
+
+#[test]
+fn readme_overlays_install_two_rebalancers_in_one_namespace_without_collisions() {
+    // The README prints the namespace's overlay and ingestion-consumer's, and says
+    // events-consumer's is the same with its own name.
+    let parent = readme_overlay("consumers/kustomization.yaml");
+    let ingestion = readme_overlay("consumers/ingestion-consumer/kustomization.yaml");
+    let events = ingestion.replace("ingestion-consumer", "events-consumer");
+    let tree = overlay_tree(&[
+        ("consumers/kustomization.yaml".into(), parent),
+        ("consumers/ingestion-consumer/kustomization.yaml".into(), ingestion),
+        ("consumers/events-consumer/kustomization.yaml".into(), events),
+    ]);
+    let objects = render(&tree.path().join("consumers"));
+
+    let mut seen = BTreeSet::new();
+    for object in &objects {
+        let id = (object["kind"].to_string(), object["metadata"]["name"].to_string());
+        assert!(seen.insert(id.clone()), "two objects are {id:?}");
+        assert_eq!(object["metadata"]["namespace"], "consumers", "{object}");
+    }
+
+    let cronjobs: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "CronJob").collect();
+    assert_eq!(cronjobs.len(), 2);
+    let rule_resources: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "VMRule").collect();
+    let mut targets = BTreeSet::new();
+    for cronjob in cronjobs {
+        // CronJob → ServiceAccount → RoleBinding → Role: the Role this run acts with.
+        let account = &pod_spec_of(cronjob)["serviceAccountName"];
+        let binding = objects
+            .iter()
+            .find(|o| o["kind"] == "RoleBinding" && o["subjects"][0]["name"] == *account)
+            .unwrap_or_else(|| panic!("no RoleBinding for {account}"));
+        assert_eq!(binding["subjects"].as_array().map(Vec::len), Some(1));
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == binding["roleRef"]["name"])
+            .expect("the bound Role");
+        // Its own state ConfigMap, rendered and empty, and the only one its Role reaches.
+        let state = state_configmap_of(&objects, cronjob, role);
+        assert_eq!(role_grants(role), expected_grants(EVICT, &state));
+
+        let (data, _) = environment_of(&objects, cronjob);
+        let deployment = data["DEPLOYMENT_NAME"].as_str().expect("DEPLOYMENT_NAME").to_owned();
+        assert!(
+            state.starts_with(&deployment),
+            "{deployment}'s state ConfigMap is {state}"
+        );
+        // Its metrics are labelled with its own target, and its rules expect it.
+        let target = ("consumers".to_owned(), deployment);
+        assert!(
+            targets.insert(target.clone()),
+            "two rebalancers label their metrics {target:?}"
+        );
+        assert!(
+            rule_resources.iter().any(|r| expected_target(r) == target),
+            "no rule resource expects {target:?}"
+        );
+    }
+    assert_eq!(
+        targets,
+        BTreeSet::from([
+            ("consumers".to_owned(), "events-consumer".to_owned()),
+            ("consumers".to_owned(), "ingestion-consumer".to_owned()),
+        ])
+    );
 }
