@@ -111,13 +111,21 @@ pub fn run_at(config: &Config, cluster: &Cluster, now: i64) -> Finished {
         Err(failed) => Err(Failed::at(failed.stage, failed.error.clone())),
     };
     let kube = clients.as_ref().ok().map(|c| &c.kube);
-    finish(
-        config,
-        kube,
-        result,
-        started.elapsed().as_secs_f64(),
-        clock::now_unix_f64(),
-    )
+    let timing = Timing {
+        now,
+        duration_secs: started.elapsed().as_secs_f64(),
+        end: clock::now_unix_f64(),
+    };
+    finish(config, kube, result, timing)
+}
+
+/// When a run ran: its `now` (Unix seconds, what the decision and the memory judged
+/// at), how long it took, and when it ended (Unix seconds, for the metrics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub now: i64,
+    pub duration_secs: f64,
+    pub end: f64,
 }
 
 /// What `finish` made of a cycle: the metrics' view of the run, and the exit code.
@@ -131,17 +139,11 @@ pub struct Finished {
 /// metrics written and pushed, the last log line, the exit code. A state ConfigMap or
 /// a metrics file that cannot be written fails the run: the metrics, the last log
 /// line and the exit code all say so.
-pub fn finish(
-    config: &Config,
-    kube: Option<&Client>,
-    result: Result<Done, Failed>,
-    duration_secs: f64,
-    end: f64,
-) -> Finished {
+pub fn finish(config: &Config, kube: Option<&Client>, result: Result<Done, Failed>, timing: Timing) -> Finished {
     if let Err(failed) = &result {
         log::error!(error:% = failed.error; "run failed, no further action");
     }
-    let mut run = metrics_of(&result, config, duration_secs, end);
+    let mut run = metrics_of(&result, config, timing);
     let stored = match &result {
         Ok(done) => done.stored.as_ref(),
         Err(failed) => failed.stored.as_deref(),
@@ -174,7 +176,7 @@ pub fn finish(
         Err(failed) => failed.acted.removed.len(),
     };
     log::info!(
-        outcome = outcome::label(run.ended), removed, duration_seconds = act::round(duration_secs);
+        outcome = outcome::label(run.ended), removed, duration_seconds = act::round(timing.duration_secs);
         "run finished"
     );
     let code = if run.ok() { EXIT_OK } else { EXIT_FAILED };
@@ -182,7 +184,7 @@ pub fn finish(
 }
 
 /// The metrics' view of a cycle's result. Pure.
-pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, duration_secs: f64, end: f64) -> Run {
+pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, timing: Timing) -> Run {
     let (ended, matched, plan, acted, stored) = match result {
         Ok(done) => (
             Ok(done.outcome),
@@ -216,15 +218,15 @@ pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, duration_secs:
         deleted_lowest: deleted(Role::LowestCpu),
         stats: plan.and_then(|p| p.stats),
         threshold: config.decision.threshold,
-        duration_secs,
-        end,
+        duration_secs: timing.duration_secs,
+        end: timing.end,
         refused: acted.refused.iter().map(|(_, why)| *why).collect(),
-        memory: stored.map(|s| gauges(&s.memory, end)),
+        memory: stored.map(|s| gauges(&s.memory, timing.now)),
     }
 }
 
-/// The memory's gauges at `end`.
-fn gauges(memory: &Memory, end: f64) -> MemoryGauges {
+/// The memory's gauges at `now`.
+fn gauges(memory: &Memory, now: i64) -> MemoryGauges {
     let last_effect = memory
         .actions
         .iter()
@@ -233,7 +235,7 @@ fn gauges(memory: &Memory, end: f64) -> MemoryGauges {
         .map(|e| (e.ratio, e.hot_spot.is_some()));
     MemoryGauges {
         streak: memory.streak,
-        hold_until: memory.hold_until.filter(|until| *until as f64 > end),
+        hold_until: memory.hold_until.filter(|until| *until > now),
         last_effect,
     }
 }

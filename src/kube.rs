@@ -855,4 +855,36 @@ mod tests {
         );
         assert_eq!(encode("eyJ2Ijoi+/="), "eyJ2Ijoi%2B%2F%3D");
     }
+
+    #[test]
+    fn the_template_fingerprint_follows_the_template_only() {
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../fixtures/k8s/deploymentlist_coredns_kind-v1.36.json")).unwrap();
+        let deployment = list["items"][0].clone();
+        let of = |d: &serde_json::Value| parse_deployment(&d.to_string()).unwrap().fingerprint;
+        let base = of(&deployment);
+        assert_eq!(base.len(), 16);
+        assert_eq!(base, fingerprint(&deployment["spec"]["template"]));
+        let mut scaled = deployment.clone();
+        scaled["spec"]["replicas"] = 7.into();
+        scaled["status"]["replicas"] = 7.into();
+        assert_eq!(of(&scaled), base, "a replica count is no rollout");
+        let mut restarted = deployment.clone();
+        restarted["spec"]["template"]["metadata"]["annotations"] =
+            serde_json::json!({"kubectl.kubernetes.io/restartedAt": "2026-11-29T10:00:00Z"});
+        assert_ne!(of(&restarted), base, "kubectl rollout restart is a rollout");
+        let mut image = deployment.clone();
+        image["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.k8s.io/coredns/coredns:v9".into();
+        assert_ne!(of(&image), base);
+        // The same template with its keys in another order: the same fingerprint.
+        let text = deployment["spec"]["template"].to_string();
+        let reordered: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(fingerprint(&reordered), base);
+        // Pinned: a change of the hash (or of the canonical form) would reset every
+        // breaker in the field on upgrade, so it must be a decision, not an accident.
+        assert_eq!(
+            fingerprint(&serde_json::json!({"b": 1, "a": [true, null]})),
+            "6a79a0d90cbae5e2"
+        );
+    }
 }

@@ -378,3 +378,262 @@ impl View {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Inputs, Pod, Samples};
+
+    const NOW: i64 = 1_800_000_000;
+    const HOUR: i64 = 3600;
+    const TEMPLATE: &str = "0123456789abcdef";
+
+    fn settings() -> Settings {
+        Settings {
+            min_improvement: 0.25,
+            max_ineffective: 3,
+            backoff_secs: 3600,
+        }
+    }
+
+    fn pod(name: &str) -> Pod {
+        Pod {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            node: None,
+            phase: "Running".into(),
+            ready: true,
+            terminating: false,
+            created: Some(NOW - 10 * HOUR),
+            cpu_request: Some(1.0),
+            cpu_limit: None,
+        }
+    }
+
+    /// The plan for pods named by `cpus`' keys, at `now`.
+    fn plan_of(cpus: &[(&str, f64)], now: i64) -> Plan {
+        let samples: Samples = cpus.iter().map(|(n, c)| (*n, *c)).collect();
+        crate::plan::decide(Inputs {
+            pods: cpus.iter().map(|(n, _)| pod(n)).collect(),
+            samples: &samples,
+            rollout: None,
+            now,
+            settings: &crate::plan::Settings {
+                window_secs: 300,
+                threshold: 0.3,
+                min_pods: 3,
+                stabilization_secs: 600,
+            },
+            container: "c",
+            namespace: "ns",
+            ignored: 0,
+            selector: None,
+        })
+        .expect("a plan")
+    }
+
+    /// A hot spot that moves: the hottest pod burns 1.9 whatever is evicted.
+    fn skewed(generation: usize) -> Vec<(String, f64)> {
+        let mut pods: Vec<(String, f64)> = (0..4).map(|i| (format!("g{generation}-{i}"), 1.0)).collect();
+        pods[0].1 = 1.9;
+        pods[3].1 = 0.1;
+        pods
+    }
+
+    fn borrowed(pods: &[(String, f64)]) -> Vec<(&str, f64)> {
+        pods.iter().map(|(n, c)| (n.as_str(), *c)).collect()
+    }
+
+    /// One run: judge, apply, and remember what the plan removes.
+    fn run(memory: &Memory, cpus: &[(String, f64)], now: i64) -> (Judgement, Plan, Memory) {
+        let plan = plan_of(&borrowed(cpus), now);
+        let judgement = judge(memory, &plan, TEMPLATE, now, 0.3, &settings());
+        let plan = apply(plan, &judgement);
+        let mut next = judgement.next.clone();
+        let probe = judgement.breaker == Breaker::Probe;
+        remember(&mut next, &plan, plan.removals(), probe, TEMPLATE);
+        (judgement, plan, next)
+    }
+
+    #[test]
+    fn an_action_that_lowers_the_spread_is_effective() {
+        let (j, plan, memory) = run(&Memory::default(), &skewed(0), NOW);
+        assert_eq!((j.evaluation, j.breaker), (None, Breaker::Closed));
+        assert_eq!(plan.removals().len(), 1, "4 pods, min 3: the hottest only");
+        assert_eq!(memory.actions.len(), 1);
+        let balanced: Vec<(String, f64)> = (0..4).map(|i| (format!("b{i}"), 1.0)).collect();
+        let (j, plan, memory) = run(&memory, &balanced, NOW + 900);
+        let e = j.evaluation.expect("the first ungated run evaluates");
+        assert!(e.effective && e.spread < 0.01 && e.ratio < 0.01, "{e:?}");
+        assert_eq!((memory.streak, j.breaker), (0, Breaker::Closed));
+        assert!(matches!(plan.decision, Decision::Hold(Hold::Balanced { .. })));
+        assert_eq!(memory.actions[0].evaluation, Some(e));
+    }
+
+    #[test]
+    fn ineffective_actions_open_the_breaker_in_the_run_that_counts_the_last_one() {
+        let mut memory = Memory::default();
+        let mut now = NOW;
+        for generation in 0..3 {
+            let (j, plan, next) = run(&memory, &skewed(generation), now);
+            assert_eq!(j.breaker, Breaker::Closed, "generation {generation}");
+            assert_eq!(plan.removals().len(), 1);
+            memory = next;
+            now += 900;
+        }
+        assert_eq!(memory.streak, 2);
+        let (j, plan, memory) = run(&memory, &skewed(3), now);
+        let e = j.evaluation.clone().expect("evaluated");
+        assert!(!e.effective && (e.ratio - 1.0).abs() < 1e-9, "{e:?}");
+        assert_eq!(memory.streak, 3);
+        assert_eq!(j.breaker, Breaker::Open { until: now + HOUR });
+        let Decision::Hold(Hold::Ineffective { until, spreads }) = &plan.decision else {
+            panic!("{:?}", plan.decision)
+        };
+        assert_eq!((*until, spreads.len()), (now + HOUR, 3));
+        assert!(
+            plan.pods.iter().all(|v| v.role.is_none()),
+            "no pod is marked for removal"
+        );
+        assert_eq!(memory.actions.len(), 3, "a held run remembers no action");
+        let moved = e.hot_spot.expect("the hot spot moved");
+        assert_eq!((moved.from.as_str(), moved.to.as_str()), ("g2-0", "g3-0"));
+    }
+
+    #[test]
+    fn the_hold_doubles_with_each_ineffective_action_and_stops_at_a_day() {
+        let s = settings();
+        let holds: Vec<u64> = (3..=10).map(|streak| hold_secs(streak, &s)).collect();
+        assert_eq!(holds, [3600, 7200, 14400, 28800, 57600, 86400, 86400, 86400]);
+        assert_eq!(hold_secs(u32::MAX, &s), 86400, "no overflow");
+    }
+
+    #[test]
+    fn after_the_hold_a_probe_closes_the_breaker_or_reopens_it_for_twice_as_long() {
+        let held = Memory {
+            streak: 3,
+            hold_until: Some(NOW),
+            actions: Vec::new(),
+            fingerprint: Some(TEMPLATE.into()),
+            ..Memory::default()
+        };
+        let (j, plan, memory) = run(&held, &skewed(0), NOW - 1);
+        assert_eq!(j.breaker, Breaker::Open { until: NOW });
+        assert!(plan.removals().is_empty());
+        let (j, plan, memory) = run(&memory, &skewed(0), NOW);
+        assert_eq!(j.breaker, Breaker::Probe, "the hold is over");
+        assert_eq!(plan.removals().len(), 1);
+        assert!(memory.actions[0].probe);
+        // The probe did not help: held again, for twice as long.
+        let (j, _, again) = run(&memory, &skewed(1), NOW + 900);
+        assert_eq!(
+            (again.streak, j.breaker),
+            (
+                4,
+                Breaker::Open {
+                    until: NOW + 900 + 2 * HOUR
+                }
+            )
+        );
+        // The probe helped: closed.
+        let balanced: Vec<(String, f64)> = (0..4).map(|i| (format!("b{i}"), 1.0)).collect();
+        let (j, _, closed) = run(&memory, &balanced, NOW + 900);
+        assert_eq!(
+            (closed.streak, closed.hold_until, j.breaker),
+            (0, None, Breaker::Closed)
+        );
+    }
+
+    #[test]
+    fn a_new_template_resets_the_breaker_and_leaves_the_last_action_unmeasured() {
+        let mut memory = Memory::default();
+        let (_, _, next) = run(&memory, &skewed(0), NOW);
+        memory = next;
+        memory.streak = 5;
+        memory.hold_until = Some(NOW + 10 * HOUR);
+        let plan = plan_of(&borrowed(&skewed(1)), NOW + 900);
+        let j = judge(&memory, &plan, "fedcba9876543210", NOW + 900, 0.3, &settings());
+        assert!(j.rollout && j.evaluation.is_none());
+        assert_eq!(
+            (j.next.streak, j.next.hold_until, j.breaker),
+            (0, None, Breaker::Closed)
+        );
+        assert!(j.next.actions[0].superseded);
+        assert_eq!(j.next.fingerprint.as_deref(), Some("fedcba9876543210"));
+    }
+
+    #[test]
+    fn a_gated_run_does_not_evaluate() {
+        let (_, _, memory) = run(&Memory::default(), &skewed(0), NOW);
+        let mut plan = plan_of(&borrowed(&skewed(1)), NOW + 300);
+        plan.decision = Decision::Hold(Hold::Stabilizing {
+            because: vec!["1 pod terminating".into()],
+        });
+        let j = judge(&memory, &plan, TEMPLATE, NOW + 300, 0.3, &settings());
+        assert_eq!(j.evaluation, None);
+        assert!(j.next.actions[0].evaluation.is_none(), "still pending");
+    }
+
+    #[test]
+    fn an_open_breaker_holds_what_comes_after_balanced_only() {
+        let open = Judgement {
+            evaluation: None,
+            rollout: false,
+            breaker: Breaker::Open { until: NOW + HOUR },
+            next: Memory::default(),
+        };
+        let balanced: Vec<(String, f64)> = (0..4).map(|i| (format!("b{i}"), 1.0)).collect();
+        let plan = apply(plan_of(&borrowed(&balanced), NOW), &open);
+        assert!(matches!(plan.decision, Decision::Hold(Hold::Balanced { .. })));
+        let three = [("a", 1.9), ("b", 1.0), ("c", 0.1)];
+        let plan = apply(plan_of(&three, NOW), &open);
+        assert!(
+            matches!(plan.decision, Decision::Hold(Hold::Ineffective { .. })),
+            "not min_pods"
+        );
+    }
+
+    #[test]
+    fn the_memory_keeps_the_last_ten_actions() {
+        let mut memory = Memory::default();
+        for generation in 0..12 {
+            let plan = plan_of(&borrowed(&skewed(generation)), NOW + generation as i64);
+            remember(&mut memory, &plan, plan.removals(), false, TEMPLATE);
+        }
+        assert_eq!(memory.actions.len(), MAX_ACTIONS);
+        assert_eq!(memory.actions[0].removed[0].name, "g2-0");
+        let plan = plan_of(&borrowed(&skewed(20)), NOW);
+        remember(&mut memory, &plan, &[], false, TEMPLATE);
+        assert_eq!(memory.actions.len(), MAX_ACTIONS, "nothing removed, nothing remembered");
+    }
+
+    #[test]
+    fn the_document_reads_back_and_refuses_what_it_cannot_read() {
+        assert_eq!(parse(None), Ok(Memory::default()));
+        assert_eq!(parse(Some("  ")), Ok(Memory::default()));
+        let (_, _, memory) = run(&Memory::default(), &skewed(0), NOW);
+        assert_eq!(parse(Some(&render(&memory))), Ok(memory));
+        assert!(parse(Some(r#"{"version": 2}"#)).unwrap_err().contains("newer"));
+        for bad in [
+            "[]",
+            "{}",
+            r#"{"version": "1"}"#,
+            r#"{"version": 0}"#,
+            r#"{"version": 1, "streak": -1}"#,
+            r#"{"version": 1, "actions": {}}"#,
+            "{",
+        ] {
+            assert!(parse(Some(bad)).is_err(), "{bad}");
+        }
+        let eleven = format!(
+            r#"{{"version": 1, "actions": [{}]}}"#,
+            vec![r#"{"at":1,"fingerprint":"f","spread":0.5,"mean":1,"removed":[]}"#; 11].join(",")
+        );
+        assert!(parse(Some(&eleven)).unwrap_err().contains("at most 10"));
+        assert_eq!(
+            parse(Some(r#"{"version": 1}"#)),
+            Ok(Memory::default()),
+            "every field but the version may be left out"
+        );
+    }
+}

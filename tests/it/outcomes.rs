@@ -48,12 +48,18 @@ fn check(namespace: &str, cpus: &[f64], fake: impl FnOnce(Fake) -> Fake, extra: 
     let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
     let error = result.as_ref().err().map(|f| f.error.to_string());
     assert_eq!(ended(&result), want, "{error:?}");
-    let run = cycle::metrics_of(&result, &config, 0.5, 1.0);
+    let run = cycle::metrics_of(&result, &config, TIMING);
     assert_eq!(run.ended, want, "the metrics tell the same story");
     world
 }
 
 const IMBALANCED: [f64; 5] = [0.8, 1.9, 0.79, 0.12, 0.85];
+
+const TIMING: cycle::Timing = cycle::Timing {
+    now: 1_800_000_000,
+    duration_secs: 0.5,
+    end: 1_800_000_000.5,
+};
 
 #[test]
 fn every_outcome_of_a_completed_cycle() {
@@ -144,7 +150,7 @@ fn the_metrics_view_of_a_failure_after_acting_keeps_what_was_done() {
     let world = World::new("s-partial", refuse_coldest, &pods, &cpu);
     let (config, cluster) = configure(&world, &[]);
     let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
-    let run = cycle::metrics_of(&result, &config, 0.5, 1.0);
+    let run = cycle::metrics_of(&result, &config, TIMING);
     assert_eq!(run.ended, Err(Stage::Act));
     assert_eq!((run.deleted_highest, run.deleted_lowest), (1, 0));
     assert_eq!((run.matched, run.analyzed), (Some(5), 5));
