@@ -281,9 +281,10 @@ pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) ->
         if !config.dry_run {
             memory::remember(&mut next, &plan, plan.removals(), probe, &fingerprint);
         }
+        // A failed lease fails the run with nothing removed and nothing more written.
         let object = kube
             .put_state(&s.object, &memory::render(&next))
-            .map_err(|e| Failed::at(Stage::State, e).with(&stored))?;
+            .map_err(|e| Failed::at(Stage::State, e))?;
         stored = Some(Stored { object, memory: next });
     }
     let mode = act::Mode {

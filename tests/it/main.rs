@@ -8,6 +8,7 @@ mod cycle;
 mod dashboard;
 mod faults;
 mod manifests;
+mod memory;
 mod outcomes;
 mod plan_command;
 mod properties;

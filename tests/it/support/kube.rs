@@ -185,6 +185,8 @@ pub struct Fake {
     /// The state ConfigMap, when there is one; its `metadata.resourceVersion` goes up
     /// with every write, and a PUT with another one is a 409, as on a real API server.
     pub state: Option<Value>,
+    /// Another writer: after every GET of the state, its resourceVersion moves on.
+    pub bump_after_get: bool,
 }
 
 /// The state ConfigMap's name in the fake.
@@ -209,6 +211,7 @@ impl Fake {
             expire_continue: 0,
             replies: HashMap::new(),
             state: Some(state_configmap(namespace)),
+            bump_after_get: false,
         }
     }
 
@@ -218,8 +221,16 @@ impl Fake {
     }
 
     pub fn into_handler(self) -> Handler {
+        self.into_shared().0
+    }
+
+    /// The handler, and the fake itself, which a test may change between runs (replace
+    /// the pods an eviction terminated, roll the Deployment out, break the state).
+    pub fn into_shared(self) -> (Handler, Arc<Mutex<Fake>>) {
         let state = Arc::new(Mutex::new(self));
-        Arc::new(move |req: &Request| state.lock().expect("fake state").answer(req))
+        let shared = state.clone();
+        let handler: Handler = Arc::new(move |req: &Request| state.lock().expect("fake state").answer(req));
+        (handler, shared)
     }
 
     fn answer(&mut self, req: &Request) -> Reply {
@@ -298,7 +309,18 @@ impl Fake {
             return Reply::json(404, fixture("k8s/constructed/status_404_notfound_configmap.json"));
         };
         match req.method.as_str() {
-            "GET" => Reply::json(200, current.to_string()),
+            "GET" => {
+                let reply = Reply::json(200, current.to_string());
+                if self.bump_after_get {
+                    let next = current["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                        + 1;
+                    current["metadata"]["resourceVersion"] = json!(next.to_string());
+                }
+                reply
+            }
             "PUT" => {
                 let Ok(mut sent) = serde_json::from_slice::<Value>(&req.body) else {
                     return Reply::json(400, r#"{"kind":"Status","code":400,"message":"fake: not JSON"}"#);

@@ -197,6 +197,23 @@ impl Vm {
         );
     }
 
+        /// Feeds more pods into a namespace fed before: only their own series (no
+    /// neighbours, restarts or gone pods, which the first feed brought), waiting for
+    /// exactly those to be searchable.
+    pub fn feed_more(&self, namespace: &str, container: &str, fleet: &[(String, f64)]) {
+        let scrape = Scrape {
+            elsewhere: None,
+            neighbour: None,
+            restarts: Vec::new(),
+            gones: Vec::new(),
+            ..Scrape::production(namespace, container, fleet)
+        };
+        let pods: Vec<&str> = fleet.iter().map(|(pod, _)| pod.as_str()).collect();
+        self.feed_with(&scrape, &format!(",pod=~\"{}\"", pods.join("|")), &|chunk| {
+            self.import(chunk)
+        });
+    }
+
     /// Imports a scrape history and waits until every series of it is searchable.
     pub fn feed_scrape(&self, scrape: &Scrape) {
         self.feed_with(scrape, "", &|chunk| self.import(chunk));
