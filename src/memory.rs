@@ -627,7 +627,7 @@ mod tests {
         }
         let eleven = format!(
             r#"{{"version": 1, "actions": [{}]}}"#,
-            vec![r#"{"at":1,"fingerprint":"f","spread":0.5,"mean":1,"removed":[]}"#; 11].join(",")
+            [r#"{"at":1,"fingerprint":"f","spread":0.5,"mean":1,"removed":[]}"#; 11].join(",")
         );
         assert!(parse(Some(&eleven)).unwrap_err().contains("at most 10"));
         assert_eq!(

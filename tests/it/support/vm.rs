@@ -197,7 +197,7 @@ impl Vm {
         );
     }
 
-        /// Feeds more pods into a namespace fed before: only their own series (no
+    /// Feeds more pods into a namespace fed before: only their own series (no
     /// neighbours, restarts or gone pods, which the first feed brought), waiting for
     /// exactly those to be searchable.
     pub fn feed_more(&self, namespace: &str, container: &str, fleet: &[(String, f64)]) {
