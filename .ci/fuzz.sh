@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers that read what servers, files and people hand the binary: the
-# pod list, the VictoriaMetrics answer, the command line and environment, and the
-# previous metrics file. Each target runs for a bounded time from a corpus seeded
+# pod list, the VictoriaMetrics answer, the command line and environment, the
+# previous metrics file, and the state document of the memory. Each target runs for a bounded time from a corpus seeded
 # with fixtures/; any crash (a panic, a failed invariant, a hang past 10 s, 2 GB of
 # memory) fails the script and leaves the input in tests/fuzz/artifacts/TARGET/.
 #
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-${FUZZ_SECONDS:-30}}"
-targets=(pod_list vm_answer config previous_metrics)
+targets=(pod_list vm_answer config previous_metrics state)
 started=$(date +%s)
 step() { printf '\n==> %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
 
@@ -34,6 +34,7 @@ seed pod_list fixtures/k8s/*.json fixtures/k8s/constructed/*.json fixtures/demo/
 seed vm_answer fixtures/vm/*.json fixtures/prom/*.json fixtures/demo/cpu.json
 seed config tests/fuzz/seeds/config/*
 seed previous_metrics tests/fuzz/seeds/previous/* fixtures/prom/*.txt
+seed state tests/fuzz/seeds/state/*
 for t in "${targets[@]}"; do
     printf '%-18s %s inputs\n' "$t" "$(find "tests/fuzz/corpus/$t" -type f | wc -l)"
 done
