@@ -36,7 +36,7 @@ use serde::de::IgnoredAny;
 ///   would count it twice on VictoriaMetrics, which divides each series by the time
 ///   its own samples span; the largest `rate` (the query before issue 12) keeps one
 ///   instance, which Prometheus, dividing by the window, reads as the part of the
-///   window it ran (0.6 cores for 1 core restarted mid-window).
+///   window it ran (about 0.5 cores for 1 core restarted mid-window).
 /// - On Prometheus both branches are the same number (its `rate` is `increase` over
 ///   the window). A pipeline that drops `id` and `name` leaves one series whose
 ///   counter falls at a restart: both engines count the fall as a reset.
