@@ -47,25 +47,52 @@ fn origin(url: &str) -> &str {
     &url[..end]
 }
 
-/// `sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="NS",container="C"}[Ws])))`
+/// ```text
+/// (sum by (pod) (max by (pod, id, name) (rate(S[Ws])))
+///   unless on (pod) (count by (pod) (max by (pod, id, name) (rate(S[Ws]))) > 1))
+/// or sum by (pod) (max by (pod, id, name) (increase(S[Ws]))) / W
+/// ```
+/// where `S` is `container_cpu_usage_seconds_total{namespace="NS",container="C"}`.
 ///
-/// SPEC §5 writes `sum by (pod) (rate(…))`. That double-counts a container that
-/// restarted inside the window: cAdvisor gives the new container a new series (a new
-/// `id`/`name`), the old one lingers until the window passes, and `rate` measures
-/// each over its own samples, so the sum reads about twice the pod's CPU and makes a
-/// balanced pod the "hottest". `max by (pod, container)` keeps one series per
-/// container (the same holds for two scrapers of one kubelet); the outer sum adds
-/// nothing else, since the matchers already select one container per pod.
+/// Each pod's mean CPU cores over the window, read alike by VictoriaMetrics and
+/// Prometheus although their `rate` and `increase` differ where a series starts or
+/// stops inside the window:
+///
+/// - `max by (pod, id, name)` keeps one series per container instance (cAdvisor's
+///   cgroup `id` and runtime `name`): one container scraped by two jobs gives two
+///   series that differ only in `job`, `instance` and such.
+/// - A pod whose container ran as one instance (the usual case) reads its `rate`.
+///   Both engines give a series that covers the window its slope: VictoriaMetrics from
+///   the sample before the window to the last one, Prometheus extrapolated to the
+///   window's edges. VictoriaMetrics' `increase` would not do here: it spans a scrape
+///   more or less than the window when the window is no whole number of scrapes.
+/// - A pod with more than one instance in the window (a restart: cAdvisor gives the
+///   new container a new series and the old one stops) reads what each instance
+///   burned inside the window, `increase`, summed, over the window. A sum of `rate`s
+///   would count it twice on VictoriaMetrics, which divides each series by the time
+///   its own samples span; the largest `rate` (the query before issue 12) keeps one
+///   instance, which Prometheus, dividing by the window, reads as the part of the
+///   window it ran (about 0.5 cores for 1 core restarted mid-window).
+/// - On Prometheus both branches are the same number (its `rate` is `increase` over
+///   the window). A pipeline that drops `id` and `name` leaves one series whose
+///   counter falls at a restart: both engines count the fall as a reset.
+///
+/// What no engine saw is missing: a restarted pod reads up to about two scrape
+/// intervals below, and one above, what it burned over the window (README, "Choices
+/// where the SPEC is silent"). A pod younger than the window reads its cores on
+/// VictoriaMetrics and its CPU seconds over the window on Prometheus; the decision
+/// excludes it anyway.
 ///
 /// `matchers` (`QUERY_MATCHERS`, validated by `config::query_matchers`) follow the two
 /// matchers of our own, as literal `=` matchers too.
 pub fn cpu_query(namespace: &str, container: &str, matchers: &[(String, String)], window_secs: u64) -> String {
-    let mut selector = format!("namespace=\"{namespace}\",container=\"{container}\"");
+    let mut labels = format!("namespace=\"{namespace}\",container=\"{container}\"");
     for (name, value) in matchers {
-        selector.push_str(&format!(",{name}=\"{value}\""));
+        labels.push_str(&format!(",{name}=\"{value}\""));
     }
+    let selector = format!("container_cpu_usage_seconds_total{{{labels}}}");
     format!(
-        "sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{{{selector}}}[{window_secs}s])))"
+        "(sum by (pod) (max by (pod, id, name) (rate({selector}[{window_secs}s]))) unless on (pod) (count by (pod) (max by (pod, id, name) (rate({selector}[{window_secs}s]))) > 1)) or sum by (pod) (max by (pod, id, name) (increase({selector}[{window_secs}s]))) / {window_secs}"
     )
 }
 
@@ -239,7 +266,11 @@ mod tests {
     fn the_query_is_literal() {
         assert_eq!(
             cpu_query("posthog", "ingestion-consumer", &[], 300),
-            r#"sum by (pod) (max by (pod, container) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s])))"#
+            concat!(
+                r#"(sum by (pod) (max by (pod, id, name) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s])))"#,
+                r#" unless on (pod) (count by (pod) (max by (pod, id, name) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s]))) > 1))"#,
+                r#" or sum by (pod) (max by (pod, id, name) (increase(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s]))) / 300"#
+            )
         );
     }
 

@@ -1,11 +1,12 @@
 //! The one integration test binary: the real `pod-rebalancer` binary against a
 //! loopback Kubernetes API that replays recorded bodies and records every request,
-//! and a real VictoriaMetrics fed cAdvisor-shaped series.
+//! and a real VictoriaMetrics (and Prometheus) fed cAdvisor-shaped series.
 
 mod support;
 
 mod cycle;
 mod dashboard;
+mod engines;
 mod faults;
 mod manifests;
 mod memory;

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 /// The fake Kubernetes API (plain HTTP: TLS is `cycle.rs`'s business) serving `pods`,
 /// and a directory for the service account and the metrics file.
-struct World {
+pub(crate) struct World {
     kube: Server,
     dir: TempDir,
     namespace: String,
@@ -31,7 +31,7 @@ struct World {
 
 impl World {
     /// `namespace` must be unique per test: the tests share one VictoriaMetrics.
-    fn new(namespace: &str, pods: &[FakePod]) -> World {
+    pub(crate) fn new(namespace: &str, pods: &[FakePod]) -> World {
         let fake = Fake::new(namespace, DEPLOYMENT, pods, crate::support::now());
         let kube = Server::http(fake.into_handler());
         let dir = TempDir::new(namespace);
@@ -48,7 +48,7 @@ impl World {
     }
 
     /// One run against `endpoint`, logging JSON at debug.
-    fn run(&self, endpoint: &str, extra: &[(&str, &str)]) -> Output {
+    pub(crate) fn run(&self, endpoint: &str, extra: &[(&str, &str)]) -> Output {
         let vars = [
             ("KUBE_API_URL", self.kube.url()),
             (
@@ -67,7 +67,7 @@ impl World {
     }
 
     /// The mutating requests that were not server-side dry runs (`dryRun=All`).
-    fn mutations(&self) -> Vec<Request> {
+    pub(crate) fn mutations(&self) -> Vec<Request> {
         self.kube
             .mutations()
             .into_iter()
@@ -77,7 +77,7 @@ impl World {
 }
 
 /// The run's log lines, each a JSON object.
-fn log_lines(out: &Output) -> Vec<Value> {
+pub(crate) fn log_lines(out: &Output) -> Vec<Value> {
     out.stderr
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -86,7 +86,7 @@ fn log_lines(out: &Output) -> Vec<Value> {
 
 /// The CPU the run logged for each matched pod that had a sample (`cpu` is null
 /// for a pod without one).
-fn logged_cpu(lines: &[Value]) -> BTreeMap<String, f64> {
+pub(crate) fn logged_cpu(lines: &[Value]) -> BTreeMap<String, f64> {
     lines
         .iter()
         .filter(|l| l["msg"] == "pod")
@@ -112,7 +112,7 @@ fn would_evict(lines: &[Value]) -> Vec<String> {
 }
 
 /// The log line of the plan.
-fn plan_line(lines: &[Value]) -> &Value {
+pub(crate) fn plan_line(lines: &[Value]) -> &Value {
     lines
         .iter()
         .find(|l| l["msg"].as_str().is_some_and(|m| m.starts_with("plan: ")))
@@ -129,12 +129,12 @@ fn failure(lines: &[Value]) -> String {
 }
 
 /// `measured` is within `tolerance` (a fraction) of `fed`.
-fn near(measured: f64, fed: f64, tolerance: f64) -> bool {
+pub(crate) fn near(measured: f64, fed: f64, tolerance: f64) -> bool {
     (measured - fed).abs() <= tolerance * fed.abs()
 }
 
 /// Every fed pod was logged with a CPU within 5% of what it was fed.
-fn assert_measured_as_fed(logged: &BTreeMap<String, f64>, fed: &[(String, f64)], stderr: &str) {
+pub(crate) fn assert_measured_as_fed(logged: &BTreeMap<String, f64>, fed: &[(String, f64)], stderr: &str) {
     for (pod, cores) in fed {
         let got = logged
             .get(pod)
@@ -248,8 +248,9 @@ fn a_counter_reset_is_neither_negative_nor_huge() {
 
 /// cAdvisor gives a restarted container a new series. While the old series is still
 /// inside the rate window, VictoriaMetrics' `rate` measures each series over its own
-/// samples, so a plain `sum by (pod)` would add the old container's rate to the new
-/// one's and read twice the pod's CPU; the query keeps one series per container.
+/// samples, so a plain `sum by (pod)` of rates would add the old container's rate to
+/// the new one's and read twice the pod's CPU; the query sums what each instance
+/// burned inside the window instead (`engines.rs` holds the same case on Prometheus).
 #[test]
 fn a_container_restart_inside_the_window_counts_once() {
     let ns = "vm-restart-in-window";

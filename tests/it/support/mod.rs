@@ -1,8 +1,9 @@
 //! Test support: temporary directories, the binary under test, a loopback
 //! HTTP(S) server that records requests, the fake Kubernetes API built on recorded
-//! bodies, and the real VictoriaMetrics.
+//! bodies, and the real VictoriaMetrics and Prometheus.
 
 pub mod kube;
+pub mod prom;
 pub mod server;
 pub mod vm;
 

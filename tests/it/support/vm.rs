@@ -8,7 +8,8 @@
 //!
 //! What is fed is a `Scrape`: a fleet (pod → cores) and everything a production
 //! cluster's cAdvisor exposes around it, placed so that a query that selects too much
-//! or mishandles a restart gets numbers that differ from the fleet's.
+//! or mishandles a restart gets numbers that differ from the fleet's. `prom.rs`
+//! backfills Prometheus with the same `Scrape`s, rendered as OpenMetrics.
 
 use super::TempDir;
 use pod_rebalancer::http::encode;
@@ -38,11 +39,33 @@ pub fn limited() -> &'static Vm {
     VM.get_or_init(|| Vm::start(&["-search.maxUniqueTimeseries=1"]))
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
+}
+
+/// Starts `command` (a program and its arguments, no shell quoting needed) under a
+/// shell watchdog that stops it as soon as the test process is gone or `dir` is
+/// removed, whichever comes first, and then removes `dir`; its output goes to the
+/// file `log` in `dir`.
+pub(super) fn watch(command: &str, dir: &TempDir, log: &str) {
+    let script = format!(
+        "{command} >{log} 2>&1 & server=$!; while kill -0 {pid} 2>/dev/null && kill -0 $server 2>/dev/null && [ -d {dir} ]; do sleep 0.3; done; kill $server 2>/dev/null; wait $server; rm -rf {dir}",
+        dir = dir.path().display(),
+        log = dir.path().join(log).display(),
+        pid = std::process::id(),
+    );
+    let mut watchdog = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a server watchdog");
+    // Reap the watchdog when it ends, so it never lingers as a zombie.
+    std::thread::spawn(move || watchdog.wait());
 }
 
 impl Vm {
@@ -67,21 +90,7 @@ impl Vm {
         .join(" ");
         // The server lives while the test process does and while its directory exists:
         // dropping a `Vm` removes the directory, which stops the server.
-        let script = format!(
-            "{binary} {flags} >{log} 2>&1 & vm=$!; while kill -0 {pid} 2>/dev/null && kill -0 $vm 2>/dev/null && [ -d {dir} ]; do sleep 0.3; done; kill $vm 2>/dev/null; wait $vm; rm -rf {dir}",
-            dir = data.path().display(),
-            log = data.path().join("vm.log").display(),
-            pid = std::process::id(),
-        );
-        let mut watchdog = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start victoria-metrics watchdog");
-        // Reap the watchdog when it ends, so it never lingers as a zombie.
-        std::thread::spawn(move || watchdog.wait());
+        watch(&format!("{binary} {flags}"), &data, "vm.log");
         let vm = Vm { port, _data: data };
         let deadline = Instant::now() + Duration::from_secs(30);
         while vm.get("/health").map(|(s, _)| s) != Some(200) {
@@ -98,41 +107,14 @@ impl Vm {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// One plain HTTP exchange; `None` when the server does not answer. HTTP/1.0, so
-    /// the answer is never chunked and its body is exactly what the server wrote.
-    fn exchange(&self, method: &str, target: &str, body: &[u8], content_type: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-        let head = format!(
-            "{method} {target} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).ok()?;
-        s.write_all(body).ok()?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).ok()?;
-        let text = String::from_utf8_lossy(&out).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Some((status, body))
-    }
-
     pub fn get(&self, target: &str) -> Option<(u16, String)> {
-        self.exchange("GET", target, b"", "text/plain")
+        exchange(self.port, "GET", target, b"", "text/plain")
     }
 
     /// An instant query as the product sends it (a form POST to `path`), at `time`
     /// (Unix seconds) or now; the status and the body exactly as the server answered.
     pub fn ask(&self, path: &str, promql: &str, time: Option<i64>) -> (u16, String) {
-        let mut form = format!("query={}", encode(promql));
-        if let Some(t) = time {
-            form.push_str(&format!("&time={t}"));
-        }
-        self.exchange("POST", path, form.as_bytes(), "application/x-www-form-urlencoded")
-            .expect("query answer")
+        ask(self.port, path, promql, time)
     }
 
     /// Runs an instant query now and returns the raw answer.
@@ -144,18 +126,7 @@ impl Vm {
 
     /// Runs an instant query and returns its samples by the value of `label`.
     pub fn samples(&self, promql: &str, label: &str, time: Option<i64>) -> BTreeMap<String, f64> {
-        let (status, body) = self.ask("/api/v1/query", promql, time);
-        assert_eq!(status, 200, "{promql}: {body}");
-        let answer: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
-        let result = answer["data"]["result"].as_array().expect("a vector").clone();
-        result
-            .iter()
-            .map(|s| {
-                let key = s["metric"][label].as_str().unwrap_or_default().to_string();
-                let value = s["value"][1].as_str().and_then(|v| v.parse().ok()).expect("a number");
-                (key, value)
-            })
-            .collect()
+        samples(self.port, promql, label, time)
     }
 
     /// Imports exposition text with millisecond timestamps.
@@ -164,9 +135,7 @@ impl Vm {
     }
 
     fn import_to(&self, target: &str, text: &str) {
-        let (status, body) = self
-            .exchange("POST", target, text.as_bytes(), "text/plain")
-            .expect("import answer");
+        let (status, body) = exchange(self.port, "POST", target, text.as_bytes(), "text/plain").expect("import answer");
         assert!(status == 204 || status == 200, "import: {status} {body}");
     }
 
@@ -222,7 +191,7 @@ impl Vm {
     /// Imports a scrape history through `import` and waits until every series of it,
     /// with the extra `matchers`, is searchable.
     fn feed_with(&self, scrape: &Scrape, matchers: &str, import: &dyn Fn(&str)) {
-        let counts = scrape.render(&mut |chunk| import(&chunk));
+        let counts = scrape.render(Format::Prometheus, &mut |chunk| import(&chunk));
         self.get("/internal/force_flush").expect("force flush");
         let deadline = Instant::now() + Duration::from_secs(20);
         // Node cgroups (namespace "") are shared by every feed: nothing to count there.
@@ -253,16 +222,106 @@ impl Vm {
     }
 }
 
+/// One plain HTTP exchange with a server on loopback; `None` when it does not answer.
+/// HTTP/1.0, so the answer is never chunked and its body is exactly what the server wrote.
+pub(super) fn exchange(
+    port: u16,
+    method: &str,
+    target: &str,
+    body: &[u8],
+    content_type: &str,
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let head = format!(
+        "{method} {target} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// An instant query as the product sends it (a form POST to `path`), at `time` (Unix
+/// seconds) or now, to the server on `port`; the status and the body as answered.
+pub(super) fn ask(port: u16, path: &str, promql: &str, time: Option<i64>) -> (u16, String) {
+    let mut form = format!("query={}", encode(promql));
+    if let Some(t) = time {
+        form.push_str(&format!("&time={t}"));
+    }
+    exchange(port, "POST", path, form.as_bytes(), "application/x-www-form-urlencoded").expect("query answer")
+}
+
+/// An instant query's samples by the value of `label`, from the server (either engine) on `port`.
+pub fn samples(port: u16, promql: &str, label: &str, time: Option<i64>) -> BTreeMap<String, f64> {
+    let (status, body) = ask(port, "/api/v1/query", promql, time);
+    assert_eq!(status, 200, "{promql}: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
+    let result = answer["data"]["result"].as_array().expect("a vector").clone();
+    result
+        .iter()
+        .map(|s| {
+            let key = s["metric"][label].as_str().unwrap_or_default().to_string();
+            let value = s["value"][1].as_str().and_then(|v| v.parse().ok()).expect("a number");
+            (key, value)
+        })
+        .collect()
+}
+
+/// The query evaluated at every whole second from `start` to `end` (Unix seconds), as
+/// one `/api/v1/query_range` to the server (either engine) on `port`: for each second,
+/// the samples by the value of `label`.
+pub fn samples_each_second(port: u16, promql: &str, label: &str, start: i64, end: i64) -> Vec<BTreeMap<String, f64>> {
+    let form = format!("query={}&start={start}&end={end}&step=1", encode(promql));
+    let (status, body) = exchange(
+        port,
+        "POST",
+        "/api/v1/query_range",
+        form.as_bytes(),
+        "application/x-www-form-urlencoded",
+    )
+    .expect("query_range answer");
+    assert_eq!(status, 200, "{promql}: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
+    let mut each = vec![BTreeMap::new(); (end - start + 1) as usize];
+    for series in answer["data"]["result"].as_array().expect("a matrix") {
+        let key = series["metric"][label].as_str().unwrap_or_default().to_string();
+        for point in series["values"].as_array().expect("values") {
+            let t = point[0].as_f64().expect("a timestamp") as i64;
+            let v = point[1].as_str().and_then(|v| v.parse().ok()).expect("a number");
+            each[(t - start) as usize].insert(key.clone(), v);
+        }
+    }
+    each
+}
+
 pub fn now_ms() -> i64 {
     super::now() * 1000
 }
 
+/// The scrape interval of `Scrape::production`.
 pub const STEP_MS: i64 = 15_000;
-pub const SAMPLES: i64 = 61;
+/// How far back every history goes from its `end_ms`.
+pub const HISTORY_MS: i64 = 15 * 60_000;
 /// The steady CPU of the `log-shipper` sidecar in every pod.
 pub const SIDECAR_CORES: f64 = 0.05;
 /// A restarted container is down this long before its replacement starts.
 pub const RESTART_DOWNTIME_MS: i64 = 5_000;
+/// How long `Scrape::production`'s history goes on after its end: a run that asks
+/// "now" a little after the feed sees the fleet still running, as in a live cluster
+/// (a history that stopped at the feed would read lower with every second that passes
+/// on an engine that does not extrapolate).
+pub const FUTURE_MS: i64 = 2 * 60_000;
+/// A restarted container dies this long after its last scrape.
+pub const DIES_AFTER_SCRAPE_MS: i64 = 5_000;
 
 /// How a container restart shows in the series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,8 +337,9 @@ pub enum RestartShape {
 #[derive(Debug, Clone)]
 pub struct Restart {
     pub pod: String,
-    /// The container dies 5 s after its last scrape at or before this many seconds
-    /// before the end, and its replacement starts `RESTART_DOWNTIME_MS` later.
+    /// The container dies `DIES_AFTER_SCRAPE_MS` after its last scrape at or before
+    /// this many seconds before the end, and its replacement starts
+    /// `RESTART_DOWNTIME_MS` later.
     pub secs_ago: i64,
     pub shape: RestartShape,
 }
@@ -293,8 +353,16 @@ pub struct Gone {
     pub secs_ago: i64,
 }
 
-/// A scrape history to import: 15 minutes at a 15 s step ending at `end_ms`, with the
-/// label set of a real kubelet `/metrics/cadvisor` scrape (see
+/// A pod of the fleet that started `secs_ago` seconds before the end: its series
+/// begin then, its counter at zero.
+#[derive(Debug, Clone)]
+pub struct Born {
+    pub pod: String,
+    pub secs_ago: i64,
+}
+
+/// A scrape history to import: 15 minutes at a `step_ms` scrape interval ending at
+/// `end_ms`, with the label set of a real kubelet `/metrics/cadvisor` scrape (see
 /// `../shared/recorded/cadvisor_container_cpu_usage_seconds_total_kubelet-v1.35_nri-kubernetes.txt`)
 /// plus the `instance` and `job` labels the scraper adds. For every pod: its
 /// container's series, a `log-shipper` sidecar's, the pod cgroup's (`container=""`,
@@ -308,8 +376,18 @@ pub struct Scrape {
     pub container: String,
     /// Our pods and the cores our container burns in each, steadily.
     pub fleet: Vec<(String, f64)>,
-    /// The last scrape, Unix milliseconds.
+    /// The last scrape, Unix milliseconds: "now" for every `secs_ago`.
     pub end_ms: i64,
+    /// The scrape interval.
+    pub step_ms: i64,
+    /// The history goes on this long after `end_ms`, so that a server started on it
+    /// and asked "now" a little later still sees the fleet running.
+    pub future_ms: i64,
+    /// Every series of our namespace is also scraped by a second job, as the
+    /// kube-prometheus kubelet ServiceMonitor labels it (`job="kubelet"`, another
+    /// `instance`, plus `endpoint`, `metrics_path`, `node` and `service`), at its
+    /// own times: one container, two series.
+    pub second_scraper: bool,
     /// Another namespace running the same container in pods of the same names (as a
     /// StatefulSet's, or a Deployment copied to staging, can be), each burning
     /// `peak + 1 − cores` of its namesake: summed with ours, every pod would read
@@ -320,6 +398,19 @@ pub struct Scrape {
     pub neighbour: Option<String>,
     pub restarts: Vec<Restart>,
     pub gones: Vec<Gone>,
+    pub born: Vec<Born>,
+}
+
+/// The format `Scrape::render` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus exposition text with millisecond timestamps, as VictoriaMetrics'
+    /// `/api/v1/import/prometheus` takes it.
+    Prometheus,
+    /// OpenMetrics samples (timestamps in seconds), as `promtool tsdb
+    /// create-blocks-from openmetrics` takes them; the caller writes the `# TYPE`
+    /// line before and the `# EOF` line after.
+    OpenMetrics,
 }
 
 /// 64 hex digits derived from `parts`, the shape of a containerd container ID.
@@ -363,6 +454,9 @@ impl Scrape {
             container: container.to_string(),
             fleet: fleet.to_vec(),
             end_ms: now_ms(),
+            step_ms: STEP_MS,
+            future_ms: FUTURE_MS,
+            second_scraper: false,
             elsewhere: Some(format!("{namespace}-staging")),
             neighbour: Some(format!("{container}-overflow")),
             restarts: fleet
@@ -379,6 +473,7 @@ impl Scrape {
                 cores: 4.0,
                 secs_ago: 120,
             }],
+            born: Vec::new(),
         }
     }
 
@@ -395,54 +490,103 @@ impl Scrape {
         }
     }
 
-    /// Writes the exposition text in chunks of a few MiB (a 1,000-pod fleet is about
-    /// 150 MiB) and returns how many series each namespace got.
-    pub fn render(&self, sink: &mut dyn FnMut(String)) -> BTreeMap<String, usize> {
-        let mut w = Writer {
-            out: String::new(),
-            counts: BTreeMap::new(),
-            end_ms: self.end_ms,
-            sink,
-        };
-        let nodes: Vec<String> = (0..4)
+    fn nodes(&self) -> Vec<String> {
+        (0..4)
             .map(|n| {
                 let h = hash(&[&self.namespace], 7);
                 format!("ip-10-{}-{}-{}.ec2.internal", h % 250, (h >> 8) % 250, 10 + n)
             })
-            .collect();
+            .collect()
+    }
+
+    /// The history of our container in the `i`th pod of the fleet.
+    fn ours(&self, i: usize) -> PodHistory<'_> {
+        let (pod, cores) = &self.fleet[i];
+        let nodes = self.nodes();
+        PodHistory {
+            namespace: &self.namespace,
+            pod: pod.clone(),
+            container: self.container.clone(),
+            cores: *cores,
+            node: nodes[i % nodes.len()].clone(),
+            restart: self.restarts.iter().find(|r| &r.pod == pod).cloned(),
+            starts_ms: self
+                .born
+                .iter()
+                .find(|b| &b.pod == pod)
+                .map(|b| self.end_ms - b.secs_ago * 1000),
+            ends_ms: None,
+            full: true,
+            second_scraper: self.second_scraper,
+        }
+    }
+
+    /// What the container of `pod` (one of the fleet) really burned over the
+    /// `window_secs` before `at_ms`, in mean cores: its cores while it ran, nothing
+    /// while it was down for a restart or not yet born.
+    pub fn truth(&self, pod: &str, window_secs: i64, at_ms: i64) -> f64 {
+        let i = self
+            .fleet
+            .iter()
+            .position(|(p, _)| p == pod)
+            .unwrap_or_else(|| panic!("{pod} is not in the fleet"));
+        let history = self.ours(i);
+        let (from, to) = (at_ms - window_secs * 1000, at_ms);
+        let overlap = |a: i64, b: i64| (b.min(to) - a.max(from)).max(0);
+        let mut ran = overlap(history.starts_ms.unwrap_or(i64::MIN), to);
+        if let Some(r) = &history.restart {
+            let (died, reborn) = history.restart_times(r, self.end_ms, self.step_ms);
+            ran -= overlap(died, reborn);
+        }
+        history.cores * ran as f64 / (window_secs * 1000) as f64
+    }
+
+    /// Writes the text in chunks of a few MiB (a 1,000-pod fleet is about 150 MiB)
+    /// and returns how many series each namespace got.
+    pub fn render(&self, format: Format, sink: &mut dyn FnMut(String)) -> BTreeMap<String, usize> {
+        let mut w = Writer {
+            out: String::new(),
+            counts: BTreeMap::new(),
+            end_ms: self.end_ms,
+            step_ms: self.step_ms,
+            future_ms: self.future_ms,
+            format,
+            sink,
+        };
+        let nodes = self.nodes();
         let peak = self.fleet.iter().map(|(_, c)| *c).fold(0.0, f64::max);
-        let ours = |pod: &'_ str, container: &'_ str, cores: f64, node: usize| PodHistory {
+        let plain = |pod: &'_ str, container: &'_ str, cores: f64, node: usize| PodHistory {
             namespace: &self.namespace,
             pod: pod.to_string(),
             container: container.to_string(),
             cores,
             node: nodes[node % nodes.len()].clone(),
             restart: None,
+            starts_ms: None,
             ends_ms: None,
             full: true,
+            second_scraper: self.second_scraper,
         };
         for (i, (pod, cores)) in self.fleet.iter().enumerate() {
-            w.pod(&PodHistory {
-                restart: self.restarts.iter().find(|r| &r.pod == pod).cloned(),
-                ..ours(pod, &self.container, *cores, i)
-            });
+            w.pod(&self.ours(i));
             if let Some(elsewhere) = &self.elsewhere {
                 w.pod(&PodHistory {
                     namespace: elsewhere,
                     full: false,
-                    ..ours(pod, &self.container, peak + 1.0 - cores, i + 1)
+                    second_scraper: false,
+                    ..plain(pod, &self.container, peak + 1.0 - cores, i + 1)
                 });
             }
         }
         if let Some(neighbour) = &self.neighbour {
             for (k, pod) in self.neighbour_pods().iter().enumerate() {
-                w.pod(&ours(pod, neighbour, 3.0, k));
+                w.pod(&plain(pod, neighbour, 3.0, k));
             }
         }
         for (k, g) in self.gones.iter().enumerate() {
             w.pod(&PodHistory {
                 ends_ms: Some(self.end_ms - g.secs_ago * 1000),
-                ..ours(&g.pod, &self.container, g.cores, k)
+                ..plain(&g.pod, &self.container, g.cores, k)
             });
         }
         for node in &nodes {
@@ -461,16 +605,59 @@ struct PodHistory<'a> {
     cores: f64,
     node: String,
     restart: Option<Restart>,
+    /// The pod started then (Unix ms): its series begin, counters at zero.
+    starts_ms: Option<i64>,
     /// The pod is gone since then (Unix ms): its series stop.
     ends_ms: Option<i64>,
     /// With the sidecar, the pod cgroup and the pause container, or the container only.
     full: bool,
+    /// Every series also comes from a second scrape job.
+    second_scraper: bool,
+}
+
+impl PodHistory<'_> {
+    /// The label set of one of the pod's cgroups as the node's cAdvisor job scrapes it.
+    fn labels(&self, container: &str, id: &str, image: &str, name: &str) -> String {
+        let (namespace, pod, node) = (self.namespace, &self.pod, &self.node);
+        format!(
+            "container=\"{container}\",cpu=\"total\",id=\"{id}\",image=\"{image}\",instance=\"{node}\",job=\"kubernetes-nodes-cadvisor\",name=\"{name}\",namespace=\"{namespace}\",pod=\"{pod}\""
+        )
+    }
+
+    fn cgroup(&self) -> String {
+        format!("/kubepods/burstable/pod{}", super::kube::uid_of(&self.pod))
+    }
+
+    /// The label set of our container's first instance.
+    fn first_labels(&self) -> String {
+        let first_id = hex_id(&[self.namespace, &self.pod, &self.container, "0"]);
+        self.labels(
+            &self.container,
+            &format!("{}/{first_id}", self.cgroup()),
+            APP_IMAGE,
+            &first_id,
+        )
+    }
+
+    /// When the first container died and when its replacement started (Unix ms): the
+    /// old container's last scrape at or before the restart time, on its series'
+    /// own timestamps, and `DIES_AFTER_SCRAPE_MS` later.
+    fn restart_times(&self, r: &Restart, end_ms: i64, step_ms: i64) -> (i64, i64) {
+        let jitter = jitter_ms(&self.first_labels());
+        let target = end_ms - r.secs_ago * 1000;
+        let last = target - (target - (end_ms - jitter)).rem_euclid(step_ms);
+        let died = last + DIES_AFTER_SCRAPE_MS;
+        (died, died + RESTART_DOWNTIME_MS)
+    }
 }
 
 struct Writer<'s> {
     out: String,
     counts: BTreeMap<String, usize>,
     end_ms: i64,
+    step_ms: i64,
+    future_ms: i64,
+    format: Format,
     sink: &'s mut dyn FnMut(String),
 }
 
@@ -489,10 +676,22 @@ impl Writer<'_> {
     fn series(&mut self, namespace: &str, s: &Series) {
         *self.counts.entry(namespace.to_string()).or_default() += 1;
         let jitter = jitter_ms(&s.labels);
-        for k in 0..SAMPLES {
-            let t = self.end_ms - (SAMPLES - 1 - k) * STEP_MS - jitter;
+        let past = HISTORY_MS / self.step_ms;
+        for k in 0..=past + self.future_ms / self.step_ms {
+            let t = self.end_ms - (past - k) * self.step_ms - jitter;
             if let Some(v) = (s.value)(t) {
-                let _ = writeln!(self.out, "container_cpu_usage_seconds_total{{{}}} {v} {t}", s.labels);
+                let _ = match self.format {
+                    Format::Prometheus => {
+                        writeln!(self.out, "container_cpu_usage_seconds_total{{{}}} {v} {t}", s.labels)
+                    }
+                    Format::OpenMetrics => writeln!(
+                        self.out,
+                        "container_cpu_usage_seconds_total{{{}}} {v} {}.{:03}",
+                        s.labels,
+                        t.div_euclid(1000),
+                        t.rem_euclid(1000)
+                    ),
+                };
             }
         }
         if self.out.len() > CHUNK {
@@ -500,70 +699,55 @@ impl Writer<'_> {
         }
     }
 
+    /// The series of one label set of the pod, once per scrape job that sees it.
+    fn scraped(&mut self, p: &PodHistory, labels: String, value: &dyn Fn(i64) -> Option<f64>) {
+        if p.second_scraper {
+            // The kube-prometheus kubelet ServiceMonitor: the node's address as the
+            // instance, and labels of its own.
+            let ip = format!("10.0.{}.{}", hash(&[&p.node], 3) % 250, 10 + hash(&[&p.node], 4) % 200);
+            let again = labels.replace(
+                &format!("instance=\"{}\",job=\"kubernetes-nodes-cadvisor\"", p.node),
+                &format!(
+                    "endpoint=\"https-metrics\",instance=\"{ip}:10250\",job=\"kubelet\",metrics_path=\"/metrics/cadvisor\",node=\"{}\"",
+                    p.node
+                ),
+            ) + ",service=\"kube-prometheus-stack-kubelet\"";
+            self.series(p.namespace, &Series { labels: again, value });
+        }
+        self.series(p.namespace, &Series { labels, value });
+    }
+
     /// The series of one pod: its container (restarted or not), and, with `full`, the
     /// sidecar, the pod cgroup and the pause container.
     fn pod(&mut self, p: &PodHistory) {
-        let (namespace, pod, container, node) = (p.namespace, p.pod.as_str(), p.container.as_str(), p.node.as_str());
+        let (namespace, pod, container) = (p.namespace, p.pod.as_str(), p.container.as_str());
         let (cores, ends) = (p.cores, p.ends_ms);
-        let start = self.end_ms - (SAMPLES - 1) * STEP_MS - 10_000;
-        let alive = move |t: i64| ends.is_none_or(|e| t < e);
-        let uid = super::kube::uid_of(pod);
-        let cgroup = format!("/kubepods/burstable/pod{uid}");
-        let base = 1000.0 + (hash(&[namespace, pod], 2) % 1000) as f64;
-        let labels = |c: &str, id: &str, image: &str, name: &str| {
-            format!(
-                "container=\"{c}\",cpu=\"total\",id=\"{id}\",image=\"{image}\",instance=\"{node}\",job=\"kubernetes-nodes-cadvisor\",name=\"{name}\",namespace=\"{namespace}\",pod=\"{pod}\""
-            )
+        let start = p.starts_ms.unwrap_or(self.end_ms - HISTORY_MS - 10_000);
+        let alive = move |t: i64| t >= start && ends.is_none_or(|e| t < e);
+        let cgroup = p.cgroup();
+        let base = if p.starts_ms.is_some() {
+            0.0
+        } else {
+            1000.0 + (hash(&[namespace, pod], 2) % 1000) as f64
         };
         let steady = move |rate: f64| move |t: i64| alive(t).then(|| base + rate * (t - start) as f64 / 1000.0);
-        let first_id = hex_id(&[namespace, pod, container, "0"]);
-        let first = labels(container, &format!("{cgroup}/{first_id}"), APP_IMAGE, &first_id);
+        let first = p.first_labels();
         match &p.restart {
-            None => self.series(
-                namespace,
-                &Series {
-                    labels: first,
-                    value: &steady(cores),
-                },
-            ),
+            None => self.scraped(p, first, &steady(cores)),
             Some(r) => {
-                // The old container's last scrape at or before the restart time, on
-                // this series' own timestamps; it dies 5 s later.
-                let jitter = jitter_ms(&first);
-                let target = self.end_ms - r.secs_ago * 1000;
-                let last = target - (target - (self.end_ms - jitter)).rem_euclid(STEP_MS);
-                let died = last + 5_000;
-                let reborn = died + RESTART_DOWNTIME_MS;
-                let before = move |t: i64| (t < died).then(|| base + cores * (t - start) as f64 / 1000.0);
+                let (died, reborn) = p.restart_times(r, self.end_ms, self.step_ms);
+                let before = move |t: i64| (alive(t) && t < died).then(|| base + cores * (t - start) as f64 / 1000.0);
                 let after = move |t: i64| (t >= died).then(|| cores * (t - reborn).max(0) as f64 / 1000.0);
                 match r.shape {
                     RestartShape::SameSeries => {
                         let both = move |t: i64| before(t).or_else(|| after(t));
-                        self.series(
-                            namespace,
-                            &Series {
-                                labels: first,
-                                value: &both,
-                            },
-                        );
+                        self.scraped(p, first, &both);
                     }
                     RestartShape::NewSeries => {
-                        self.series(
-                            namespace,
-                            &Series {
-                                labels: first,
-                                value: &before,
-                            },
-                        );
+                        self.scraped(p, first, &before);
                         let second_id = hex_id(&[namespace, pod, container, "1"]);
-                        let second = labels(container, &format!("{cgroup}/{second_id}"), APP_IMAGE, &second_id);
-                        self.series(
-                            namespace,
-                            &Series {
-                                labels: second,
-                                value: &after,
-                            },
-                        );
+                        let second = p.labels(container, &format!("{cgroup}/{second_id}"), APP_IMAGE, &second_id);
+                        self.scraped(p, second, &after);
                     }
                 }
             }
@@ -575,7 +759,7 @@ impl Writer<'_> {
         let pause_id = hex_id(&[namespace, pod, "POD", "0"]);
         let rest = [
             (
-                labels(
+                p.labels(
                     "log-shipper",
                     &format!("{cgroup}/{sidecar_id}"),
                     SIDECAR_IMAGE,
@@ -584,26 +768,20 @@ impl Writer<'_> {
                 SIDECAR_CORES,
             ),
             // The pod cgroup counts every container of the pod, the dead ones included.
-            (labels("", &cgroup, "", ""), cores + SIDECAR_CORES),
+            (p.labels("", &cgroup, "", ""), cores + SIDECAR_CORES),
             (
-                labels("", &format!("{cgroup}/{pause_id}"), PAUSE_IMAGE, &pause_id),
+                p.labels("", &format!("{cgroup}/{pause_id}"), PAUSE_IMAGE, &pause_id),
                 0.0001,
             ),
         ];
         for (labels, rate) in rest {
-            self.series(
-                namespace,
-                &Series {
-                    labels,
-                    value: &steady(rate),
-                },
-            );
+            self.scraped(p, labels, &steady(rate));
         }
     }
 
     /// The node's own cgroups, which belong to no namespace and no pod.
     fn node(&mut self, node: &str) {
-        let start = self.end_ms - (SAMPLES - 1) * STEP_MS - 10_000;
+        let start = self.end_ms - HISTORY_MS - 10_000;
         for (id, rate) in [
             ("/", 6.0),
             ("/kubepods", 5.0),
