@@ -438,6 +438,7 @@ fn rows() -> Vec<Row> {
         NONE,
         "got 500: Internal error occurred",
     ));
+    state_rows(&mut rows);
     for (code, reply) in &kube_statuses {
         let (mutations, says) = match code {
             404 => (SKIPPED, "the pod is already gone"),
@@ -1151,6 +1152,114 @@ const HAPROXY_503: &str =
 
 /// A private key in PEM, no certificate: what a mixed-up Secret mount gives.
 const PRIVATE_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
+
+/// The fake with a state ConfigMap holding `document`.
+fn with_document(mut f: Fake, document: &str) -> Fake {
+    let mut state = crate::support::kube::state_configmap(NS);
+    state["data"] = json!({ "state.json": document });
+    f.state = Some(state);
+    f
+}
+
+/// The memory (README "Memory"): with `STATE_CONFIGMAP` set, the state ConfigMap is read
+/// first and written before any removal (the lease) and at the end. Every way it can
+/// fail before acting fails the run with nothing removed; a refused lease is the last
+/// request that writes anything.
+fn state_rows(rows: &mut Vec<Row>) {
+    const STATE: &str = "pod-rebalancer-state";
+    const LEASE: &[&str] = &["put state"];
+    const STATEFUL: &[&str] = &["put state", "evict p1", "event p1", "evict p3", "event p3", "put state"];
+    let stateful = |r: Row| r.env("STATE_CONFIGMAP", STATE);
+    rows.push(stateful(
+        row(
+            "with a memory, nothing broken",
+            Fault::Nothing,
+            0,
+            STATEFUL,
+            "pod removed",
+        )
+        .then(|r| r.log_has("run finished")),
+    ));
+    rows.push(stateful(row(
+        "state ConfigMap answered 404",
+        kube(
+            "state",
+            status(404, "k8s/constructed/status_404_notfound_configmap.json"),
+        ),
+        1,
+        NONE,
+        "state ConfigMap pod-rebalancer-state not found in namespace faults: the manifests create it",
+    )));
+    rows.push(stateful(row(
+        "state ConfigMap answered 403",
+        kube("state", status(403, "k8s/status_403_forbidden_get_pod.json")),
+        1,
+        NONE,
+        "get state ConfigMap (GET https://127.0.0.1:",
+    )));
+    rows.push(stateful(row(
+        "state ConfigMap answered 500",
+        kube("state", status(500, "k8s/constructed/status_500_internal_error.json")),
+        1,
+        NONE,
+        "got 500: Internal error occurred",
+    )));
+    rows.push(stateful(row(
+        "state ConfigMap answered a list",
+        kube("state", Reply::json(200, "[]")),
+        1,
+        NONE,
+        "expected a ConfigMap with a name",
+    )));
+    rows.push(stateful(row(
+        "state document not JSON",
+        Fault::KubeState(|f| with_document(f, "streak=2")),
+        1,
+        NONE,
+        "expected a JSON object with a version",
+    )));
+    rows.push(stateful(row(
+        "state document of a newer version",
+        Fault::KubeState(|f| with_document(f, r#"{"version": 9}"#)),
+        1,
+        NONE,
+        "version 9 is newer than this program's 1",
+    )));
+    rows.push(stateful(row(
+        "state document with a wrong field",
+        Fault::KubeState(|f| with_document(f, r#"{"version": 1, "streak": "two"}"#)),
+        1,
+        NONE,
+        "expected the state document of version 1",
+    )));
+    rows.push(stateful(row(
+        "state lease answered 409",
+        kube("state:put", status(409, "k8s/status_409_conflict.json")),
+        1,
+        LEASE,
+        "another run wrote the state ConfigMap pod-rebalancer-state meanwhile",
+    )));
+    rows.push(stateful(row(
+        "state lease answered 500",
+        kube(
+            "state:put",
+            status(500, "k8s/constructed/status_500_internal_error.json"),
+        ),
+        1,
+        LEASE,
+        "update state ConfigMap (PUT https://127.0.0.1:",
+    )));
+    rows.push(
+        stateful(row(
+            "state lease never answered",
+            kube("state:put", hang()),
+            1,
+            LEASE,
+            "timed out after 1s",
+        ))
+        .timeouts(1),
+    );
+}
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())

@@ -429,3 +429,19 @@ fn of_two_runs_only_the_one_that_wrote_the_lease_acts() {
         "one lease, with the resourceVersion it read, and nothing after the 409"
     );
 }
+
+/// The end-of-run write carries the counters and what was removed: when it fails
+/// after acting, the run fails (exit 1), as an unwritable metrics file does.
+#[test]
+fn a_failed_end_of_run_write_fails_the_run_after_acting() {
+    let fleet = Fleet::new("memory-end-write", &SKEWED, |mut f| {
+        f.state_puts_left = Some(1);
+        f
+    });
+    let finished = fleet.run(now(), &[]);
+    check(&finished, Err(Stage::State), 1);
+    assert_eq!(fleet.evictions().len(), 2, "the lease was written, so the run acted");
+    let memory = fleet.memory();
+    assert_eq!(memory.actions.len(), 1, "the lease holds the action");
+    assert_eq!(memory.counters.success, 0.0, "the counters were not written");
+}

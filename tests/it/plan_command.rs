@@ -233,6 +233,7 @@ fn check_snapshot(name: &str, actual: &str) {
 fn snapshots_of_the_picture_and_the_document() {
     /// (snapshot file, extra arguments, settings)
     type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let state = demo("state.json");
     let cases: &[Case] = &[
         ("demo.txt", &[], &[]),
         ("demo.json", &["--output", "json"], &[]),
@@ -245,6 +246,9 @@ fn snapshots_of_the_picture_and_the_document() {
             &["--now", "2026-11-26T06:40:00Z", "--output", "json"],
             &[],
         ),
+        // The demo's state ConfigMap: three actions that each moved the hot spot.
+        ("demo_memory.txt", &["--state", &state], &[]),
+        ("demo_memory.json", &["--state", &state, "--output", "json"], &[]),
     ];
     for (name, args, env) in cases {
         let out = plan(args, env);
@@ -338,7 +342,8 @@ fn a_live_plan_reads_like_a_run_changes_nothing_and_saves_a_replayable_snapshot(
         &cpu,
     );
     let saved = world.dir.path().join("snapshot");
-    let live = run_bin(&["plan", "--save", saved.to_str().unwrap()], &world.env(&[]));
+    let with_memory = [("STATE_CONFIGMAP", crate::support::kube::STATE)];
+    let live = run_bin(&["plan", "--save", saved.to_str().unwrap()], &world.env(&with_memory));
     assert_eq!(live.code, 0, "{}", live.stderr);
     assert!(
         world.kube.mutations().is_empty(),
@@ -350,13 +355,17 @@ fn a_live_plan_reads_like_a_run_changes_nothing_and_saves_a_replayable_snapshot(
         .iter()
         .map(|r| format!("{} {}", r.method, r.path()))
         .collect();
-    assert_eq!(verbs.len(), 4, "the deployment and three pages: {verbs:?}");
+    assert_eq!(verbs.len(), 5, "the state, the deployment and three pages: {verbs:?}");
+    assert_contains(
+        &live.stdout,
+        "memory: 0 of 3 ineffective actions in a row; breaker closed",
+    );
     assert_contains(
         &live.stdout,
         "decision: would evict 2 pods: spread 0.53 > threshold 0.30",
     );
     assert_contains(&live.stdout, &format!("  {} (1.900 cores, highest cpu)", name(1)));
-    for file in ["pods.json", "cpu.json", "deployment.json"] {
+    for file in ["pods.json", "cpu.json", "deployment.json", "state.json"] {
         let text = std::fs::read_to_string(saved.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(!text.contains(TOKEN), "{file} holds the token");
     }
@@ -379,6 +388,8 @@ fn a_live_plan_reads_like_a_run_changes_nothing_and_saves_a_replayable_snapshot(
             &p("cpu.json"),
             "--deployment",
             &p("deployment.json"),
+            "--state",
+            &p("state.json"),
             "--now",
             &at,
         ],

@@ -187,6 +187,8 @@ pub struct Fake {
     pub state: Option<Value>,
     /// Another writer: after every GET of the state, its resourceVersion moves on.
     pub bump_after_get: bool,
+    /// How many PUTs of the state succeed before the API answers 500; `None`: all.
+    pub state_puts_left: Option<usize>,
 }
 
 /// The state ConfigMap's name in the fake.
@@ -212,6 +214,7 @@ impl Fake {
             replies: HashMap::new(),
             state: Some(state_configmap(namespace)),
             bump_after_get: false,
+            state_puts_left: None,
         }
     }
 
@@ -322,6 +325,12 @@ impl Fake {
                 reply
             }
             "PUT" => {
+                if let Some(left) = &mut self.state_puts_left {
+                    if *left == 0 {
+                        return Reply::json(500, fixture("k8s/constructed/status_500_internal_error.json"));
+                    }
+                    *left -= 1;
+                }
                 let Ok(mut sent) = serde_json::from_slice::<Value>(&req.body) else {
                     return Reply::json(400, r#"{"kind":"Status","code":400,"message":"fake: not JSON"}"#);
                 };
