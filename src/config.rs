@@ -67,6 +67,14 @@ impl<'a> Checker<'a> {
         ));
     }
 
+    /// An optional setting: `Some(None)` when it is unset, `None` when it is invalid.
+    fn optional<T>(&mut self, var: &str, expected: &str, parse: impl Fn(&str) -> Option<T>) -> Option<Option<T>> {
+        match self.value(var) {
+            Some(_) => self.parsed(var, expected, parse).map(Some),
+            None => Some(None),
+        }
+    }
+
     /// One of `words`, in any case; the problem lists them ("error, warn or info").
     fn word<T: Copy>(&mut self, var: &str, words: &[(&str, T)]) -> Option<T> {
         let names: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
@@ -94,6 +102,8 @@ impl<'a> Checker<'a> {
 /// The longest window (a leap year): the decision counts ages in i64 seconds, and a
 /// window that wrapped there would be no gate at all.
 const MAX_WINDOW_SECS: u64 = 366 * 24 * 3600;
+
+const DNS_SUBDOMAIN: &str = "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)";
 
 const DNS_LABEL: &str =
     "a DNS-1123 label (lowercase letters, digits and '-', starting and ending alphanumeric, at most 63 characters)";
@@ -255,30 +265,11 @@ fn common(c: &mut Checker) -> Option<Config> {
         "a non-empty label selector such as app=consumer",
         label_selector,
     );
-    // `None` when the value is invalid, `Some(None)` when it is unset.
-    let deployment = match c.value("DEPLOYMENT_NAME") {
-        Some(_) => c.parsed("DEPLOYMENT_NAME", DNS_LABEL, dns_label).map(Some),
-        None => Some(None),
-    };
-    let container = match c.value("CONTAINER_NAME") {
-        Some(_) => c.parsed("CONTAINER_NAME", DNS_LABEL, dns_label).map(Some),
-        None => Some(None),
-    };
-    let matchers = match c.value("QUERY_MATCHERS") {
-        Some(_) => c.parsed("QUERY_MATCHERS", MATCHERS, query_matchers),
-        None => Some(Vec::new()),
-    };
+    let deployment = c.optional("DEPLOYMENT_NAME", DNS_LABEL, dns_label);
+    let container = c.optional("CONTAINER_NAME", DNS_LABEL, dns_label);
+    let matchers = c.optional("QUERY_MATCHERS", MATCHERS, query_matchers);
     let decision = decision(c);
-    let state = match c.value("STATE_CONFIGMAP") {
-        Some(_) => c
-            .parsed(
-                "STATE_CONFIGMAP",
-                "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)",
-                dns_subdomain,
-            )
-            .map(Some),
-        None => Some(None),
-    };
+    let state = c.optional("STATE_CONFIGMAP", DNS_SUBDOMAIN, dns_subdomain);
     let memory = memory_settings(c);
     let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
     let log_level = c.word(
@@ -300,23 +291,18 @@ fn common(c: &mut Checker) -> Option<Config> {
         &[("evict", EvictionMode::Evict), ("delete", EvictionMode::Delete)],
     );
     let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
-    let push_url = match c.value("METRICS_PUSH_URL") {
-        Some(_) => c
-            .parsed(
-                "METRICS_PUSH_URL",
-                "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
-                push_url,
-            )
-            .map(Some),
-        None => Some(None),
-    };
+    let push_url = c.optional(
+        "METRICS_PUSH_URL",
+        "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
+        push_url,
+    );
     Some(Config {
         prometheus: prometheus?,
         namespace: namespace?,
         selector: selector?,
         deployment: deployment?,
         container: container?,
-        matchers: matchers?,
+        matchers: matchers?.unwrap_or_default(),
         decision: decision?,
         state: state?,
         memory: memory?,
