@@ -85,7 +85,24 @@ fn every_outcome_of_a_completed_cycle() {
         f
     };
     check("o-rollout", &IMBALANCED, rollout, &[], Ok(Outcome::Stabilizing));
+    // The memory's breaker, open for another hour: the plan that would act holds.
+    let held = |mut f: Fake| {
+        let document = format!(r#"{{"version": 1, "streak": 3, "hold_until": {}}}"#, now() + 3600);
+        if let Some(state) = f.state.as_mut() {
+            state["data"] = serde_json::json!({ "state.json": document });
+        }
+        f
+    };
+    let world = check("o-held", &IMBALANCED, held, WITH_MEMORY, Ok(Outcome::Ineffective));
+    assert!(
+        world.kube.mutations().iter().all(|r| r.method == "PUT"),
+        "only the state is written: {:?}",
+        world.kube.mutations()
+    );
 }
+
+/// The runs that keep a memory in the fake's state ConfigMap.
+const WITH_MEMORY: &[(&str, &str)] = &[("STATE_CONFIGMAP", crate::support::kube::STATE)];
 
 #[test]
 fn every_stage_a_cycle_can_fail_in() {
@@ -124,6 +141,13 @@ fn every_stage_a_cycle_can_fail_in() {
     };
     let world = check("s-act", &IMBALANCED, refuse, &[], Err(Stage::Act));
     assert_eq!(world.kube.mutations().len(), 1);
+    // State: the state ConfigMap the settings name does not exist.
+    let missing = |mut f: Fake| {
+        f.state = None;
+        f
+    };
+    let world = check("s-state", &IMBALANCED, missing, WITH_MEMORY, Err(Stage::State));
+    assert!(world.kube.mutations().is_empty());
 }
 
 #[test]
