@@ -11,5 +11,6 @@ mod manifests;
 mod outcomes;
 mod plan_command;
 mod properties;
+mod simulation;
 mod target;
 mod victoria;
