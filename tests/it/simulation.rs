@@ -208,7 +208,7 @@ fn the_hot_spot_is_said_to_move_only_where_the_load_follows_a_partition() {
     );
     assert!(hot.evaluations > 0);
     assert_eq!(hot.hot_spots, hot.evaluations);
-    // In an unlucky sticky assignment the runner-up burns about 90 % of the hottest pod
+    // In an unlucky sticky assignment the runner-up burns 92–98 % of the hottest pod
     // before any action; it is the hottest after, and nothing moved: the verdict of
     // the memory must not send the operator looking for a hot key.
     for scenario in [Scenario::Unlucky, Scenario::UnluckyLarge] {

@@ -126,8 +126,8 @@ fn week(args: &Args) {
         1.0 - args.min_improvement
     );
     for (scenario, assignor, ratios) in ratios {
-        let shown: Vec<String> = ratios.iter().take(6).map(|r| format!("{r:.2}")).collect();
-        let more = if ratios.len() > 6 { ", …" } else { "" };
+        let shown: Vec<String> = ratios.iter().take(7).map(|r| format!("{r:.2}")).collect();
+        let more = if ratios.len() > 7 { ", …" } else { "" };
         println!(
             "- ({}) {}, {}: {}{more}",
             scenario.letter(),
