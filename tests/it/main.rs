@@ -13,5 +13,6 @@ mod memory;
 mod outcomes;
 mod plan_command;
 mod properties;
+mod simulation;
 mod target;
 mod victoria;
