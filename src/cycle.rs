@@ -292,11 +292,12 @@ pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) ->
         dry_run: config.dry_run,
     };
     let mut acted = act::execute(&kube, &plan, mode, now);
-    // The memory keeps what was removed, not what was meant to be.
-    if let Some(s) = stored.as_mut()
+    // The memory keeps what was removed, not what was meant to be: the document as
+    // judged, before the lease added the intended action, plus what really went.
+    if let (Some(s), Some(j)) = (stored.as_mut(), &judgement)
         && !config.dry_run
     {
-        s.memory.actions.pop();
+        s.memory = j.next.clone();
         memory::remember(&mut s.memory, &plan, &acted.removed, probe, &fingerprint);
     }
     let outcome = if config.dry_run {

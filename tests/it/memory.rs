@@ -445,3 +445,33 @@ fn a_failed_end_of_run_write_fails_the_run_after_acting() {
     assert_eq!(memory.actions.len(), 1, "the lease holds the action");
     assert_eq!(memory.counters.success, 0.0, "the counters were not written");
 }
+
+/// A full memory whose next action is refused by a PodDisruptionBudget: the lease
+/// recorded the intended action (dropping the oldest), but the end of the run keeps
+/// the ten actions it had, since nothing was removed.
+#[test]
+fn a_refused_action_leaves_a_full_memory_as_it_was() {
+    let actions: Vec<Value> = (0..10)
+        .map(|i| {
+            json!({"at": 1_700_000_000 + i, "fingerprint": "old", "spread": 0.5, "mean": 1.0,
+                   "removed": [{"name": format!("gone-{i}"), "role": "highest_cpu", "cpu": 1.9}],
+                   "evaluation": {"at": 1_700_000_100 + i, "spread": 0.2, "ratio": 0.4, "effective": true}})
+        })
+        .collect();
+    let document = json!({"version": 1, "actions": actions}).to_string();
+    let fleet = Fleet::new("memory-full", &SKEWED, move |mut f| {
+        if let Some(state) = f.state.as_mut() {
+            state["data"] = json!({ "state.json": document });
+        }
+        let hottest = format!("{DEPLOYMENT}-5f7c9d8b4d-000");
+        f.reply(
+            &format!("evict:{hottest}"),
+            Reply::json(429, fixture("k8s/constructed/status_429_eviction_pdb.json")),
+        )
+    });
+    check(&fleet.run(now(), &[]), Ok(Outcome::Acted), 0);
+    let memory = fleet.memory();
+    assert_eq!(memory.actions.len(), 10);
+    assert_eq!(memory.actions[0].removed[0].name, "gone-0", "the oldest is still there");
+    assert_eq!(memory.counters.refused.values().sum::<f64>(), 1.0);
+}

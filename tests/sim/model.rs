@@ -655,12 +655,10 @@ impl Sim {
         }
         let probe = judgement.breaker == Breaker::Probe;
         self.report.probes += usize::from(probe);
-        let mut lease = judgement.next;
-        memory::remember(&mut lease, &plan, plan.removals(), probe, FINGERPRINT);
-        self.memory = lease;
+        // The lease cycle.rs writes before acting holds the intended action; what the
+        // next cycle reads is the judged memory plus what was really removed.
         let removed = self.group.remove(plan.removals(), now, &mut self.rng);
-        // The memory keeps what was removed, not what was meant to be.
-        self.memory.actions.pop();
+        self.memory = judgement.next;
         memory::remember(&mut self.memory, &plan, &removed, probe, FINGERPRINT);
         removed
     }
