@@ -274,7 +274,7 @@ for arch in amd64 arm64; do
     got_arch=$(buildah --storage-driver vfs inspect --type image --format '{{.OCIv1.Architecture}}' "$tag")
     [ "$got_arch" = "$arch" ] || fail "the $arch image says it is $got_arch"
     # The image holds exactly the reproducible binary.
-    ctr=$(buildah --storage-driver vfs from "$tag")
+    ctr=$(buildah --storage-driver vfs from --quiet --platform "linux/$arch" "$tag")
     containers+=("$ctr")
     mnt=$(buildah --storage-driver vfs mount "$ctr")
     want=$sha_a

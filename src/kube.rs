@@ -19,16 +19,84 @@ pub const PAGE_LIMIT: usize = 500;
 // The wire structs skip every field the decision does not read as it is parsed, and
 // borrow the strings they only compare from the page buffer (a `Cow` borrows when
 // the string has no escapes): a pod costs the four strings `Pod` keeps, no map.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodList<'a> {
-    #[serde(default)]
-    metadata: ListMeta,
-    /// Required and not null: a page without items is a broken page, and treating it
-    /// as empty would silently shrink the fleet the budget is computed on. Bounded,
-    /// so a page of countless tiny items fails instead of exhausting memory.
-    #[serde(deserialize_with = "crate::http::bounded_seq", borrow)]
-    items: Vec<WirePod<'a>>,
+/// One page of the pod list, parsed straight into `pods`: each item becomes a `Pod`
+/// as soon as it is read, so a page's wire structs never exist together and no
+/// page-sized vector is made. (musl's allocator, the one in the image, hands the
+/// memory of a page's worth of freed objects back to the kernel after every page;
+/// BENCHMARKS.md.) The value is the continue token.
+struct PodList<'p> {
+    container: Option<&'p str>,
+    pods: &'p mut Vec<Pod>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PodList<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PodList<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a PodList")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        let (mut metadata, mut items) = (None, false);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "metadata" if metadata.is_none() => metadata = Some(map.next_value::<ListMeta>()?),
+                // Required and not null: a page without items is a broken page, and
+                // treating it as empty would silently shrink the fleet the budget is
+                // computed on. Bounded, so a page of countless tiny items fails
+                // instead of exhausting memory.
+                "items" if !items => {
+                    items = true;
+                    map.next_value_seed(Items {
+                        container: self.container,
+                        pods: &mut *self.pods,
+                    })?;
+                }
+                "metadata" | "items" => return Err(serde::de::Error::custom(format_args!("duplicate field `{key}`"))),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        if !items {
+            return Err(serde::de::Error::missing_field("items"));
+        }
+        Ok(metadata.and_then(|m| m.next).filter(|c| !c.is_empty()))
+    }
+}
+
+/// The `items` of a page, each made into a `Pod` as it is parsed.
+struct Items<'p> {
+    container: Option<&'p str>,
+    pods: &'p mut Vec<Pod>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a sequence of at most {} elements", crate::http::MAX_ITEMS)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        crate::http::each_bounded(seq, |pod: WirePod| self.pods.push(pod.into_pod(self.container)))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -64,7 +132,49 @@ struct ObjectMeta<'a> {
 struct PodSpec<'a> {
     node_name: Option<String>,
     #[serde(default, borrow)]
-    containers: Vec<Container<'a>>,
+    containers: Containers<'a>,
+}
+
+/// A pod's containers, the first four without a heap allocation: a vector per pod,
+/// made and freed 10,000 times a run, made musl's allocator unmap and map its
+/// memory again hundreds of times (BENCHMARKS.md).
+#[derive(Default)]
+struct Containers<'a> {
+    first: [Option<Container<'a>>; 4],
+    more: Vec<Container<'a>>,
+}
+
+impl<'a> Containers<'a> {
+    fn iter(&self) -> impl Iterator<Item = &Container<'a>> {
+        self.first.iter().flatten().chain(&self.more)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Containers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<Containers<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Containers<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of containers")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Containers<'a>, A::Error> {
+                let mut containers = Containers::default();
+                let mut n = 0;
+                while let Some(c) = seq.next_element()? {
+                    match containers.first.get_mut(n) {
+                        Some(slot) => *slot = Some(c),
+                        None => containers.more.push(c),
+                    }
+                    n += 1;
+                }
+                Ok(containers)
+            }
+        }
+        d.deserialize_seq(Visitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -94,8 +204,36 @@ struct Quantities<'a> {
 struct PodStatus<'a> {
     #[serde(borrow)]
     phase: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    conditions: Option<Vec<Condition<'a>>>,
+    /// `conditions` folded into "the Ready condition is True" as it is parsed.
+    #[serde(default, rename = "conditions", deserialize_with = "ready_condition")]
+    ready: bool,
+}
+
+fn ready_condition<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct Ready;
+    impl<'de> serde::de::Visitor<'de> for Ready {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of pod conditions")
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_none<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            let mut ready = false;
+            while let Some(c) = seq.next_element::<Condition>()? {
+                ready |= c.kind == "Ready" && c.status == "True";
+            }
+            Ok(ready)
+        }
+    }
+    d.deserialize_option(Ready)
 }
 
 #[derive(Deserialize)]
@@ -165,18 +303,14 @@ impl WirePod<'_> {
     /// The decision's view of this pod; `container` picks the measured container's
     /// resources (the only container when the name is unknown or absent).
     fn into_pod(self, container: Option<&str>) -> Pod {
-        let measured = match container.and_then(|name| self.spec.containers.iter().find(|c| c.name == name)) {
+        let containers = &self.spec.containers;
+        let measured = match container.and_then(|name| containers.iter().find(|c| c.name == name)) {
             Some(c) => Some(c),
-            None if self.spec.containers.len() == 1 => self.spec.containers.first(),
+            None if containers.iter().nth(1).is_none() => containers.iter().next(),
             None => None,
         };
         let cpu = |m: Option<&Quantities>| m.and_then(|m| m.cpu.as_deref()).and_then(parse_cpu);
-        let ready = self
-            .status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.kind == "Ready" && c.status == "True");
+        let ready = self.status.ready;
         Pod {
             cpu_request: measured.and_then(|c| cpu(c.resources.requests.as_ref())),
             cpu_limit: measured.and_then(|c| cpu(c.resources.limits.as_ref())),
@@ -223,13 +357,16 @@ impl Deployment {
 /// Parses a PodList body (`kubectl get pods -o json`, one API page) into pods and
 /// the continue token.
 pub fn parse_pod_list(json: &str, container: Option<&str>) -> Result<(Vec<Pod>, Option<String>), serde_json::Error> {
-    let list: PodList = serde_json::from_str(json)?;
-    Ok(list_into_pods(list, container))
-}
-
-fn list_into_pods(list: PodList, container: Option<&str>) -> (Vec<Pod>, Option<String>) {
-    let pods = list.items.into_iter().map(|p| p.into_pod(container)).collect();
-    (pods, list.metadata.next.filter(|c| !c.is_empty()))
+    use serde::de::DeserializeSeed;
+    let mut pods = Vec::new();
+    let mut de = serde_json::Deserializer::from_str(json);
+    let next = PodList {
+        container,
+        pods: &mut pods,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok((pods, next))
 }
 
 /// Parses a Deployment body (`kubectl get deploy NAME -o json`).
@@ -296,11 +433,10 @@ impl Kube<'_> {
                 Some(token) => format!("{first}&continue={}", encode(token)),
                 None => first.clone(),
             };
-            match self.page(&path, &mut buf) {
-                Ok(list) => {
-                    let (page, token) = list_into_pods(list, Some(container));
-                    log::debug!(pods = page.len(), more = token.is_some(); "pod list page");
-                    pods.extend(page);
+            let before = pods.len();
+            match self.page(&path, &mut buf, container, &mut pods) {
+                Ok(token) => {
+                    log::debug!(pods = pods.len() - before, more = token.is_some(); "pod list page");
                     next = token;
                     if next.is_none() {
                         return Ok(pods);
@@ -317,11 +453,22 @@ impl Kube<'_> {
         }
     }
 
-    /// One page of the pod list, read into `buf` and parsed from there.
-    fn page<'b>(&self, path: &str, buf: &'b mut Vec<u8>) -> Result<PodList<'b>, Error> {
+    /// One page of the pod list, read into `buf` and parsed from there onto `pods`;
+    /// the continue token.
+    fn page(
+        &self,
+        path: &str,
+        buf: &mut Vec<u8>,
+        container: &str,
+        pods: &mut Vec<Pod>,
+    ) -> Result<Option<String>, Error> {
         let (doing, response) = self.client.send("list pods", "GET", path, None)?;
         self.client.read_body(&doing, response.into_body(), buf)?;
-        self.client.parse_slice(&doing, buf)
+        let page = PodList {
+            container: Some(container),
+            pods,
+        };
+        self.client.parse_slice_seed(&doing, buf, page)
     }
 
     /// Evicts or deletes one pod, only if it is still the pod with this uid.
@@ -447,6 +594,24 @@ mod tests {
         let json = include_str!("../fixtures/k8s/podlist_job_pod_failed_kind-v1.36.json");
         let (pods, _) = parse_pod_list(json, None).unwrap();
         assert_eq!((&*pods[0].phase, pods[0].ready), ("Failed", false));
+    }
+
+    #[test]
+    fn the_measured_container_is_found_among_many() {
+        // Six containers: the first four are kept inline, the rest in `more`.
+        let containers: Vec<String> = (0..6)
+            .map(|i| format!(r#"{{"name":"c{i}","resources":{{"requests":{{"cpu":"{i}"}}}}}}"#))
+            .collect();
+        let page = format!(
+            r#"{{"items":[{{"metadata":{{"name":"a"}},"spec":{{"containers":[{}]}},"status":{{"conditions":null}}}}]}}"#,
+            containers.join(",")
+        );
+        for i in 0..6 {
+            let (pods, _) = parse_pod_list(&page, Some(&format!("c{i}"))).unwrap();
+            assert_eq!(pods[0].cpu_request, Some(f64::from(i)), "c{i}");
+            assert!(!pods[0].ready);
+        }
+        assert_eq!(parse_pod_list(&page, Some("other")).unwrap().0[0].cpu_request, None);
     }
 
     #[test]
