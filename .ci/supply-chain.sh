@@ -55,6 +55,11 @@ work=$(mktemp -d)
 containers=()
 cleanup() {
     local c
+    # Background builds and installs still running after a failure.
+    for c in $(jobs -p); do
+        kill "$c" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
     for c in "${containers[@]}"; do
         buildah --storage-driver vfs umount "$c" >/dev/null 2>&1 || true
         buildah --storage-driver vfs rm "$c" >/dev/null 2>&1 || true
@@ -96,19 +101,27 @@ for t in "$X86" "$ARM"; do
 done
 
 step "tools (cargo install: ${TOOLS[*]})"
-# Compiled from crates.io when missing (a cold install takes minutes: README). One
-# target directory for all four, so crates they share are compiled once.
-installed=$(cargo install --list)
-for tool in "${TOOLS[@]}"; do
-    want=${TOOL_VERSION[$tool]}
-    if grep -qx "$tool v$want:" <<<"$installed"; then
+# Compiled from crates.io when missing. At opt-level 1 without LTO: they run for a
+# second each, and compiling them is most of this script's time on a fresh machine
+# (README, "Supply chain"). The two small ones now (the builds need cargo-auditable);
+# cargo-cyclonedx and cargo-deny, minutes each, in the background while the binaries
+# build, in their own target directory.
+install_tool() {
+    local tool=$1 want=${TOOL_VERSION[$1]} t0
+    if cargo install --list | grep -qx "$tool v$want:"; then
         echo "$tool $want: installed"
-        continue
+        return 0
     fi
     t0=$(date +%s)
-    CARGO_TARGET_DIR=$target_dir/tool-builds cargo install --quiet --locked --force "$tool@$want"
-    echo "$tool $want: installed in $(($(date +%s) - t0)) s"
-done
+    CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+        CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_TARGET_DIR=$target_dir/tool-builds/$2 \
+        cargo install --quiet --locked --force "$tool@$want"
+    echo "$tool $want: compiled and installed in $(($(date +%s) - t0)) s"
+}
+install_tool cargo-auditable small
+install_tool rust-audit-info small
+(install_tool cargo-cyclonedx big && install_tool cargo-deny big) >"$work/tools.log" 2>&1 &
+tools_pid=$!
 rustc -V
 cargo -V
 musl-gcc --version | head -n 1
@@ -135,9 +148,10 @@ esac
 sha_a=$(sha256sum "$binary" | cut -d' ' -f1)
 echo "$binary: $(stat -c %s "$binary") bytes, sha256 $sha_a"
 
-step "2. reproducible: the same build from another path, HOME and CARGO_HOME"
+step "2. reproducible: the same build from another path, HOME and CARGO_HOME (and 8. the aarch64 build beside it)"
 # A copy of the checkout (what git tracks, as it is in the work tree) at another
-# path, its own target directory and vendored copy, another HOME.
+# path, its own target directory and vendored copy, another HOME. It builds while
+# the aarch64 binary builds: each release build ends in one single-threaded LTO step.
 elsewhere=$work/elsewhere/another-checkout-of-pod-rebalancer
 mkdir -p "$elsewhere" "$work/elsewhere/home"
 git ls-files -z | while IFS= read -r -d '' f; do
@@ -150,8 +164,19 @@ cp -a "$vendor" "$elsewhere/target/vendor"
     export RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
     export HOME=$work/elsewhere/home
     unset CARGO_TARGET_DIR
-    bash .ci/release-build.sh "$X86" >"$work/binary-b"
-)
+    t0=$(date +%s)
+    bash .ci/release-build.sh "$X86" >"$work/binary-b" 2>"$work/build-b.log"
+    echo "second build: $(($(date +%s) - t0)) s" >>"$work/build-b.log"
+) &
+build_b_pid=$!
+t0=$(date +%s)
+binary_arm=$(bash .ci/release-build.sh "$ARM" | tail -n 1)
+echo "aarch64 build: $(($(date +%s) - t0)) s"
+wait "$build_b_pid" || {
+    cat "$work/build-b.log"
+    fail "the second build failed"
+}
+tail -n 2 "$work/build-b.log"
 binary_b=$(tail -n 1 "$work/binary-b")
 sha_b=$(sha256sum "$binary_b" | cut -d' ' -f1)
 echo "first:  $sha_a  $binary"
@@ -162,8 +187,7 @@ if [ "$sha_a" != "$sha_b" ]; then
 fi
 echo "identical"
 
-step "8. arm64: the $ARM build, run under qemu-aarch64"
-binary_arm=$(bash .ci/release-build.sh "$ARM" | tail -n 1)
+step "8. arm64: the $ARM binary under qemu-aarch64"
 file_arm=$(file -b "$binary_arm")
 echo "file: $file_arm"
 case "$file_arm" in
@@ -224,6 +248,13 @@ for arch in x86_64 aarch64; do
         fail "$arch: the runtime crates embedded in the binary are not those of cargo tree -e normal"
     echo "$arch: $(awk '$4 == "runtime"' "$work/embedded" | wc -l) runtime and $(awk '$4 == "build"' "$work/embedded" | wc -l) build-time crates embedded, all in Cargo.lock, runtime = cargo tree"
 done
+
+step "tools: waiting for cargo-cyclonedx and cargo-deny"
+wait "$tools_pid" || {
+    cat "$work/tools.log"
+    fail "installing cargo-cyclonedx or cargo-deny failed"
+}
+cat "$work/tools.log"
 
 step "4. SBOM (CycloneDX) against cargo tree -e normal and Cargo.lock"
 sbom=$out/pod-rebalancer.cdx.json
