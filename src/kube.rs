@@ -16,9 +16,6 @@ use std::borrow::Cow;
 /// small enough that a page of fat pods stays a few MiB.
 pub const PAGE_LIMIT: usize = 500;
 
-// The wire structs skip every field the decision does not read as it is parsed, and
-// borrow the strings they only compare from the page buffer (a `Cow` borrows when
-// the string has no escapes): a pod costs the four strings `Pod` keeps, no map.
 /// One page of the pod list, parsed straight into `pods`: each item becomes a `Pod`
 /// as soon as it is read, so a page's wire structs never exist together and no
 /// page-sized vector is made. (musl's allocator, the one in the image, hands the
@@ -105,6 +102,9 @@ struct ListMeta {
     next: Option<String>,
 }
 
+// The wire structs skip every field the decision does not read as it is parsed, and
+// borrow the strings they only compare from the page buffer (a `Cow` borrows when
+// the string has no escapes): a pod costs the four strings `Pod` keeps, no map.
 #[derive(Deserialize)]
 struct WirePod<'a> {
     #[serde(borrow)]
@@ -209,6 +209,8 @@ struct PodStatus<'a> {
     ready: bool,
 }
 
+/// `status.conditions` (a list or null): whether the `Ready` condition is `True`,
+/// decided as the list is read instead of kept in a vector per pod.
 fn ready_condition<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     struct Ready;
     impl<'de> serde::de::Visitor<'de> for Ready {
