@@ -273,7 +273,10 @@ mismatch=$(join -t $'\t' <(awk '{ print $1 "@" $2 "\t" $3 }' "$work/lock" | sort
     <(awk -F'\t' '{ print $1 "@" $2 "\t" $3 "\t" $4 }' "$work/sbom-detail" | sort) |
     awk -F'\t' '$2 != $3 || $4 == "-" { print $1 ": lock " $2 ", SBOM " $3 ", license " $4 }')
 [ -z "$mismatch" ] || fail "SBOM and Cargo.lock disagree: $mismatch"
-[ "$(wc -l <"$work/sbom-detail")" = "$(wc -l <"$work/normal")" ] || fail "SBOM components are not one per crate"
+joined=$(join -t $'\t' <(awk '{ print $1 "@" $2 }' "$work/lock" | sort) \
+    <(awk -F'\t' '{ print $1 "@" $2 }' "$work/sbom-detail" | sort) | wc -l)
+[ "$joined" = "$(wc -l <"$work/normal")" ] && [ "$(wc -l <"$work/sbom-detail")" = "$joined" ] ||
+    fail "SBOM components are not one per crate of Cargo.lock"
 echo "$(wc -l <"$work/sbom") components = cargo tree -e normal; every one with a license and Cargo.lock's checksum"
 awk -F'\t' '{ printf "  %-20s %-10s %s\n", $1, $2, $4 }' "$work/sbom-detail"
 
