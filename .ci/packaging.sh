@@ -7,7 +7,9 @@
 #                                           from manifests/alerts/pod-rebalancer.rules.yml
 #
 # Needs root (apt-get, chroot, buildah). Installs what is missing; safe to run
-# again. CARGO_TARGET_DIR is honoured.
+# again. CARGO_TARGET_DIR is honoured. The binary is built the one way releases are
+# (.ci/release-build.sh: vendored, offline, reproducible, cargo-auditable); after
+# .ci/supply-chain.sh that build is already there and this one is a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,6 +80,7 @@ fi
 # image ships it. Debian's kubernetes-client is too old for components.
 command -v kubectl >/dev/null 2>&1 || fail "kubectl not found: install kubectl >= 1.27 (kustomize v5)"
 rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
+cargo install --list | grep -q '^cargo-auditable v' || cargo install --quiet --locked cargo-auditable@0.7.7
 promtool --version 2>&1 | head -n 1
 buildah --version
 kubectl version --client 2>/dev/null | head -n 2
@@ -85,12 +88,9 @@ kubectl version --client 2>/dev/null | head -n 2
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [ -n "$version" ] || fail "could not read the package version from Cargo.toml"
 image=localhost/pod-rebalancer:$version
-target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-binary=$target_dir/$TARGET/release/pod-rebalancer
 
-step "static musl release binary"
-# ring builds C and assembly for the target: it needs musl's C compiler.
-CC_x86_64_unknown_linux_musl=musl-gcc cargo build --release --locked --target "$TARGET"
+step "static musl release binary (.ci/release-build.sh)"
+binary=$(bash .ci/release-build.sh "$TARGET" | tail -n 1)
 file_says=$(file -b "$binary")
 echo "file: $file_says"
 case "$file_says" in
@@ -142,12 +142,13 @@ grep -q '^decision: would evict' <<<"$plan" || fail "plan in the empty root prin
 
 step "scratch image (buildah, stage 'prebuilt' with the binary above)"
 context=$work/context
-mkdir -p "$context"
-cp "$binary" "$context/pod-rebalancer"
+mkdir -p "$context/amd64"
+cp "$binary" "$context/amd64/pod-rebalancer"
 buildah --storage-driver vfs rmi "$image" >/dev/null 2>&1 || true
 grep -qx "ARG VERSION=$version" Containerfile ||
     fail "Containerfile's ARG VERSION is not $version, the version in Cargo.toml"
-buildah --storage-driver vfs bud --quiet --target prebuilt -f Containerfile -t "$image" "$context"
+buildah --storage-driver vfs bud --quiet --timestamp 0 --identity-label=false --platform linux/amd64 \
+    --target prebuilt -f Containerfile -t "$image" "$context"
 buildah --storage-driver vfs images "$image"
 user=$(buildah --storage-driver vfs inspect --type image --format '{{.OCIv1.Config.User}}' "$image")
 entrypoint=$(buildah --storage-driver vfs inspect --type image --format '{{.OCIv1.Config.Entrypoint}}' "$image")

@@ -75,19 +75,96 @@ pub fn client(endpoint: &Endpoint) -> Result<Client, Error> {
 /// small enough that a page of fat pods stays a few MiB.
 pub const PAGE_LIMIT: usize = 500;
 
-// The wire structs skip every field the decision does not read as it is parsed, and
-// borrow the strings they only compare from the page buffer (a `Cow` borrows when
-// the string has no escapes): a pod costs the four strings `Pod` keeps, no map.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PodList<'a> {
-    #[serde(default)]
-    metadata: ListMeta,
-    /// Required and not null: a page without items is a broken page, and treating it
-    /// as empty would silently shrink the fleet the budget is computed on. Bounded,
-    /// so a page of countless tiny items fails instead of exhausting memory.
-    #[serde(deserialize_with = "crate::http::bounded_seq", borrow)]
-    items: Vec<WirePod<'a>>,
+/// One page of the pod list, parsed straight into `pods`: each item becomes a `Pod`
+/// as soon as it is read, so a page's wire structs never exist together and no
+/// page-sized vector is made. (musl's allocator, the one in the image, hands the
+/// memory of a page's worth of freed objects back to the kernel after every page;
+/// BENCHMARKS.md.) The value is the continue token.
+struct PodList<'p> {
+    select: Select<'p>,
+    pods: &'p mut Vec<Pod>,
+    /// Counts the pods `select` leaves out.
+    ignored: &'p mut usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for PodList<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PodList<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a PodList")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        let (mut metadata, mut items) = (None, false);
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match &*key {
+                "metadata" if metadata.is_none() => metadata = Some(map.next_value::<ListMeta>()?),
+                // Required and not null: a page without items is a broken page, and
+                // treating it as empty would silently shrink the fleet the budget is
+                // computed on. Bounded, so a page of countless tiny items fails
+                // instead of exhausting memory.
+                "items" if !items => {
+                    items = true;
+                    map.next_value_seed(Items {
+                        select: self.select,
+                        pods: &mut *self.pods,
+                        ignored: &mut *self.ignored,
+                    })?;
+                }
+                "metadata" | "items" => return Err(serde::de::Error::custom(format_args!("duplicate field `{key}`"))),
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        if !items {
+            return Err(serde::de::Error::missing_field("items"));
+        }
+        Ok(metadata.and_then(|m| m.next).filter(|c| !c.is_empty()))
+    }
+}
+
+/// The `items` of a page, each made into a `Pod` as it is parsed, or counted as
+/// ignored when `select` leaves it out.
+struct Items<'p> {
+    select: Select<'p>,
+    pods: &'p mut Vec<Pod>,
+    ignored: &'p mut usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Items<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Items<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a sequence of at most {} elements", crate::http::MAX_ITEMS)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let Items { select, pods, ignored } = self;
+        crate::http::each_bounded(seq, |pod: WirePod| {
+            if select.deployment.is_none_or(|d| pod.metadata.owned_by(d)) {
+                pods.push(pod.into_pod(select.container));
+            } else {
+                *ignored += 1;
+            }
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -96,6 +173,9 @@ struct ListMeta {
     next: Option<String>,
 }
 
+// The wire structs skip every field the decision does not read as it is parsed, and
+// borrow the strings they only compare from the page buffer (a `Cow` borrows when
+// the string has no escapes): a pod costs the four strings `Pod` keeps, no map.
 #[derive(Deserialize)]
 struct WirePod<'a> {
     #[serde(borrow)]
@@ -118,8 +198,49 @@ struct ObjectMeta<'a> {
     deletion_timestamp: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     labels: Labels<'a>,
-    #[serde(default, borrow)]
-    owner_references: Vec<OwnerReference<'a>>,
+    /// The controller among `ownerReferences`, kept as the list is read: no vector
+    /// per pod (see `Containers`).
+    #[serde(
+        default,
+        borrow,
+        rename = "ownerReferences",
+        deserialize_with = "controller_reference"
+    )]
+    controller: Option<OwnerReference<'a>>,
+}
+
+/// `metadata.ownerReferences` (a list or null): the reference whose `controller` is
+/// true. Kubernetes allows one controller per object; should a list hold two, the
+/// first is kept.
+fn controller_reference<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<OwnerReference<'a>>, D::Error> {
+    struct Controller<'a>(std::marker::PhantomData<OwnerReference<'a>>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for Controller<'a> {
+        type Value = Option<OwnerReference<'a>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of owner references")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut controller = None;
+            while let Some(reference) = seq.next_element::<OwnerReference<'a>>()? {
+                if controller.is_none() && reference.controller == Some(true) {
+                    controller = Some(reference);
+                }
+            }
+            Ok(controller)
+        }
+    }
+    d.deserialize_option(Controller(std::marker::PhantomData))
 }
 
 /// The one label ownership needs; the others are skipped as they are parsed.
@@ -147,9 +268,8 @@ impl ObjectMeta<'_> {
         let Some(hash) = self.labels.pod_template_hash.as_deref() else {
             return false;
         };
-        self.owner_references.iter().any(|o| {
-            o.controller == Some(true)
-                && o.kind == "ReplicaSet"
+        self.controller.as_ref().is_some_and(|o| {
+            o.kind == "ReplicaSet"
                 && o.name.strip_prefix(deployment).and_then(|rest| rest.strip_prefix('-')) == Some(hash)
         })
     }
@@ -160,7 +280,49 @@ impl ObjectMeta<'_> {
 struct PodSpec<'a> {
     node_name: Option<String>,
     #[serde(default, borrow)]
-    containers: Vec<Container<'a>>,
+    containers: Containers<'a>,
+}
+
+/// A pod's containers, the first four without a heap allocation: a vector per pod,
+/// made and freed 10,000 times a run, made musl's allocator unmap and map its
+/// memory again hundreds of times (BENCHMARKS.md).
+#[derive(Default)]
+struct Containers<'a> {
+    first: [Option<Container<'a>>; 4],
+    more: Vec<Container<'a>>,
+}
+
+impl<'a> Containers<'a> {
+    fn iter(&self) -> impl Iterator<Item = &Container<'a>> {
+        self.first.iter().flatten().chain(&self.more)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Containers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<Containers<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Containers<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of containers")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Containers<'a>, A::Error> {
+                let mut containers = Containers::default();
+                let mut n = 0;
+                while let Some(c) = seq.next_element()? {
+                    match containers.first.get_mut(n) {
+                        Some(slot) => *slot = Some(c),
+                        None => containers.more.push(c),
+                    }
+                    n += 1;
+                }
+                Ok(containers)
+            }
+        }
+        d.deserialize_seq(Visitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
@@ -190,8 +352,38 @@ struct Quantities<'a> {
 struct PodStatus<'a> {
     #[serde(borrow)]
     phase: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    conditions: Option<Vec<Condition<'a>>>,
+    /// `conditions` folded into "the Ready condition is True" as it is parsed.
+    #[serde(default, rename = "conditions", deserialize_with = "ready_condition")]
+    ready: bool,
+}
+
+/// `status.conditions` (a list or null): whether the `Ready` condition is `True`,
+/// decided as the list is read instead of kept in a vector per pod.
+fn ready_condition<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct Ready;
+    impl<'de> serde::de::Visitor<'de> for Ready {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of pod conditions")
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_none<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            let mut ready = false;
+            while let Some(c) = seq.next_element::<Condition>()? {
+                ready |= c.kind == "Ready" && c.status == "True";
+            }
+            Ok(ready)
+        }
+    }
+    d.deserialize_option(Ready)
 }
 
 #[derive(Deserialize)]
@@ -262,18 +454,14 @@ impl WirePod<'_> {
     /// The decision's view of this pod; `container` picks the measured container's
     /// resources (the only container when the name is unknown or absent).
     fn into_pod(self, container: Option<&str>) -> Pod {
-        let measured = match container.and_then(|name| self.spec.containers.iter().find(|c| c.name == name)) {
+        let containers = &self.spec.containers;
+        let measured = match container.and_then(|name| containers.iter().find(|c| c.name == name)) {
             Some(c) => Some(c),
-            None if self.spec.containers.len() == 1 => self.spec.containers.first(),
+            None if containers.iter().nth(1).is_none() => containers.iter().next(),
             None => None,
         };
         let cpu = |m: Option<&Quantities>| m.and_then(|m| m.cpu.as_deref()).and_then(parse_cpu);
-        let ready = self
-            .status
-            .conditions
-            .iter()
-            .flatten()
-            .any(|c| c.kind == "Ready" && c.status == "True");
+        let ready = self.status.ready;
         Pod {
             cpu_request: measured.and_then(|c| cpu(c.resources.requests.as_ref())),
             cpu_limit: measured.and_then(|c| cpu(c.resources.limits.as_ref())),
@@ -352,23 +540,21 @@ pub struct Page {
 
 /// Parses a PodList body (`kubectl get pods -o json`, one API page).
 pub fn parse_pod_list(json: &str, select: Select) -> Result<Page, serde_json::Error> {
-    let list: PodList = serde_json::from_str(json)?;
-    Ok(list_into_page(list, select))
-}
-
-fn list_into_page(list: PodList, select: Select) -> Page {
-    let total = list.items.len();
-    let pods: Vec<Pod> = list
-        .items
-        .into_iter()
-        .filter(|p| select.deployment.is_none_or(|d| p.metadata.owned_by(d)))
-        .map(|p| p.into_pod(select.container))
-        .collect();
-    Page {
-        ignored: total - pods.len(),
-        pods,
-        next: list.metadata.next.filter(|c| !c.is_empty()),
+    use serde::de::DeserializeSeed;
+    let mut page = Page {
+        pods: Vec::new(),
+        ignored: 0,
+        next: None,
+    };
+    let mut de = serde_json::Deserializer::from_str(json);
+    page.next = PodList {
+        select,
+        pods: &mut page.pods,
+        ignored: &mut page.ignored,
     }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok(page)
 }
 
 /// Why a list holds a pod twice (by name or by uid), or `None`. Such a list is
@@ -499,7 +685,13 @@ impl Kube<'_> {
             };
             let mut copy = Vec::new();
             let keep = pages.is_some().then_some(&mut copy);
-            let page = self.client.get_page::<PodList>("list pods", &path, &mut buf, keep);
+            let (before, ignored_before) = (listed.pods.len(), listed.ignored);
+            let seed = PodList {
+                select,
+                pods: &mut listed.pods,
+                ignored: &mut listed.ignored,
+            };
+            let page = self.client.get_page("list pods", &path, &mut buf, keep, seed);
             // A page as read, parsed or not; not the Status of a refused request.
             if let Some(pages) = pages.as_deref_mut()
                 && !copy.is_empty()
@@ -508,12 +700,12 @@ impl Kube<'_> {
                 pages.push(copy);
             }
             match page {
-                Ok(list) => {
-                    let page = list_into_page(list, select);
-                    log::debug!(pods = page.pods.len(), ignored = page.ignored, more = page.next.is_some(); "pod list page");
-                    listed.pods.extend(page.pods);
-                    listed.ignored += page.ignored;
-                    let Some(token) = page.next else { break };
+                Ok(next) => {
+                    log::debug!(
+                        pods = listed.pods.len() - before, ignored = listed.ignored - ignored_before, more = next.is_some();
+                        "pod list page"
+                    );
+                    let Some(token) = next else { break };
                     if sent.contains(&token) {
                         return Err(malformed(format!(
                             "the server repeated a continue token after {} pages: the list would never end",
@@ -792,6 +984,13 @@ mod tests {
         let e = parse_pod_list(&page(crate::http::MAX_ITEMS + 1), every_pod()).unwrap_err();
         let expected = format!("expected at most {} elements", crate::http::MAX_ITEMS);
         assert!(e.to_string().contains(&expected), "{e}");
+        // The error comes at the element too many, not at the end of the body.
+        let endless = format!(
+            r#"{{"kind":"PodList","items":[{},"#,
+            vec![pod; crate::http::MAX_ITEMS + 5].join(",")
+        );
+        let e = parse_pod_list(&endless, every_pod()).unwrap_err();
+        assert!(e.to_string().contains(&expected), "{e}");
     }
 
     #[test]
@@ -799,6 +998,31 @@ mod tests {
         let json = include_str!("../fixtures/k8s/podlist_job_pod_failed_kind-v1.36.json");
         let pods = parse_pod_list(json, every_pod()).unwrap().pods;
         assert_eq!((&*pods[0].phase, pods[0].ready), ("Failed", false));
+    }
+
+    #[test]
+    fn the_measured_container_is_found_among_many() {
+        // Six containers: the first four are kept inline, the rest in `more`.
+        let containers: Vec<String> = (0..6)
+            .map(|i| format!(r#"{{"name":"c{i}","resources":{{"requests":{{"cpu":"{i}"}}}}}}"#))
+            .collect();
+        let page = format!(
+            r#"{{"items":[{{"metadata":{{"name":"a"}},"spec":{{"containers":[{}]}},"status":{{"conditions":null}}}}]}}"#,
+            containers.join(",")
+        );
+        let measuring = |container: &str| {
+            let select = Select {
+                deployment: None,
+                container: Some(container),
+            };
+            parse_pod_list(&page, select).unwrap().pods
+        };
+        for i in 0..6 {
+            let pods = measuring(&format!("c{i}"));
+            assert_eq!(pods[0].cpu_request, Some(f64::from(i)), "c{i}");
+            assert!(!pods[0].ready);
+        }
+        assert_eq!(measuring("other")[0].cpu_request, None);
     }
 
     #[test]

@@ -4,15 +4,19 @@
 //! fetching the same responses over one kept-alive connection) and the peer
 //! (`kubectl get pods -o json`). A measurement, not a test: it asserts no time.
 //!
-//!     cargo bench --bench cycle                   # N = 100, 1000, 10000, 50000; 7 runs each
+//!     cargo bench --bench cycle                   # N = 100, 1000, 10000, 50000; 7 runs each;
+//!                                                 # the glibc build and the image's musl build
 //!     cargo bench --bench cycle -- --smoke        # N = 1000 once; checks the decision (CI)
 //!     cargo bench --bench cycle -- --sizes 10000 --runs 5 --no-kubectl
 //!     cargo bench --bench cycle -- --bin A --bin B  # two builds, round by round
+//!     cargo bench --bench cycle -- --no-musl      # the glibc build only
 //!     cargo bench --bench cycle -- --parse-floor  # one page: our parser vs serde_json skipping it
 //!     cargo bench --bench cycle -- --serve 10000  # keep a fleet up (for perf, heaptrack)
 //!
 //! It needs GNU `time` at /usr/bin/time (Debian package `time`) for the child's CPU
-//! time and peak RSS, and `curl` and `kubectl` on PATH unless told to skip them.
+//! time and peak RSS, and `curl` and `kubectl` on PATH unless told to skip them. The
+//! musl build is made by `.ci/release-build.sh` (musl-tools, the Rust target and
+//! cargo-auditable; `bash .ci/supply-chain.sh` installs them), as the image's is.
 
 #[path = "../common/files.rs"]
 mod files;
@@ -39,11 +43,13 @@ struct Args {
     dump_pod: bool,
     parse_floor: bool,
     serve: Option<usize>,
-    /// Binaries to measure instead of the one Cargo built (A/B comparisons).
+    /// Beside the glibc build Cargo made, the static musl build the image ships.
+    musl: bool,
+    /// Binaries to measure instead of those two (A/B comparisons).
     bins: Vec<PathBuf>,
 }
 
-const USAGE: &str = "usage: cargo bench --bench cycle -- [--smoke] [--runs N] [--sizes N,N,..] [--no-curl] [--no-kubectl] [--verbose] [--dump-pod] [--parse-floor] [--serve N] [--bin PATH]..";
+const USAGE: &str = "usage: cargo bench --bench cycle -- [--smoke] [--runs N] [--sizes N,N,..] [--no-curl] [--no-kubectl] [--no-musl] [--verbose] [--dump-pod] [--parse-floor] [--serve N] [--bin PATH]..";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -56,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         dump_pod: false,
         parse_floor: false,
         serve: None,
+        musl: true,
         bins: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -66,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
             "--smoke" => args.smoke = true,
             "--no-curl" => args.curl = false,
             "--no-kubectl" => args.kubectl = false,
+            "--no-musl" => args.musl = false,
             "--verbose" => args.verbose = true,
             "--dump-pod" => args.dump_pod = true,
             "--parse-floor" => args.parse_floor = true,
@@ -228,10 +236,15 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let curl = if args.curl { Some(tool("curl")?) } else { None };
     let kubectl = if args.kubectl { Some(tool("kubectl")?) } else { None };
-    let bins = if args.bins.is_empty() {
-        vec![PathBuf::from(env!("CARGO_BIN_EXE_pod-rebalancer"))]
+    // (label, path): the glibc build and the image's musl build, or what --bin names.
+    let bins: Vec<(String, PathBuf)> = if args.bins.is_empty() {
+        let mut bins = vec![("glibc".to_string(), PathBuf::from(env!("CARGO_BIN_EXE_pod-rebalancer")))];
+        if args.musl && args.serve.is_none() {
+            bins.push(("musl (image)".to_string(), musl_build()?));
+        }
+        bins
     } else {
-        args.bins.clone()
+        args.bins.iter().map(|b| (b.display().to_string(), b.clone())).collect()
     };
 
     let scratch = TempDir::new("scratch");
@@ -318,12 +331,17 @@ fn run(args: &Args) -> Result<(), String> {
     println!("# pod-rebalancer cycle benchmark");
     println!();
     println!("- machine: {cores} cores, {}", cpu_model());
-    for bin in &bins {
+    for (label, bin) in &bins {
         let size = std::fs::metadata(bin)
             .map_err(|e| format!("{}: {e}", bin.display()))?
             .len();
         println!(
-            "- binary: {} ({size} bytes = {:.2} MB)",
+            "- binary{}: {} ({size} bytes = {:.2} MB)",
+            if bins.len() > 1 {
+                format!(" {label}")
+            } else {
+                String::new()
+            },
             bin.display(),
             size as f64 / 1e6
         );
@@ -359,7 +377,7 @@ fn run(args: &Args) -> Result<(), String> {
         eprintln!("N={n}: {pod_bytes} bytes of JSON per pod, {pages} pages of {PAGE_LIMIT}");
 
         // The decision first, at info level, where the dry-run lines are logged.
-        for bin in &bins {
+        for (_, bin) in &bins {
             server.take();
             let (_, out) = measure::run(bin, &[], &ours_info, dir);
             let counts = server.take();
@@ -401,7 +419,7 @@ fn run(args: &Args) -> Result<(), String> {
         let (mut by_curl, mut by_kubectl) = (Vec::new(), Vec::new());
         let (mut curl_counts, mut kubectl_counts) = (Counts::default(), Counts::default());
         for round in 0..args.runs {
-            for (i, bin) in bins.iter().enumerate() {
+            for (i, (_, bin)) in bins.iter().enumerate() {
                 let (s, out) = measure::run(bin, &[], &ours_warn, dir);
                 ours_counts[i] = server.take();
                 check_exit(bin, &out)?;
@@ -443,8 +461,8 @@ fn run(args: &Args) -> Result<(), String> {
                 .iter()
                 .zip(ours)
                 .zip(&ours_counts)
-                .map(|((b, runs), c)| Ours {
-                    label: label(b, bins.len()),
+                .map(|(((label, _), runs), c)| Ours {
+                    label: label.clone(),
                     ratios: Ratios::of(&runs, by_curl.as_deref(), by_kubectl.as_deref()),
                     runs,
                     counts: *c,
@@ -465,12 +483,31 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// How a binary is named in the table: nothing for the usual one, its path for A/B runs.
-fn label(bin: &Path, count: usize) -> String {
-    if count == 1 {
-        String::new()
-    } else {
-        bin.display().to_string()
+/// The static musl binary the image ships, built the way it is released
+/// (`.ci/release-build.sh`: vendored, offline, cargo-auditable; a no-op when it is
+/// up to date), so that the table shows what users run beside the glibc build.
+fn musl_build() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join(".ci/release-build.sh");
+    eprintln!(
+        "building the musl binary: bash {} x86_64-unknown-linux-musl",
+        script.display()
+    );
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("x86_64-unknown-linux-musl")
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("run bash {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    match stdout.lines().last() {
+        Some(path) if out.status.success() && Path::new(path).is_file() => Ok(PathBuf::from(path)),
+        _ => Err(format!(
+            "the musl build failed ({} {}): it needs musl-tools, the x86_64-unknown-linux-musl target and cargo-auditable (bash .ci/supply-chain.sh installs them); --no-musl measures the glibc build alone",
+            script.display(),
+            out.status
+        )),
     }
 }
 
@@ -631,14 +668,31 @@ fn print_table(rows: &[Row]) {
     }
 }
 
-/// The targets, judged on the first binary: ratios to curl and kubectl round
-/// by round, the rest on medians.
+/// The targets, judged for each binary: ratios to curl and kubectl round by
+/// round, the rest on medians.
 fn print_targets(rows: &[Row]) {
+    let count = rows.first().map_or(0, |r| r.ours.len());
+    for i in 0..count {
+        print_targets_of(rows, i);
+    }
+}
+
+fn print_targets_of(rows: &[Row], i: usize) {
     let find = |n| rows.iter().find(|r| r.n == n);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    if find(10_000).is_none() && find(50_000).is_none() {
+        return;
+    }
     println!();
+    if let Some(label) = rows
+        .first()
+        .map(|r| &r.ours[i].label)
+        .filter(|_| rows[0].ours.len() > 1)
+    {
+        println!("{label}:");
+    }
     if let Some(r) = find(10_000) {
-        let Ours { runs, ratios, .. } = &r.ours[0];
+        let Ours { runs, ratios, .. } = &r.ours[i];
         let ours = median(runs);
         if let Some(x) = ratios.curl_wall {
             println!("- 10k wall ≤ 2× curl floor: {x:.2}× — {}", verdict(x <= 2.0));
@@ -655,14 +709,17 @@ fn print_targets(rows: &[Row]) {
         }
     }
     if let Some(r) = find(50_000) {
-        let ours = median(&r.ours[0].runs);
+        let ours = median(&r.ours[i].runs);
+        if let Some(x) = r.ours[i].ratios.curl_wall {
+            println!("- 50k wall ≤ 2× curl floor: {x:.2}× — {}", verdict(x <= 2.0));
+        }
         println!(
             "- 50k peak RSS ≤ 32 MB: {} — {}",
             rss(&ours),
             verdict(ours.rss_kb as f64 * 1024.0 <= 32e6)
         );
         if let Some(t) = find(10_000) {
-            let x = ours.wall / median(&t.ours[0].runs).wall;
+            let x = ours.wall / median(&t.ours[i].runs).wall;
             println!("- wall(50k) / wall(10k) ≤ 6: {x:.2} (medians) — {}", verdict(x <= 6.0));
         }
     }
