@@ -227,6 +227,31 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
+/// The programs a benchmark compares: ours (one build or more, with labels) and,
+/// when asked for, curl and kubectl.
+struct Programs {
+    bins: Vec<(String, PathBuf)>,
+    curl: Option<PathBuf>,
+    kubectl: Option<PathBuf>,
+}
+
+/// The scratch directory, the loopback server and what each program is run with.
+struct Bench {
+    _scratch: TempDir,
+    dir: PathBuf,
+    server: Server,
+    url: String,
+    ca: PathBuf,
+    token: String,
+    /// Unix seconds: the fleets' ages are relative to it.
+    now: i64,
+    /// Ours at info (the dry-run lines the decision check reads) and at warn (timed).
+    ours_info: Vec<(String, String)>,
+    ours_warn: Vec<(String, String)>,
+    kubectl_args: Vec<String>,
+    kubectl_env: Vec<(String, String)>,
+}
+
 fn run(args: &Args) -> Result<(), String> {
     if !Path::new(measure::TIME).is_file() {
         return Err(format!(
@@ -234,10 +259,32 @@ fn run(args: &Args) -> Result<(), String> {
             measure::TIME
         ));
     }
-    let curl = if args.curl { Some(tool("curl")?) } else { None };
-    let kubectl = if args.kubectl { Some(tool("kubectl")?) } else { None };
-    // (label, path): the glibc build and the image's musl build, or what --bin names.
-    let bins: Vec<(String, PathBuf)> = if args.bins.is_empty() {
+    let programs = programs(args)?;
+    let bench = Bench::start()?;
+    if let Some(n) = args.serve {
+        bench.serve_forever(n);
+    }
+    print_header(args, &programs.bins)?;
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for &n in &args.sizes {
+        rows.push(bench.size(args, &programs, n, &mut problems)?);
+    }
+    print_table(&rows);
+    print_targets(&rows);
+    for p in &problems {
+        println!("- PROBLEM: {p}");
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(())
+}
+
+/// Ours (the glibc build and the image's musl build, or what --bin names), curl and
+/// kubectl as asked.
+fn programs(args: &Args) -> Result<Programs, String> {
+    let bins = if args.bins.is_empty() {
         let mut bins = vec![("glibc".to_string(), PathBuf::from(env!("CARGO_BIN_EXE_pod-rebalancer")))];
         if args.musl && args.serve.is_none() {
             bins.push(("musl (image)".to_string(), musl_build()?));
@@ -246,102 +293,282 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         args.bins.iter().map(|b| (b.display().to_string(), b.clone())).collect()
     };
+    Ok(Programs {
+        bins,
+        curl: if args.curl { Some(tool("curl")?) } else { None },
+        kubectl: if args.kubectl { Some(tool("kubectl")?) } else { None },
+    })
+}
 
-    let scratch = TempDir::new("scratch");
-    let dir = scratch.path();
-    std::fs::create_dir_all(dir.join("sa")).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    std::fs::create_dir_all(dir.join("home")).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    let pki = Pki::new();
-    let token = token();
-    let ca = dir.join("sa/ca.crt");
-    write(&ca, &pki.ca_pem)?;
-    write(&dir.join("sa/token"), &token)?;
-    write(&dir.join("auth.header"), &format!("Authorization: Bearer {token}\n"))?;
-    let server = Server::start(&pki);
-    let url = server.url();
-    let kubeconfig = dir.join("kubeconfig");
-    write(
-        &kubeconfig,
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: bench\n  user:\n    token: {token}\ncontexts:\n- name: bench\n  context:\n    cluster: bench\n    user: bench\n    namespace: {}\ncurrent-context: bench\n",
-            ca.display(),
-            fleet::NAMESPACE
-        ),
-    )?;
-
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let ours_env = |level: &str| -> Vec<(String, String)> {
-        [
-            ("KUBE_API_URL", url.as_str()),
-            ("KUBE_SERVICE_ACCOUNT_DIR", &dir.join("sa").display().to_string()),
-            ("KUBE_NAMESPACE", fleet::NAMESPACE),
-            ("KUBE_LABEL_SELECTOR", fleet::SELECTOR),
-            ("DEPLOYMENT_NAME", fleet::DEPLOYMENT),
-            ("PROMETHEUS_ENDPOINT", url.as_str()),
-            ("PROMETHEUS_CA_FILE", &ca.display().to_string()),
-            ("DRY_RUN", "true"),
-            ("LOG_LEVEL", level),
+impl Bench {
+    /// A scratch directory with the service account, the Authorization header for
+    /// curl and a kubeconfig, and the loopback HTTPS server.
+    fn start() -> Result<Bench, String> {
+        let scratch = TempDir::new("scratch");
+        let dir = scratch.path().to_path_buf();
+        for sub in ["sa", "home"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        let pki = Pki::new();
+        let token = token();
+        let ca = dir.join("sa/ca.crt");
+        write(&ca, &pki.ca_pem)?;
+        write(&dir.join("sa/token"), &token)?;
+        write(&dir.join("auth.header"), &format!("Authorization: Bearer {token}\n"))?;
+        let server = Server::start(&pki);
+        let url = server.url();
+        let kubeconfig = dir.join("kubeconfig");
+        write(
+            &kubeconfig,
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: bench\n  cluster:\n    server: {url}\n    certificate-authority: {}\nusers:\n- name: bench\n  user:\n    token: {token}\ncontexts:\n- name: bench\n  context:\n    cluster: bench\n    user: bench\n    namespace: {}\ncurrent-context: bench\n",
+                ca.display(),
+                fleet::NAMESPACE
+            ),
+        )?;
+        let ours_env = |level: &str| -> Vec<(String, String)> {
+            [
+                ("KUBE_API_URL", url.as_str()),
+                ("KUBE_SERVICE_ACCOUNT_DIR", &dir.join("sa").display().to_string()),
+                ("KUBE_NAMESPACE", fleet::NAMESPACE),
+                ("KUBE_LABEL_SELECTOR", fleet::SELECTOR),
+                ("DEPLOYMENT_NAME", fleet::DEPLOYMENT),
+                ("PROMETHEUS_ENDPOINT", url.as_str()),
+                ("PROMETHEUS_CA_FILE", &ca.display().to_string()),
+                ("DRY_RUN", "true"),
+                ("LOG_LEVEL", level),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+        };
+        let kubectl_args = [
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "get",
+            "pods",
+            "-n",
+            fleet::NAMESPACE,
+            "-l",
+            fleet::SELECTOR,
+            "-o",
+            "json",
         ]
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    };
-    let (ours_info, ours_warn) = (ours_env("info"), ours_env("warn"));
-    let kubectl_args: Vec<String> = [
-        "--kubeconfig",
-        &kubeconfig.display().to_string(),
-        "get",
-        "pods",
-        "-n",
-        fleet::NAMESPACE,
-        "-l",
-        fleet::SELECTOR,
-        "-o",
-        "json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let kubectl_env = vec![
-        ("HOME".to_string(), dir.join("home").display().to_string()),
-        ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
-    ];
-    if let Some(n) = args.serve {
-        // For profiling by hand: serve one fleet until killed.
-        server.serve_content(Content {
-            fleet: fleet::build(n, now),
-            token: token.clone(),
+        .map(|s| s.to_string())
+        .collect();
+        let kubectl_env = vec![
+            ("HOME".to_string(), dir.join("home").display().to_string()),
+            ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
+        ];
+        Ok(Bench {
+            ours_info: ours_env("info"),
+            ours_warn: ours_env("warn"),
+            kubectl_args,
+            kubectl_env,
+            now: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            _scratch: scratch,
+            dir,
+            server,
+            url,
+            ca,
+            token,
+        })
+    }
+
+    /// For profiling by hand: serves one fleet of `n` pods until killed.
+    fn serve_forever(&self, n: usize) -> ! {
+        self.server.serve_content(Content {
+            fleet: fleet::build(n, self.now),
+            token: self.token.clone(),
         });
-        for (k, v) in &ours_warn {
+        for (k, v) in &self.ours_warn {
             println!("export {k}='{v}'");
         }
-        println!("export KUBECONFIG='{}'", kubeconfig.display());
+        println!("export KUBECONFIG='{}'", self.dir.join("kubeconfig").display());
         eprintln!(
-            "serving {n} pods at {url}; stop with Ctrl-C (scratch files stay in {})",
-            dir.display()
+            "serving {n} pods at {}; stop with Ctrl-C (scratch files stay in {})",
+            self.url,
+            self.dir.display()
         );
         loop {
             std::thread::park();
         }
     }
 
+    /// One fleet size: the decision checked, the warm-ups, then `args.runs` rounds.
+    fn size(&self, args: &Args, programs: &Programs, n: usize, problems: &mut Vec<String>) -> Result<Row, String> {
+        let fleet = fleet::build(n, self.now);
+        let (hottest, coldest) = (fleet.hottest.clone(), fleet.coldest.clone());
+        let pod_bytes = fleet.mean_pod_bytes();
+        let pages = n.div_ceil(PAGE_LIMIT);
+        self.server.serve_content(Content {
+            fleet,
+            token: self.token.clone(),
+        });
+        eprintln!("N={n}: {pod_bytes} bytes of JSON per pod, {pages} pages of {PAGE_LIMIT}");
+        self.check_decisions(programs, n, (&hottest, &coldest), problems)?;
+        let curl_args = curl_args(&self.url, &self.ca, &self.dir.join("auth.header"), n);
+        self.warm_up(programs, &curl_args, args.verbose)?;
+        let rounds = self.rounds(args.runs, programs, &curl_args, n)?;
+        Ok(rounds.into_row(n, pages, pod_bytes, programs))
+    }
+
+    /// Each of our builds, at info level, names the hottest and the coldest pod.
+    fn check_decisions(
+        &self,
+        programs: &Programs,
+        n: usize,
+        (hottest, coldest): (&str, &str),
+        problems: &mut Vec<String>,
+    ) -> Result<(), String> {
+        for (_, bin) in &programs.bins {
+            self.server.take();
+            let (_, out) = measure::run(bin, &[], &self.ours_info, &self.dir);
+            let counts = self.server.take();
+            check_ours(&out, hottest, coldest)?;
+            if counts.connections > 2 {
+                problems.push(format!(
+                    "N={n}: {} opened {} connections; expected 2 (one kept alive per server)",
+                    bin.display(),
+                    counts.connections
+                ));
+            }
+            eprintln!(
+                "N={n}: decision right (would evict {hottest} and {coldest}), {} connections, {} requests",
+                counts.connections, counts.requests
+            );
+        }
+        Ok(())
+    }
+
+    /// Warm-ups, not counted: the page cache, and kubectl's discovery cache (a user
+    /// running it twice has one).
+    fn warm_up(&self, programs: &Programs, curl_args: &[String], verbose: bool) -> Result<(), String> {
+        for (program, a, env) in [
+            (programs.curl.as_ref(), curl_args, &[][..]),
+            (programs.kubectl.as_ref(), &self.kubectl_args[..], &self.kubectl_env[..]),
+        ] {
+            if let Some(p) = program {
+                let (_, out) = measure::run(p, a, env, &self.dir);
+                check_exit(p, &out)?;
+            }
+        }
+        self.server.take();
+        if verbose {
+            for u in self.server.unknown.lock().expect("unknown").drain(..) {
+                eprintln!("  404 for {u}");
+            }
+        }
+        Ok(())
+    }
+
+    /// `runs` rounds, each running every program once, interleaved.
+    fn rounds(&self, runs: usize, programs: &Programs, curl_args: &[String], n: usize) -> Result<Rounds, String> {
+        let mut r = Rounds {
+            ours: vec![Vec::new(); programs.bins.len()],
+            ours_counts: vec![Counts::default(); programs.bins.len()],
+            ..Rounds::default()
+        };
+        for round in 0..runs {
+            for (i, (_, bin)) in programs.bins.iter().enumerate() {
+                let (s, out) = measure::run(bin, &[], &self.ours_warn, &self.dir);
+                r.ours_counts[i] = self.server.take();
+                check_exit(bin, &out)?;
+                r.ours[i].push(s);
+            }
+            if let Some(p) = &programs.curl {
+                let (s, out) = measure::run(p, curl_args, &[], &self.dir);
+                r.curl_counts = self.server.take();
+                check_exit(p, &out)?;
+                r.curl.push(s);
+            }
+            if let Some(p) = &programs.kubectl {
+                let (s, out) = measure::run(p, &self.kubectl_args, &self.kubectl_env, &self.dir);
+                r.kubectl_counts = self.server.take();
+                check_exit(p, &out)?;
+                r.kubectl.push(s);
+            }
+            eprintln!("N={n} round {}: {}", round + 1, r.last());
+        }
+        Ok(r)
+    }
+}
+
+/// What the rounds of one size measured.
+#[derive(Default)]
+struct Rounds {
+    ours: Vec<Vec<Sample>>,
+    ours_counts: Vec<Counts>,
+    curl: Vec<Sample>,
+    curl_counts: Counts,
+    kubectl: Vec<Sample>,
+    kubectl_counts: Counts,
+}
+
+impl Rounds {
+    /// The last round, for the progress line.
+    fn last(&self) -> String {
+        format!(
+            "ours {}{}{}",
+            self.ours
+                .iter()
+                .map(|o| format!("{:.0} ms", s_ms(o.last())))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            self.curl
+                .last()
+                .map_or(String::new(), |s| format!(", curl {:.0} ms", s.wall * 1e3)),
+            self.kubectl
+                .last()
+                .map_or(String::new(), |s| format!(", kubectl {:.0} ms", s.wall * 1e3)),
+        )
+    }
+
+    fn into_row(self, n: usize, pages: usize, pod_bytes: usize, programs: &Programs) -> Row {
+        let by_curl = programs.curl.as_ref().map(|_| self.curl);
+        let by_kubectl = programs.kubectl.as_ref().map(|_| self.kubectl);
+        Row {
+            n,
+            pages,
+            pod_bytes,
+            ours: programs
+                .bins
+                .iter()
+                .zip(self.ours)
+                .zip(&self.ours_counts)
+                .map(|(((label, _), runs), c)| Ours {
+                    label: label.clone(),
+                    ratios: Ratios::of(&runs, by_curl.as_deref(), by_kubectl.as_deref()),
+                    runs,
+                    counts: *c,
+                })
+                .collect(),
+            curl: by_curl.map(|c| (c, self.curl_counts)),
+            kubectl: by_kubectl.map(|k| (k, self.kubectl_counts)),
+        }
+    }
+}
+
+/// The machine, the builds and the method, above the table.
+fn print_header(args: &Args, bins: &[(String, PathBuf)]) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("# pod-rebalancer cycle benchmark");
     println!();
     println!("- machine: {cores} cores, {}", cpu_model());
-    for (label, bin) in &bins {
+    for (label, bin) in bins {
         let size = std::fs::metadata(bin)
             .map_err(|e| format!("{}: {e}", bin.display()))?
             .len();
+        let label = if bins.len() > 1 {
+            format!(" {label}")
+        } else {
+            String::new()
+        };
         println!(
-            "- binary{}: {} ({size} bytes = {:.2} MB)",
-            if bins.len() > 1 {
-                format!(" {label}")
-            } else {
-                String::new()
-            },
+            "- binary{label}: {} ({size} bytes = {:.2} MB)",
             bin.display(),
             size as f64 / 1e6
         );
@@ -362,124 +589,6 @@ fn run(args: &Args) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    for &n in &args.sizes {
-        let fleet = fleet::build(n, now);
-        let (hottest, coldest) = (fleet.hottest.clone(), fleet.coldest.clone());
-        let pod_bytes = fleet.mean_pod_bytes();
-        let pages = n.div_ceil(PAGE_LIMIT);
-        server.serve_content(Content {
-            fleet,
-            token: token.clone(),
-        });
-        eprintln!("N={n}: {pod_bytes} bytes of JSON per pod, {pages} pages of {PAGE_LIMIT}");
-
-        // The decision first, at info level, where the dry-run lines are logged.
-        for (_, bin) in &bins {
-            server.take();
-            let (_, out) = measure::run(bin, &[], &ours_info, dir);
-            let counts = server.take();
-            check_ours(&out, &hottest, &coldest)?;
-            if counts.connections > 2 {
-                problems.push(format!(
-                    "N={n}: {} opened {} connections; expected 2 (one kept alive per server)",
-                    bin.display(),
-                    counts.connections
-                ));
-            }
-            eprintln!(
-                "N={n}: decision right (would evict {hottest} and {coldest}), {} connections, {} requests",
-                counts.connections, counts.requests
-            );
-        }
-
-        let curl_args = curl_args(&url, &ca, &dir.join("auth.header"), n);
-        // Warm-ups, not counted: the page cache, and kubectl's discovery cache (a user
-        // running it twice has one).
-        for (program, a, env) in [
-            (curl.as_ref(), &curl_args, &Vec::new()),
-            (kubectl.as_ref(), &kubectl_args, &kubectl_env),
-        ] {
-            if let Some(p) = program {
-                let (_, out) = measure::run(p, a, env, dir);
-                check_exit(p, &out)?;
-            }
-        }
-        server.take();
-        if args.verbose {
-            for u in server.unknown.lock().expect("unknown").drain(..) {
-                eprintln!("  404 for {u}");
-            }
-        }
-
-        let mut ours = vec![Vec::new(); bins.len()];
-        let mut ours_counts = vec![Counts::default(); bins.len()];
-        let (mut by_curl, mut by_kubectl) = (Vec::new(), Vec::new());
-        let (mut curl_counts, mut kubectl_counts) = (Counts::default(), Counts::default());
-        for round in 0..args.runs {
-            for (i, (_, bin)) in bins.iter().enumerate() {
-                let (s, out) = measure::run(bin, &[], &ours_warn, dir);
-                ours_counts[i] = server.take();
-                check_exit(bin, &out)?;
-                ours[i].push(s);
-            }
-            if let Some(p) = &curl {
-                let (s, out) = measure::run(p, &curl_args, &[], dir);
-                curl_counts = server.take();
-                check_exit(p, &out)?;
-                by_curl.push(s);
-            }
-            if let Some(p) = &kubectl {
-                let (s, out) = measure::run(p, &kubectl_args, &kubectl_env, dir);
-                kubectl_counts = server.take();
-                check_exit(p, &out)?;
-                by_kubectl.push(s);
-            }
-            eprintln!(
-                "N={n} round {}: ours {}{}{}",
-                round + 1,
-                ours.iter()
-                    .map(|o| format!("{:.0} ms", s_ms(o.last())))
-                    .collect::<Vec<_>>()
-                    .join(" / "),
-                by_curl
-                    .last()
-                    .map_or(String::new(), |s| format!(", curl {:.0} ms", s.wall * 1e3)),
-                by_kubectl
-                    .last()
-                    .map_or(String::new(), |s| format!(", kubectl {:.0} ms", s.wall * 1e3)),
-            );
-        }
-        let (by_curl, by_kubectl) = (curl.as_ref().map(|_| by_curl), kubectl.as_ref().map(|_| by_kubectl));
-        rows.push(Row {
-            n,
-            pages,
-            pod_bytes,
-            ours: bins
-                .iter()
-                .zip(ours)
-                .zip(&ours_counts)
-                .map(|(((label, _), runs), c)| Ours {
-                    label: label.clone(),
-                    ratios: Ratios::of(&runs, by_curl.as_deref(), by_kubectl.as_deref()),
-                    runs,
-                    counts: *c,
-                })
-                .collect(),
-            curl: by_curl.map(|c| (c, curl_counts)),
-            kubectl: by_kubectl.map(|k| (k, kubectl_counts)),
-        });
-    }
-    print_table(&rows);
-    print_targets(&rows);
-    for p in &problems {
-        println!("- PROBLEM: {p}");
-    }
-    if !problems.is_empty() {
-        return Err(problems.join("; "));
-    }
     Ok(())
 }
 
