@@ -193,6 +193,9 @@ pub fn judge(
         }
     }
     next.fingerprint = Some(fingerprint.to_string());
+    // No hold lasts more than a day, whatever a hand-edited document says.
+    let longest = now.saturating_add(MAX_HOLD_SECS as i64);
+    next.hold_until = next.hold_until.map(|until| until.min(longest));
     let gated = matches!(plan.decision, Decision::Hold(Hold::Stabilizing { .. }));
     let evaluation = match (next.actions.last_mut(), plan.stats) {
         (Some(action), Some(stats)) if !gated && action.pending() && action.fingerprint == fingerprint => {
@@ -635,5 +638,18 @@ mod tests {
             Ok(Memory::default()),
             "every field but the version may be left out"
         );
+    }
+
+    #[test]
+    fn no_hold_lasts_more_than_a_day_whatever_the_document_says() {
+        // Found by the fuzz target: a hand-edited hold years away, and a streak below
+        // the maximum, so that no evaluation would set the hold again.
+        let held = Memory {
+            hold_until: Some(NOW + 100 * 24 * HOUR),
+            ..Memory::default()
+        };
+        let (j, _, _) = run(&held, &skewed(0), NOW);
+        assert_eq!(j.next.hold_until, Some(NOW + 24 * HOUR));
+        assert_eq!(j.breaker, Breaker::Open { until: NOW + 24 * HOUR });
     }
 }

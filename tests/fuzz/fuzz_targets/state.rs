@@ -68,10 +68,7 @@ fuzz_target!(|data: &[u8]| {
     };
     for fingerprint in ["f", state.fingerprint.as_deref().unwrap_or("g")] {
         let judgement = memory::judge(&state, &decided, fingerprint, NOW, 0.3, &settings);
-        if let Some(until) = judgement.next.hold_until
-            && until > NOW
-            && judgement.evaluation.is_some()
-        {
+        if let Some(until) = judgement.next.hold_until {
             assert!(until - NOW <= MAX_HOLD_SECS as i64, "a hold of {}s", until - NOW);
         }
         let applied = memory::apply(decided.clone(), &judgement);
