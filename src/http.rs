@@ -215,7 +215,7 @@ impl Client {
         })
     }
 
-    /// Sends a mutating request with a JSON body; the answer's body is not read.
+    /// Sends a mutating request with a JSON body; the answer is drained, not parsed.
     pub fn send_json(&self, what: &str, method: &str, path: &str, body: &serde_json::Value) -> Result<(), Error> {
         let bytes = body.to_string().into_bytes();
         self.send(
@@ -247,9 +247,15 @@ impl Client {
         })
     }
 
-    /// Sends `payload` with `method` to `path`; the answer's body is not read.
+    /// Sends `payload` with `method` to `path`; the answer's body is read (up to a
+    /// limit) and dropped, so that the connection is kept for the next request.
     pub fn send(&self, what: &str, method: &str, path: &str, payload: Payload) -> Result<(), Error> {
-        self.call(what, method, path, Some(payload), None, |_, _, _| Ok(()))
+        self.call(what, method, path, Some(payload), None, |_, body, _| {
+            let mut rest = body.into_with_config().limit(ERROR_BODY_LIMIT).reader();
+            // An answer we do not read cannot fail the request it answers.
+            let _ = std::io::copy(&mut rest, &mut std::io::sink());
+            Ok(())
+        })
     }
 
     /// One exchange: a 2xx answer's body is handed to `read` with the words that name
