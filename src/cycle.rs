@@ -273,19 +273,10 @@ pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) ->
             judgement,
         });
     };
-    // The lease: the evaluation and the intended action are written before any
-    // removal, with the resourceVersion read; of two runs, one gets a 409 here.
     let probe = judgement.as_ref().is_some_and(|j| j.breaker == Breaker::Probe);
     if let (Some(s), Some(j)) = (&stored, &judgement) {
-        let mut next = j.next.clone();
-        if !config.dry_run {
-            memory::remember(&mut next, &plan, plan.removals(), probe, &fingerprint);
-        }
-        // A failed lease fails the run with nothing removed and nothing more written.
-        let object = kube
-            .put_state(&s.object, &memory::render(&next))
-            .map_err(|e| Failed::at(Stage::State, e))?;
-        stored = Some(Stored { object, memory: next });
+        let intended = (!config.dry_run).then_some((&plan, probe, fingerprint.as_str()));
+        stored = Some(lease(&kube, s, j, intended)?);
     }
     let mode = act::Mode {
         eviction: config.mode,
@@ -322,6 +313,25 @@ pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) ->
             stored: stored.map(Box::new),
         }),
     }
+}
+
+/// The lease: the evaluation and the intended action (none in a dry run) are written
+/// before any removal, with the resourceVersion read; of two runs, one gets a 409
+/// here. A failed lease fails the run with nothing removed and nothing more written.
+fn lease(
+    kube: &Kube,
+    stored: &Stored,
+    judgement: &Judgement,
+    intended: Option<(&Plan, bool, &str)>,
+) -> Result<Stored, Failed> {
+    let mut next = judgement.next.clone();
+    if let Some((plan, probe, fingerprint)) = intended {
+        memory::remember(&mut next, plan, plan.removals(), probe, fingerprint);
+    }
+    let object = kube
+        .put_state(&stored.object, &memory::render(&next))
+        .map_err(|e| Failed::at(Stage::State, e))?;
+    Ok(Stored { object, memory: next })
 }
 
 /// The state ConfigMap and its document. A missing ConfigMap, or a document that
