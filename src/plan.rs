@@ -630,11 +630,12 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
             ignored,
         });
     }
-    let any_metrics = pods.iter().any(|p| samples.get(&p.name).is_some_and(is_valid));
-    let assessed = pods
+    let assessed: Vec<Assessment> = pods
         .iter()
         .map(|pod| assess(pod, samples.get(&pod.name), now, settings.window_secs))
         .collect();
+    // `sample` holds the finite ones: a valid sample is one of them that is not negative.
+    let any_metrics = assessed.iter().any(|a| a.sample.is_some_and(is_valid));
     let healthy = pods.iter().filter(|p| p.is_healthy()).count();
     let budget = budget(healthy, settings.min_pods);
     let mut pods = Pods::sorted(pods, assessed);
