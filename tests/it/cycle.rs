@@ -96,21 +96,12 @@ impl World {
     }
 
     /// The (method, pod) of every mutating request but Events, in order.
-    fn removals(&self) -> Vec<(String, String)> {
+    pub(crate) fn removals(&self) -> Vec<(String, String)> {
         self.kube
             .mutations()
             .iter()
             .filter(|r| !r.path().ends_with("/events"))
-            .map(|r| {
-                let pod = r
-                    .path()
-                    .trim_end_matches("/eviction")
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                (r.method.clone(), pod)
-            })
+            .map(|r| (r.method.clone(), r.pod()))
             .collect()
     }
 

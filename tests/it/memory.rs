@@ -6,14 +6,12 @@
 
 use crate::support::kube::{Fake, FakePod, STATE, pod, state_configmap};
 use crate::support::server::{Pki, Reply, Server};
-use crate::support::{TempDir, fixture, now, vm};
+use crate::support::{TempDir, env_with, fixture, live_config, now, vm};
 use pod_rebalancer::config::{Cluster, Config};
 use pod_rebalancer::cycle::{self, Finished};
 use pod_rebalancer::memory::{self, Memory};
 use pod_rebalancer::outcome::{Outcome, Stage};
-use pod_rebalancer::{cli, config};
 use serde_json::{Value, json};
-use std::ffi::OsString;
 use std::sync::{Arc, Mutex};
 
 const DEPLOYMENT: &str = "ingestion-consumer";
@@ -103,14 +101,21 @@ impl Fleet {
             .mutations()
             .iter()
             .filter(|r| r.path().ends_with("/eviction"))
+            .map(|r| (r.pod(), r.query("dryRun").is_some()))
+            .collect()
+    }
+
+    /// The resourceVersion each PUT of the state carried, in order.
+    fn leases(&self) -> Vec<String> {
+        self.kube
+            .mutations()
+            .iter()
+            .filter(|r| r.method == "PUT")
             .map(|r| {
-                let pod = r
-                    .path()
-                    .trim_end_matches("/eviction")
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default();
-                (pod.to_string(), r.query("dryRun").is_some())
+                r.json()["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
             })
             .collect()
     }
@@ -123,7 +128,7 @@ impl Fleet {
     }
 
     fn configure(&self, extra: &[(&str, &str)]) -> (Config, Cluster) {
-        let mut env: Vec<(String, String)> = [
+        let vars = [
             ("KUBE_API_URL", self.kube.url()),
             ("KUBE_SERVICE_ACCOUNT_DIR", self.dir.path().display().to_string()),
             ("KUBE_NAMESPACE", self.namespace.clone()),
@@ -132,21 +137,8 @@ impl Fleet {
             ("STATE_CONFIGMAP", STATE.to_string()),
             ("MAX_INEFFECTIVE_ACTIONS", "2".to_string()),
             ("MIN_PODS_REQUIRED", "3".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (k, v) in extra {
-            env.retain(|(n, _)| n != k);
-            env.push((k.to_string(), v.to_string()));
-        }
-        let command = cli::parse(Vec::<OsString>::new(), |k| {
-            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-        });
-        let Ok(cli::Command::Run(raw)) = command else {
-            panic!("{command:?}")
-        };
-        config::live(&raw).expect("a valid configuration")
+        ];
+        live_config(&env_with(vars, extra))
     }
 
     /// One run at `now`.
@@ -289,18 +281,7 @@ fn a_dry_run_asks_dry_runs_and_records_no_action() {
     let memory = fleet.memory();
     assert!(memory.actions.is_empty());
     assert_eq!(memory.counters.success, 1.0);
-    let puts: Vec<String> = fleet
-        .kube
-        .mutations()
-        .iter()
-        .filter(|r| r.method == "PUT")
-        .map(|r| {
-            r.json()["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let puts = fleet.leases();
     assert_eq!(
         puts,
         ["1000", "1001"],
@@ -387,7 +368,7 @@ fn a_state_that_cannot_be_read_or_written_removes_nothing() {
         assert!(fleet.evictions().is_empty(), "{namespace}: {:?}", fleet.evictions());
         let after: Option<Value> = fleet.fake.lock().expect("fake").state.clone();
         assert_eq!(after, before, "{namespace}: nothing overwritten");
-        let puts = fleet.kube.mutations().iter().filter(|r| r.method == "PUT").count();
+        let puts = fleet.leases().len();
         assert!(puts <= 1, "{namespace}: a refused lease is the last write: {puts} PUTs");
     }
 }
@@ -410,22 +391,10 @@ fn of_two_runs_only_the_one_that_wrote_the_lease_acts() {
     let finished = fleet.run(now(), &[]);
     check(&finished, Err(Stage::State), 1);
     assert!(fleet.evictions().is_empty(), "{:?}", fleet.evictions());
-    let puts: Vec<u16> = fleet
-        .kube
-        .mutations()
-        .iter()
-        .filter(|r| r.method == "PUT")
-        .map(|r| {
-            r.json()["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .parse()
-                .unwrap_or(0)
-        })
-        .collect();
+    let puts = fleet.leases();
     assert_eq!(
         puts,
-        [1000],
+        ["1000"],
         "one lease, with the resourceVersion it read, and nothing after the 409"
     );
 }

@@ -6,24 +6,15 @@
 use crate::cycle::{World, fleet, name};
 use crate::support::kube::Fake;
 use crate::support::server::{Reply, Server};
-use crate::support::{fixture, now};
+use crate::support::{fixture, live_config, now};
 use pod_rebalancer::config::{Cluster, Config};
 use pod_rebalancer::cycle::{self, Clients, Done, Failed};
 use pod_rebalancer::outcome::{Ended, Outcome, Stage};
-use pod_rebalancer::{cli, config};
-use std::ffi::OsString;
 use std::sync::Arc;
 
 /// The configuration a run of `world` with `extra` variables would have.
 fn configure(world: &World, extra: &[(&str, &str)]) -> (Config, Cluster) {
-    let env = world.env(extra);
-    let command = cli::parse(Vec::<OsString>::new(), |k| {
-        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    });
-    let Ok(cli::Command::Run(raw)) = command else {
-        panic!("{command:?}")
-    };
-    config::live(&raw).expect("a valid configuration")
+    live_config(&world.env(extra))
 }
 
 /// One cycle of `world`, in-process.

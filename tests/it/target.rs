@@ -8,22 +8,9 @@ use crate::support::server::Reply;
 use crate::support::{assert_contains, now, run_bin, vm};
 use serde_json::json;
 
-/// The (method, pod) of every removal the run asked for.
+/// The pod of every removal the run asked for, in order.
 fn removed(world: &World) -> Vec<String> {
-    world
-        .kube
-        .mutations()
-        .iter()
-        .filter(|r| !r.path().ends_with("/events"))
-        .map(|r| {
-            r.path()
-                .trim_end_matches("/eviction")
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
+    world.removals().into_iter().map(|(_, pod)| pod).collect()
 }
 
 /// Pods of other owners, returned by the same label selector, burning `cores` each.

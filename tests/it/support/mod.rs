@@ -36,6 +36,18 @@ pub fn env_with<K: ToString>(
     env
 }
 
+/// The live configuration a run with exactly these variables (and no arguments) has:
+/// what in-process tests hand the cycle.
+pub fn live_config(env: &[(String, String)]) -> (pod_rebalancer::config::Config, pod_rebalancer::config::Cluster) {
+    let command = pod_rebalancer::cli::parse(Vec::<std::ffi::OsString>::new(), |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    });
+    let Ok(pod_rebalancer::cli::Command::Run(raw)) = command else {
+        panic!("{command:?}")
+    };
+    pod_rebalancer::config::live(&raw).expect("a valid configuration")
+}
+
 /// `text` (a log, an output, a metrics file) contains `phrase`.
 #[track_caller]
 pub fn assert_contains(text: &str, phrase: &str) {

@@ -25,6 +25,13 @@ impl Request {
     pub fn is_mutating(&self) -> bool {
         self.method != "GET"
     }
+
+    /// The pod a removal names: `…/pods/NAME/eviction` or `…/pods/NAME`.
+    pub fn pod(&self) -> String {
+        let path = self.path();
+        let path = path.strip_suffix("/eviction").unwrap_or(path);
+        path.rsplit('/').next().unwrap_or_default().to_string()
+    }
 }
 
 #[derive(Debug, Clone)]
