@@ -12,6 +12,7 @@
 # .ci/supply-chain.sh that build is already there and this one is a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 
 readonly TARGET=x86_64-unknown-linux-musl
 readonly RULES=manifests/alerts/pod-rebalancer.rules.yml
@@ -58,24 +59,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 step "tools"
-# command -> the Debian package that provides it
-declare -A package_of=(
-    [promtool]=prometheus
-    [vmalert]=victoria-metrics
-    [buildah]=buildah
-    [musl-gcc]=musl-tools
-    [file]=file
-)
-missing=()
-for cmd in "${!package_of[@]}"; do
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_of[$cmd]}")
-done
-if ((${#missing[@]})); then
-    echo "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# command=the Debian package that provides it
+install_missing promtool=prometheus vmalert=victoria-metrics buildah=buildah musl-gcc=musl-tools file=file
 # kubectl (with its built-in kustomize) is not a Debian package; the machine
 # image ships it. Debian's kubernetes-client is too old for components.
 command -v kubectl >/dev/null 2>&1 || fail "kubectl not found: install kubectl >= 1.27 (kustomize v5)"

@@ -21,6 +21,7 @@
 # $TARGET_DIR/supply-chain/ (SBOM, embedded list, hashes, OCI image layout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/lib.sh
 export LC_ALL=C # sort and join agree on the order
 
 readonly X86=x86_64-unknown-linux-musl ARM=aarch64-unknown-linux-musl
@@ -78,24 +79,8 @@ rm -rf "$out"
 mkdir -p "$out"
 
 step "tools (Debian packages, Rust targets)"
-declare -A package_of=(
-    [musl-gcc]=musl-tools
-    [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu
-    [qemu-aarch64]=qemu-user
-    [buildah]=buildah
-    [jq]=jq
-    [file]=file
-)
-missing=()
-for cmd in "${!package_of[@]}"; do
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("${package_of[$cmd]}")
-done
-if ((${#missing[@]})); then
-    echo "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing musl-gcc=musl-tools aarch64-linux-gnu-gcc=gcc-aarch64-linux-gnu qemu-aarch64=qemu-user \
+    buildah=buildah jq=jq file=file
 for t in "$X86" "$ARM"; do
     rustup target list --installed | grep -qx "$t" || rustup target add "$t"
 done
