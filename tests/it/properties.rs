@@ -1,8 +1,8 @@
 //! Properties of the pure decision and the statistics, over random fleets.
 //!
-//! The generator is ours: xorshift64* with a fixed seed, so every run checks the same
-//! cases and a failure names a seed and a case that reproduce it
-//! (`PROPERTY_SEED=… PROPERTY_CASES=…`). No property-testing crate: the fleets are
+//! The generator is ours (`tests/sim/rng.rs`, shared with the simulation): xorshift64*
+//! with a fixed seed, so every run checks the same cases and a failure names a seed
+//! and a case that reproduce it (`PROPERTY_SEED=… PROPERTY_CASES=…`). No property-testing crate: the fleets are
 //! easy to draw by hand and the shrinking such a crate adds would cost a dependency
 //! tree for little (a failing case prints the whole fleet, rarely more than 30 pods).
 //!
@@ -23,46 +23,8 @@ const FLEETS: usize = 50_000;
 const STATS_CASES: usize = 50_000;
 const NOW: i64 = 1_800_000_000;
 
-/// xorshift64* (Vigna 2016): small, fast, and good enough to draw fleets.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// True with probability `p`.
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
-}
+// The simulation includes the generator (tests/sim/rng.rs); one copy per binary.
+use crate::simulation::model::Rng;
 
 fn env_or(var: &str, default: u64) -> u64 {
     std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -17,7 +17,7 @@
 // The benchmark prints parts of the model this test does not assert on, and back.
 #[allow(dead_code)]
 #[path = "../sim/model.rs"]
-mod model;
+pub(crate) mod model;
 
 use model::{Assignor, CYCLE, Policy, Report, Run, SEED, Scenario, simulate};
 

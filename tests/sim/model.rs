@@ -47,6 +47,10 @@ use pod_rebalancer::plan::{self, Decision, Hold, Inputs, Plan, Pod, Removal, Rol
 use pod_rebalancer::stats;
 use std::collections::VecDeque;
 
+#[path = "rng.rs"]
+mod rng;
+pub use rng::Rng;
+
 /// One minute: the resolution of the model.
 pub const TICK: i64 = 60;
 /// The CronJob's schedule.
@@ -82,41 +86,6 @@ pub fn memory_settings() -> memory::Settings {
         min_improvement: 0.25,
         max_ineffective: 3,
         backoff_secs: 3600,
-    }
-}
-
-/// xorshift64* (Vigna 2016), as tests/it/properties.rs has it, seeded through
-/// splitmix64 so that neighbouring seeds start far apart.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)).max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [1 − x, 1 + x).
-    fn around_one(&mut self, x: f64) -> f64 {
-        1.0 + x * (2.0 * self.unit() - 1.0)
     }
 }
 
