@@ -63,9 +63,9 @@ pub const SETTINGS: &[Setting] = &[
         "the Deployment whose pods are rebalanced (required)",
     ),
     s(
-        "CONTAINER_NAME",
+        "QUERY_CONTAINER",
         None,
-        "the measured container [default: DEPLOYMENT_NAME]",
+        "the measured container (the query's container label) [default: DEPLOYMENT_NAME]",
     ),
     s(
         "QUERY_MATCHERS",
@@ -141,6 +141,11 @@ pub const SETTINGS: &[Setting] = &[
         "METRICS_PUSH_URL",
         None,
         "URL that receives the same metrics text by POST",
+    ),
+    s(
+        "METRICS_LABELS",
+        None,
+        "constant labels on every metric sample, e.g. cluster=\"prod-eu-1\"",
     ),
 ];
 

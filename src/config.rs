@@ -22,7 +22,7 @@ pub struct Config {
     pub namespace: String,
     pub selector: String,
     pub deployment: Option<String>,
-    /// `CONTAINER_NAME`; when unset, the Deployment's name is the container's.
+    /// `QUERY_CONTAINER`; when unset, the Deployment's name is the container's.
     pub container: Option<String>,
     /// `QUERY_MATCHERS`: extra literal label matchers of the query, in order.
     pub matchers: Vec<(String, String)>,
@@ -36,13 +36,15 @@ pub struct Config {
     pub mode: EvictionMode,
     pub metrics_file: Option<PathBuf>,
     pub push_url: Option<String>,
+    /// `METRICS_LABELS`: constant labels on every metric sample, in order.
+    pub metrics_labels: Vec<(String, String)>,
 }
 
 /// What a live run needs beyond `Config`: where the cluster is and which Deployment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub deployment: String,
-    /// The measured container: `CONTAINER_NAME`, else the Deployment's name.
+    /// The measured container: `QUERY_CONTAINER`, else the Deployment's name.
     pub container: String,
     pub kube: kube::Endpoint,
 }
@@ -266,7 +268,7 @@ fn common(c: &mut Checker) -> Option<Config> {
         label_selector,
     );
     let deployment = c.optional("DEPLOYMENT_NAME", DNS_LABEL, dns_label);
-    let container = c.optional("CONTAINER_NAME", DNS_LABEL, dns_label);
+    let container = c.optional("QUERY_CONTAINER", DNS_LABEL, dns_label);
     let matchers = c.optional("QUERY_MATCHERS", MATCHERS, query_matchers);
     let decision = decision(c);
     let state = c.optional("STATE_CONFIGMAP", DNS_SUBDOMAIN, dns_subdomain);
@@ -291,6 +293,7 @@ fn common(c: &mut Checker) -> Option<Config> {
         &[("evict", EvictionMode::Evict), ("delete", EvictionMode::Delete)],
     );
     let metrics_file = c.value("METRICS_FILE").map(PathBuf::from);
+    let metrics_labels = c.optional("METRICS_LABELS", METRICS_LABELS, metrics_labels);
     let push_url = c.optional(
         "METRICS_PUSH_URL",
         "an http(s) URL without credentials, optionally with a query such as ?extra_label=job=pod-rebalancer",
@@ -303,15 +306,19 @@ fn common(c: &mut Checker) -> Option<Config> {
         deployment: deployment?,
         container: container?,
         matchers: matchers?.unwrap_or_default(),
+        memory: memory::Settings {
+            lease_secs: decision.as_ref()?.stabilization_secs.max(memory::MIN_LEASE_SECS),
+            ..memory?
+        },
         decision: decision?,
         state: state?,
-        memory: memory?,
         dry_run: dry_run?,
         log_level: log_level?,
         log_format: log_format?,
         mode: mode?,
         metrics_file,
         push_url: push_url?,
+        metrics_labels: metrics_labels?.unwrap_or_default(),
     })
 }
 
@@ -365,6 +372,40 @@ const MATCHERS: &str = "name=\"value\" pairs separated by commas, such as cluste
 /// reserved `__…` names are refused, as is anything that is not a plain quoted value,
 /// so no setting can widen the query or change the metric it reads.
 pub fn query_matchers(v: &str) -> Option<Vec<(String, String)>> {
+    label_pairs(v, &["namespace", "container", "pod"])
+}
+
+const METRICS_LABELS: &str = "name=\"value\" pairs separated by commas, such as cluster=\"prod-eu-1\" (label names [a-zA-Z_][a-zA-Z0-9_]*, not __… nor a label the metrics use: namespace, deployment, status, type, reason, outcome, stage, version, dry_run, eviction_mode, container, window, threshold, min_pods, max_ineffective_actions; values without '\"', '\\' or line breaks; each name once)";
+
+/// `METRICS_LABELS`: constant labels added to every sample, with the syntax of
+/// `QUERY_MATCHERS`; a name the metrics already use is refused, so no sample can carry
+/// a label twice.
+pub fn metrics_labels(v: &str) -> Option<Vec<(String, String)>> {
+    label_pairs(
+        v,
+        &[
+            "namespace",
+            "deployment",
+            "status",
+            "type",
+            "reason",
+            "outcome",
+            "stage",
+            "version",
+            "dry_run",
+            "eviction_mode",
+            "container",
+            "window",
+            "threshold",
+            "min_pods",
+            "max_ineffective_actions",
+        ],
+    )
+}
+
+/// `name="value"` pairs separated by commas; names `[a-zA-Z_][a-zA-Z0-9_]*`, not
+/// `__…`, not one of `refused`, each once; values without `"`, `\` or line breaks.
+fn label_pairs(v: &str, refused: &[&str]) -> Option<Vec<(String, String)>> {
     let mut matchers: Vec<(String, String)> = Vec::new();
     let mut rest = v.trim();
     loop {
@@ -374,7 +415,7 @@ pub fn query_matchers(v: &str) -> Option<Vec<(String, String)>> {
         let name_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with("__")
-            && !["namespace", "container", "pod"].contains(&name)
+            && !refused.contains(&name)
             && !matchers.iter().any(|(n, _)| n == name);
         let (value, after) = after.trim_start().strip_prefix('"')?.split_once('"')?;
         if !name_ok || value.contains(['\\', '\n', '\r']) {
@@ -405,6 +446,8 @@ fn memory_settings(c: &mut Checker) -> Option<memory::Settings> {
         min_improvement: min_improvement?,
         max_ineffective: max_ineffective?,
         backoff_secs: backoff?,
+        // Set from STABILIZATION_WINDOW by `common`.
+        lease_secs: memory::MIN_LEASE_SECS,
     })
 }
 
@@ -489,7 +532,7 @@ pub fn push_url(v: &str) -> Option<String> {
     }
 }
 
-fn boolean(v: &str) -> Option<bool> {
+pub fn boolean(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Some(true),
         "false" | "0" | "no" => Some(false),
@@ -855,9 +898,33 @@ mod tests {
     fn the_container_is_the_deployments_unless_named() {
         let (c, cluster) = check(&[]).unwrap();
         assert_eq!((c.container, cluster.container.as_str()), (None, "ingestion-consumer"));
-        let (_, cluster) = check(&[("CONTAINER_NAME", "consumer")]).unwrap();
+        let (_, cluster) = check(&[("QUERY_CONTAINER", "consumer")]).unwrap();
         assert_eq!(cluster.container, "consumer");
-        assert!(problem(&[("CONTAINER_NAME", "Consumer")]).contains("DNS-1123"));
+        assert!(problem(&[("QUERY_CONTAINER", "Consumer")]).contains("DNS-1123"));
+        // The platform's own CONTAINER_NAME (CI runners, container platforms) is not ours.
+        let (c, cluster) = check(&[("CONTAINER_NAME", "runner-7")]).unwrap();
+        assert_eq!((c.container, cluster.container.as_str()), (None, "ingestion-consumer"));
+    }
+
+    #[test]
+    fn metrics_labels_are_constant_pairs_that_never_shadow_ours() {
+        let (c, _) = check(&[("METRICS_LABELS", r#"cluster="prod-eu-1", region="eu""#)]).unwrap();
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        assert_eq!(
+            c.metrics_labels,
+            vec![pair("cluster", "prod-eu-1"), pair("region", "eu")]
+        );
+        for bad in [
+            r#"deployment="x""#,
+            r#"outcome="x""#,
+            r#"window="x""#,
+            r#"__name__="x""#,
+            r#"cluster="a"b""#,
+            r#"cluster="a",cluster="b""#,
+            "cluster=prod",
+        ] {
+            assert!(problem(&[("METRICS_LABELS", bad)]).contains("METRICS_LABELS"), "{bad}");
+        }
     }
 
     #[test]

@@ -1,21 +1,22 @@
 //! One live cycle: read the memory, the cluster and the metrics, decide, act.
 //!
 //! `cycle` is that sequence as a function of its clients and `now`, and it returns a
-//! value: the outcome with its plan (`Done`), or the stage that failed, why, and how
-//! far the cycle got (`Failed`). `finish` turns that value into the end-of-run write
-//! of the memory, the metrics, the last log line and the exit code; `run` is both for
-//! `main`. This is the only place that sequences I/O; a failure before acting means
-//! nothing is removed, and the memory is written before anything is (the lease).
+//! value, `Cycle`: how far the run got (`Progress`: the pods matched, the plan, what
+//! was done, the memory) and how it ended (an `Outcome`, or the `Stage` that failed
+//! and why). `finish` turns that value into the end-of-run record of the memory, the
+//! metrics, the last log line and the exit code; `run` is both for `main`. This is
+//! the only place that sequences I/O; a failure before acting means nothing is
+//! removed, and the memory is written before anything is (the lease).
 
 use crate::act::{self, Acted};
 use crate::config::{Cluster, Config};
 use crate::error::Error;
 use crate::http::{Client, Payload};
-use crate::kube::{self, Kube, StateObject};
+use crate::kube::{self, Involved, Kube, StateObject};
 use crate::memory::{self, Breaker, Judgement, Memory};
 use crate::outcome::{self, EXIT_FAILED, EXIT_OK, Outcome, Stage};
 use crate::plan::{self, Decision, Inputs, Plan, Role};
-use crate::report::{self, Counters, MemoryGauges, Run};
+use crate::report::{self, Counters, Info, Labels, MemoryGauges, Run, Sheet};
 use crate::{clock, victoria};
 use std::time::Instant;
 
@@ -27,64 +28,83 @@ pub struct Clients {
 
 impl Clients {
     /// Builds both clients from the files they need, read on every run (tokens rotate).
-    pub fn connect(config: &Config, cluster: &Cluster) -> Result<Clients, Failed> {
-        let kube = kube::client(&cluster.kube).map_err(|e| Failed::at(Stage::Kubernetes, e))?;
+    pub fn connect(config: &Config, cluster: &Cluster) -> Result<Clients, Failure> {
+        let kube = kube::client(&cluster.kube).map_err(|e| Failure::at(Stage::Kubernetes, e))?;
         let metrics =
-            victoria::client(&config.prometheus, &config.prometheus.url).map_err(|e| Failed::at(Stage::Metrics, e))?;
+            victoria::client(&config.prometheus, &config.prometheus.url).map_err(|e| Failure::at(Stage::Metrics, e))?;
         Ok(Clients { kube, metrics })
     }
 }
 
-/// The memory as this run holds it: the state ConfigMap as last read or written, and
-/// the document the end of the run writes back.
-#[derive(Debug, Clone)]
-pub struct Stored {
-    pub object: StateObject,
-    pub memory: Memory,
-}
-
-/// A cycle that completed: how it ended, its plan, what was done to the plan's pods,
-/// and the memory.
+/// Why a run failed: the stage and the error.
 #[derive(Debug)]
-pub struct Done {
-    pub outcome: Outcome,
-    pub plan: Plan,
-    pub acted: Acted,
-    pub stored: Option<Stored>,
-    pub judgement: Option<Judgement>,
-}
-
-/// A cycle that failed: the stage, the error, and how far it got.
-#[derive(Debug)]
-pub struct Failed {
+pub struct Failure {
     pub stage: Stage,
     pub error: Error,
-    /// How many pods the label selector matched, when the list was read.
-    pub matched: Option<usize>,
-    /// The plan, when the failure came after the decision (boxed: a `Result` carries
-    /// its error by value, and most failures come before any plan).
-    pub plan: Option<Box<Plan>>,
-    /// What was done before the failure (boxed, as the plan is).
-    pub acted: Box<Acted>,
-    /// The memory, when it was read: the end of the run still writes its counters.
-    pub stored: Option<Box<Stored>>,
 }
 
-impl Failed {
-    fn at(stage: Stage, error: Error) -> Failed {
-        Failed {
-            stage,
-            error,
-            matched: None,
-            plan: None,
-            acted: Box::default(),
-            stored: None,
+impl Failure {
+    pub fn at(stage: Stage, error: Error) -> Failure {
+        Failure { stage, error }
+    }
+}
+
+/// One cycle: how far it got, and how it ended.
+#[derive(Debug)]
+pub struct Cycle {
+    pub progress: Progress,
+    pub ended: Result<Outcome, Failure>,
+}
+
+/// How far a cycle got: each part is set once the cycle has it.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// How many pods the Deployment owns, once the list was read.
+    pub matched: Option<usize>,
+    /// The plan, once decided (and held by the memory, when there is one).
+    pub plan: Option<Plan>,
+    /// What was done to the plan's pods.
+    pub acted: Acted,
+    /// The memory, once the state ConfigMap was read.
+    pub ledger: Option<Ledger>,
+}
+
+/// The memory as one run holds it.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    /// The state ConfigMap as last read or written: the next write carries its
+    /// resourceVersion.
+    pub object: StateObject,
+    /// The document as read.
+    pub read: Memory,
+    /// The memory's judgement of this run's plan, once there is a plan.
+    pub judgement: Option<Judgement>,
+    /// Whether the end of the run writes its record: not while another run's action is
+    /// in progress, nor after a refused lease (SPEC §11).
+    pub writes: bool,
+}
+
+impl Ledger {
+    /// The document the end of the run writes, before its counters: what the API
+    /// answered for each removal (none in a dry run), on top of the judged memory; the
+    /// memory as read when the run never judged (it failed first, or was paused).
+    /// `None` when this run must write nothing.
+    pub fn record(&self, plan: Option<&Plan>, acted: &Acted, dry_run: bool) -> Option<Memory> {
+        if !self.writes {
+            return None;
         }
+        Some(match (&self.judgement, plan) {
+            (Some(judgement), Some(plan)) => {
+                let answers = if dry_run { &[][..] } else { &acted.answers[..] };
+                judgement.settle(plan, answers)
+            }
+            _ => self.read.clone(),
+        })
     }
 
-    fn with(mut self, stored: &Option<Stored>) -> Failed {
-        self.stored = stored.clone().map(Box::new);
-        self
+    /// The memory as this run leaves it (for the gauges).
+    fn memory(&self) -> &Memory {
+        self.judgement.as_ref().map_or(&self.read, |j| &j.next)
     }
 }
 
@@ -99,6 +119,13 @@ pub struct Responses {
 
 /// One live run, for `main`: the cycle, then the end of the run.
 pub fn run(config: &Config, cluster: &Cluster) -> u8 {
+    if config.decision.stabilization_secs < config.decision.window_secs {
+        log::warn!(
+            stabilization_window = clock::format_duration(config.decision.stabilization_secs).as_str(),
+            window = clock::format_duration(config.decision.window_secs).as_str();
+            "STABILIZATION_WINDOW is shorter than METRICS_TIME_WINDOW: an evaluation may read rate windows from before the action"
+        );
+    }
     run_at(config, cluster, clock::now_unix()).code
 }
 
@@ -106,9 +133,12 @@ pub fn run(config: &Config, cluster: &Cluster) -> u8 {
 pub fn run_at(config: &Config, cluster: &Cluster, now: i64) -> Finished {
     let started = Instant::now();
     let clients = Clients::connect(config, cluster);
-    let result = match &clients {
+    let cycle = match &clients {
         Ok(clients) => cycle(clients, config, cluster, now),
-        Err(failed) => Err(Failed::at(failed.stage, failed.error.clone())),
+        Err(failure) => Cycle {
+            progress: Progress::default(),
+            ended: Err(Failure::at(failure.stage, failure.error.clone())),
+        },
     };
     let kube = clients.as_ref().ok().map(|c| &c.kube);
     let timing = Timing {
@@ -116,7 +146,7 @@ pub fn run_at(config: &Config, cluster: &Cluster, now: i64) -> Finished {
         duration_secs: started.elapsed().as_secs_f64(),
         end: clock::now_unix_f64(),
     };
-    finish(config, kube, result, timing)
+    finish(config, kube, cycle, timing)
 }
 
 /// When a run ran: its `now` (Unix seconds, what the decision and the memory judged
@@ -128,105 +158,153 @@ pub struct Timing {
     pub end: f64,
 }
 
-/// What `finish` made of a cycle: the metrics' view of the run, and the exit code.
+/// What `finish` made of a cycle: the metrics' view of the run, the counters it
+/// exported (`None`: none), and the exit code.
 #[derive(Debug)]
 pub struct Finished {
     pub run: Run,
+    pub counters: Option<Counters>,
     pub code: u8,
 }
 
-/// The end of a run: the memory's counters written back (when there is a memory), the
-/// metrics written and pushed, the last log line, the exit code. A state ConfigMap or
-/// a metrics file that cannot be written fails the run: the metrics, the last log
-/// line and the exit code all say so.
-pub fn finish(config: &Config, kube: Option<&Client>, result: Result<Done, Failed>, timing: Timing) -> Finished {
-    if let Err(failed) = &result {
-        log::error!(error:% = failed.error; "run failed, no further action");
+/// The end of a run, in this order: the memory's end-of-run record (with the
+/// counters), the metrics file, the push, the last log line, the exit code. A state
+/// ConfigMap or a metrics file that cannot be written fails the run: the metrics, the
+/// last log line and the exit code all say so. With a memory, the counters exported
+/// are exactly those stored; a run that stored none exports none.
+pub fn finish(config: &Config, kube: Option<&Client>, cycle: Cycle, timing: Timing) -> Finished {
+    if let Err(failure) = &cycle.ended {
+        log::error!(error:% = failure.error; "run failed, no further action");
     }
-    let mut run = metrics_of(&result, config, timing);
-    let stored = match &result {
-        Ok(done) => done.stored.as_ref(),
-        Err(failed) => failed.stored.as_deref(),
-    };
-    let previous = match stored {
-        Some(stored) => stored.memory.counters.clone(),
-        None => config
-            .metrics_file
-            .as_deref()
-            .map(report::read_previous)
-            .unwrap_or_default(),
-    };
-    if let (Some(stored), Some(client)) = (stored, kube) {
-        let mut memory = stored.memory.clone();
-        memory.counters = previous.after(&run);
-        let kube = Kube {
-            client,
-            namespace: &config.namespace,
-        };
-        if let Err(e) = kube.put_state(&stored.object, &memory::render(&memory)) {
-            log::error!(error:% = e; "state not written: the counters and this run's evaluation are lost");
-            if run.ok() {
-                run.ended = Err(Stage::State);
-            }
+    let mut run = metrics_of(&cycle, config, timing);
+    let counters = match &config.state {
+        Some(_) => record(config, kube, &cycle, &mut run),
+        None => {
+            let previous = config.metrics_file.as_deref().map(report::read_previous);
+            let deployment = config.deployment.clone().unwrap_or_default();
+            let previous = previous
+                .and_then(|mut p| p.remove(&deployment).or_else(|| p.remove("")))
+                .unwrap_or_default();
+            Some(previous)
         }
-    }
-    let run = publish(config, &previous, run);
-    let removed = match &result {
-        Ok(done) => done.acted.removed.len(),
-        Err(failed) => failed.acted.removed.len(),
     };
+    let stateless = config.state.is_none();
+    let exported = |run: &Run| match &counters {
+        Some(previous) if stateless => Some(previous.after(run)),
+        stored => stored.clone(),
+    };
+    let mut text = report::render(&Sheet::single(run.clone(), exported(&run)));
+    if let Some(path) = &config.metrics_file
+        && let Err(e) = report::write_atomic(path, &text)
+    {
+        log::error!(error:% = e; "metrics file not written");
+        if run.ok() {
+            run.ended = Err(Stage::Report);
+        }
+        text = report::render(&Sheet::single(run.clone(), exported(&run)));
+    }
+    push(config, &text);
+    let removed = cycle.progress.acted.removed().count();
     log::info!(
         outcome = outcome::label(run.ended), removed, duration_seconds = act::round(timing.duration_secs);
         "run finished"
     );
     let code = if run.ok() { EXIT_OK } else { EXIT_FAILED };
-    Finished { run, code }
+    let counters = exported(&run);
+    Finished { run, counters, code }
 }
 
-/// The metrics' view of a cycle's result. Pure.
-pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, timing: Timing) -> Run {
-    let (ended, matched, plan, acted, stored) = match result {
-        Ok(done) => (
-            Ok(done.outcome),
-            Some(done.plan.pods.len()),
-            Some(&done.plan),
-            &done.acted,
-            done.stored.as_ref(),
-        ),
-        Err(failed) => (
-            Err(failed.stage),
-            failed.matched,
-            failed.plan.as_deref(),
-            &*failed.acted,
-            failed.stored.as_deref(),
-        ),
+/// The end-of-run record: the memory with this run's counters, written back. The
+/// counters stored, or `None` when the run stored none (no memory read, another run's
+/// action in progress, a refused lease, a failed write: then `run` fails in the state
+/// stage).
+fn record(config: &Config, kube: Option<&Client>, cycle: &Cycle, run: &mut Run) -> Option<Counters> {
+    let ledger = cycle.progress.ledger.as_ref()?;
+    let mut memory = ledger.record(cycle.progress.plan.as_ref(), &cycle.progress.acted, config.dry_run)?;
+    let client = kube?;
+    memory.counters = memory.counters.after(run);
+    let kube = Kube {
+        client,
+        namespace: &config.namespace,
     };
-    // Dry-run removals were only accepted, never done.
-    let deleted = |role| match ended {
-        Ok(Outcome::DryRun) => 0,
-        _ => acted.removed.iter().filter(|r| r.role == role).count(),
+    match kube.put_state(&ledger.object, &memory::render(&memory)) {
+        Ok(_) => Some(memory.counters),
+        Err(e) => {
+            log::error!(error:% = e; "state not written: this run's counters and evaluation are lost; a leased action stays recorded for the next run");
+            if run.ok() {
+                run.ended = Err(Stage::State);
+            }
+            None
+        }
+    }
+}
+
+/// POSTs the metrics text to `METRICS_PUSH_URL`; a failed push is a warning.
+fn push(config: &Config, text: &str) {
+    let Some(url) = &config.push_url else { return };
+    let payload = Payload {
+        content_type: "text/plain; version=0.0.4",
+        bytes: text.as_bytes(),
     };
+    let pushed =
+        victoria::client(&config.prometheus, url).and_then(|client| client.send("push metrics", "POST", "", payload));
+    if let Err(e) = pushed {
+        log::warn!(error:% = e; "metrics push failed");
+    }
+}
+
+/// The metrics' view of a cycle. Pure.
+pub fn metrics_of(cycle: &Cycle, config: &Config, timing: Timing) -> Run {
+    let Progress {
+        matched,
+        plan,
+        acted,
+        ledger,
+    } = &cycle.progress;
+    let ended = cycle.ended.as_ref().map(|o| *o).map_err(|f| f.stage);
+    // Dry-run removals were only accepted, never done, whatever the run's end.
+    let deleted = |role| match config.dry_run {
+        true => 0,
+        false => acted.removed().filter(|r| r.role == role).count(),
+    };
+    let container = config
+        .container
+        .clone()
+        .or_else(|| config.deployment.clone())
+        .unwrap_or_default();
     Run {
-        target: report::Target {
+        labels: Labels {
             namespace: config.namespace.clone(),
-            deployment: config.deployment.clone().unwrap_or_default(),
+            deployment: Some(config.deployment.clone().unwrap_or_default()),
+            extra: config.metrics_labels.clone(),
         },
         ended,
-        matched,
-        analyzed: plan.map_or(0, Plan::analyzed),
+        matched: *matched,
+        analyzed: plan.as_ref().map_or(0, Plan::analyzed),
         deleted_highest: deleted(Role::HighestCpu),
         deleted_lowest: deleted(Role::LowestCpu),
-        stats: plan.and_then(|p| p.stats),
+        stats: plan.as_ref().and_then(|p| p.stats),
         threshold: config.decision.threshold,
         duration_secs: timing.duration_secs,
         end: timing.end,
-        refused: acted.refused.iter().map(|(_, why)| *why).collect(),
-        memory: stored.map(|s| gauges(&s.memory, timing.now)),
+        refused: acted.refused().collect(),
+        memory: ledger.as_ref().map(|l| gauges(l.memory(), timing.now)),
+        info: Some(Info {
+            dry_run: config.dry_run,
+            eviction_mode: config.mode.verb(),
+            container,
+            window_secs: config.decision.window_secs,
+            threshold: config.decision.threshold,
+            min_pods: config.decision.min_pods,
+            max_ineffective: config.memory.max_ineffective,
+        }),
+        fit_r2: None,
+        best_possible_spread: None,
     }
 }
 
 /// The memory's gauges at `now`.
-fn gauges(memory: &Memory, now: i64) -> MemoryGauges {
+pub fn gauges(memory: &Memory, now: i64) -> MemoryGauges {
     let last_effect = memory
         .actions
         .iter()
@@ -242,149 +320,184 @@ fn gauges(memory: &Memory, now: i64) -> MemoryGauges {
 
 /// One cycle with these clients at `now`: read the memory, read and decide, let the
 /// memory judge, write the lease, act (as server-side dry runs under `DRY_RUN`).
-pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) -> Result<Done, Failed> {
+pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) -> Cycle {
+    let mut progress = Progress::default();
+    let ended = steps(clients, config, cluster, now, &mut progress);
+    Cycle { progress, ended }
+}
+
+/// The story of a run; each step records in `p` what it got.
+fn steps(
+    clients: &Clients,
+    config: &Config,
+    cluster: &Cluster,
+    now: i64,
+    p: &mut Progress,
+) -> Result<Outcome, Failure> {
     let kube = Kube {
         client: &clients.kube,
         namespace: &config.namespace,
     };
-    let mut stored = match &config.state {
-        Some(name) => Some(read_state(&kube, name, None)?),
-        None => {
-            log::info!("no STATE_CONFIGMAP: no memory, every run judges the fleet alone");
-            None
+    match &config.state {
+        Some(name) => p.ledger = Some(read_state(&kube, name, Some(&cluster.deployment), config, now, None)?),
+        None => log::info!("no STATE_CONFIGMAP: no memory, every run judges the fleet alone"),
+    }
+    let leased = p
+        .ledger
+        .as_ref()
+        .and_then(|l| memory::in_progress(&l.read, now, &config.memory));
+    let observed = observe(config, cluster, clients, now, leased, None, &mut p.matched)?;
+    let deployment = observed.deployment;
+    let plan = match p.ledger.as_mut() {
+        Some(ledger) => {
+            let (plan, judgement) = judged(observed.plan, Some(&ledger.read), &observed.fingerprint, config);
+            ledger.judgement = judgement;
+            plan
         }
+        None => observed.plan,
     };
-    let (plan, fingerprint) = observe(config, cluster, clients, now, None).map_err(|f| f.with(&stored))?;
-    let (plan, judgement) = judged(plan, stored.as_ref().map(|s| &s.memory), &fingerprint, config, now);
     log_plan(&plan, config);
+    let plan = &*p.plan.insert(plan);
+    if let Some(judgement) = p.ledger.as_ref().and_then(|l| l.judgement.as_ref())
+        && judgement.opened
+        && !config.dry_run
+    {
+        act::announce(
+            &kube,
+            &deployment,
+            "Warning",
+            "RebalancerBreakerOpen",
+            &breaker_message(judgement, plan),
+            now,
+        );
+    }
     let Decision::Remove { .. } = &plan.decision else {
-        let outcome = match &plan.decision {
+        return Ok(match &plan.decision {
             Decision::Hold(hold) => hold.outcome(),
             Decision::Remove { .. } => Outcome::Acted,
-        };
-        if let (Some(s), Some(j)) = (stored.as_mut(), &judgement) {
-            s.memory = j.next.clone();
-        }
-        return Ok(Done {
-            outcome,
-            plan,
-            acted: Acted::default(),
-            stored,
-            judgement,
         });
     };
-    let probe = judgement.as_ref().is_some_and(|j| j.breaker == Breaker::Probe);
-    if let (Some(s), Some(j)) = (&stored, &judgement) {
-        let intended = (!config.dry_run).then_some((&plan, probe, fingerprint.as_str()));
-        stored = Some(lease(&kube, s, j, intended)?);
+    if !config.dry_run
+        && let Some(ledger) = p.ledger.as_mut()
+    {
+        lease(&kube, ledger, plan)?;
     }
     let mode = act::Mode {
         eviction: config.mode,
         dry_run: config.dry_run,
     };
-    let mut acted = act::execute(&kube, &plan, mode, now);
-    // The memory keeps what was removed, not what was meant to be: the document as
-    // judged, before the lease added the intended action, plus what really went.
-    if let (Some(s), Some(j)) = (stored.as_mut(), &judgement)
-        && !config.dry_run
-    {
-        s.memory = j.next.clone();
-        memory::remember(&mut s.memory, &plan, &acted.removed, probe, &fingerprint);
+    p.acted = act::execute(&kube, plan, mode, &deployment, now);
+    match p.acted.error.take() {
+        Some(error) => Err(Failure::at(Stage::Act, error)),
+        None if config.dry_run => Ok(Outcome::DryRun),
+        None => Ok(Outcome::Acted),
     }
-    let outcome = if config.dry_run {
-        Outcome::DryRun
-    } else {
-        Outcome::Acted
+}
+
+/// Why the breaker opened, for the Warning Event on the Deployment.
+fn breaker_message(judgement: &Judgement, plan: &Plan) -> String {
+    let until = match judgement.breaker {
+        Breaker::Open { until } => clock::format_rfc3339(until),
+        _ => "the hold ends".to_string(),
     };
-    match acted.error.take() {
-        None => Ok(Done {
-            outcome,
-            plan,
-            acted,
-            stored,
-            judgement,
-        }),
-        Some(error) => Err(Failed {
-            stage: Stage::Act,
-            error,
-            matched: Some(plan.pods.len()),
-            plan: Some(Box::new(plan)),
-            acted: Box::new(acted),
-            stored: stored.map(Box::new),
-        }),
+    let spreads: Vec<String> = judgement
+        .next
+        .actions
+        .iter()
+        .filter_map(|a| Some(format!("{:.2} → {:.2}", a.spread?, a.evaluation.as_ref()?.spread)))
+        .rev()
+        .take(judgement.next.streak as usize)
+        .collect();
+    format!(
+        "pod-rebalancer: breaker open until {until}: {} in a row did not lower the spread enough (latest first: {}); threshold {:.2}. Evictions do not help this imbalance: see the plan (pod-rebalancer plan) and the partition signal",
+        plan::plural(judgement.next.streak as usize, "action"),
+        spreads.join(", "),
+        plan.threshold,
+    )
+}
+
+/// The lease: the judged memory and the intended action written before any removal,
+/// with the resourceVersion read; of two runs, one gets a 409 here. A refused lease
+/// fails the run with nothing removed and nothing more written.
+fn lease(kube: &Kube, ledger: &mut Ledger, plan: &Plan) -> Result<(), Failure> {
+    let Some(leased) = ledger.judgement.as_ref().and_then(|j| j.lease(plan)) else {
+        return Ok(());
+    };
+    match kube.put_state(&ledger.object, &memory::render(&leased)) {
+        Ok(object) => {
+            ledger.object = object;
+            Ok(())
+        }
+        Err(e) => {
+            ledger.writes = false;
+            Err(Failure::at(Stage::State, e))
+        }
     }
 }
 
-/// The lease: the evaluation and the intended action (none in a dry run) are written
-/// before any removal, with the resourceVersion read; of two runs, one gets a 409
-/// here. A failed lease fails the run with nothing removed and nothing more written.
-fn lease(
+/// The state ConfigMap and its document for `deployment`. A missing ConfigMap, or a
+/// document that cannot be read (malformed, a newer version, another Deployment's),
+/// fails the run: nothing is removed and nothing is overwritten.
+pub fn read_state(
     kube: &Kube,
-    stored: &Stored,
-    judgement: &Judgement,
-    intended: Option<(&Plan, bool, &str)>,
-) -> Result<Stored, Failed> {
-    let mut next = judgement.next.clone();
-    if let Some((plan, probe, fingerprint)) = intended {
-        memory::remember(&mut next, plan, plan.removals(), probe, fingerprint);
-    }
-    let object = kube
-        .put_state(&stored.object, &memory::render(&next))
-        .map_err(|e| Failed::at(Stage::State, e))?;
-    Ok(Stored { object, memory: next })
-}
-
-/// The state ConfigMap and its document. A missing ConfigMap, or a document that
-/// cannot be read (malformed, a newer version), fails the run: nothing is removed and
-/// nothing is overwritten.
-pub fn read_state(kube: &Kube, name: &str, keep: Option<&mut Vec<u8>>) -> Result<Stored, Failed> {
-    let object = kube.get_state(name, keep).map_err(|e| Failed::at(Stage::State, e))?;
-    let memory = memory::parse(object.document.as_deref()).map_err(|why| {
+    name: &str,
+    deployment: Option<&str>,
+    config: &Config,
+    now: i64,
+    keep: Option<&mut Vec<u8>>,
+) -> Result<Ledger, Failure> {
+    let object = kube.get_state(name, keep).map_err(|e| Failure::at(Stage::State, e))?;
+    let read = memory::parse(object.document.as_deref(), deployment).map_err(|why| {
         let doing = format!(
             "read the state document {}/{} (data.{})",
             kube.namespace,
             name,
             kube::STATE_KEY
         );
-        Failed::at(Stage::State, Error::new(doing, crate::error::Cause::Malformed(why)))
+        Failure::at(Stage::State, Error::new(doing, crate::error::Cause::Malformed(why)))
     })?;
-    Ok(Stored { object, memory })
+    let leased = memory::in_progress(&read, now, &config.memory);
+    if let Some(at) = leased {
+        log::info!(leased_at = clock::format_rfc3339(at).as_str(); "another run leased an action and may still be acting: this run acts on nothing and writes nothing");
+    }
+    Ok(Ledger {
+        object,
+        read,
+        judgement: None,
+        writes: leased.is_none(),
+    })
 }
 
-/// The plan as the memory allows it, and the memory's judgement; the plan unchanged
-/// without a memory.
-pub fn judged(
-    plan: Plan,
-    memory: Option<&Memory>,
-    fingerprint: &str,
-    config: &Config,
-    now: i64,
-) -> (Plan, Option<Judgement>) {
+/// The plan as the memory allows it, and the memory's judgement (logged); the plan
+/// unchanged without a memory, or for a paused Deployment (no pods were read: nothing
+/// to judge).
+pub fn judged(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config) -> (Plan, Option<Judgement>) {
     let Some(memory) = memory else {
         return (plan, None);
     };
-    let judgement = memory::judge(
-        memory,
-        &plan,
-        fingerprint,
-        now,
-        config.decision.threshold,
-        &config.memory,
-    );
+    if matches!(plan.decision, Decision::Hold(plan::Hold::Paused { .. })) {
+        return (plan, None);
+    }
+    let judgement = memory::judge(memory, &plan, fingerprint, &config.memory);
     log_judgement(&judgement);
-    (memory::apply(plan, &judgement), Some(judgement))
+    (judgement.apply(plan), Some(judgement))
 }
 
 fn log_judgement(j: &Judgement) {
-    if j.rollout {
-        log::info!(
-            "the last action is not evaluated: the pod template changed since (a rollout); the streak starts again"
-        );
+    for (pod, result) in &j.resolved {
+        let found = match result {
+            memory::PodResult::Removed => "gone or terminating: it was removed",
+            _ => "still there: it was not removed",
+        };
+        log::info!(pod = pod.as_str(); "an earlier removal settled from the cluster: {found}");
+    }
+    if let Some(why) = j.dropped {
+        log::info!(reason = why.words(); "the last action is not evaluated: {}", why.words());
     }
     if let (Some(e), Some(action)) = (&j.evaluation, j.next.actions.last()) {
-        let verdict = if e.effective { "effective" } else { "ineffective" };
+        let verdict = e.verdict.label();
         log::info!(
-            spread_before = act::round(action.spread), spread_after = act::round(e.spread), ratio = act::round(e.ratio),
+            spread_before = action.spread.map(act::round), spread_after = act::round(e.spread), ratio = act::round(e.ratio),
             verdict, streak = j.next.streak;
             "last action evaluated: {verdict}"
         );
@@ -394,53 +507,95 @@ fn log_judgement(j: &Judgement) {
     }
     match j.breaker {
         Breaker::Open { until } => {
-            log::info!(until = clock::format_rfc3339(until).as_str(), streak = j.next.streak; "breaker open: no action until the hold ends")
+            let spreads: Vec<String> = j
+                .next
+                .actions
+                .iter()
+                .filter_map(|a| Some(format!("{:.2} → {:.2}", a.spread?, a.evaluation.as_ref()?.spread)))
+                .collect();
+            log::info!(
+                until = clock::format_rfc3339(until).as_str(), streak = j.next.streak, spreads = spreads.join(", ").as_str();
+                "breaker open: no action until the hold ends"
+            )
         }
         Breaker::Probe => log::info!(streak = j.next.streak; "breaker half-open: the next action is a probe"),
         Breaker::Closed => {}
     }
 }
 
+/// What the read-only half of a cycle saw: the plan, the template fingerprint, the
+/// Deployment (for the Events about it).
+#[derive(Debug)]
+pub struct Observed {
+    pub plan: Plan,
+    pub fingerprint: String,
+    pub deployment: Involved,
+}
+
 /// Reads the cluster and the metrics and decides: the read-only half of a cycle,
-/// shared by the live run and the live `plan`. With `keep`, the bodies read are kept.
-/// Returns the plan and the fingerprint of the Deployment's pod template.
+/// shared by the live run and the live `plan`. A paused Deployment is decided from the
+/// Deployment alone. With `keep`, the bodies read are kept; `matched` is set once the
+/// pod list was read.
 pub fn observe(
     config: &Config,
     cluster: &Cluster,
     clients: &Clients,
     now: i64,
+    leased: Option<i64>,
     mut keep: Option<&mut Responses>,
-) -> Result<(Plan, String), Failed> {
+    matched: &mut Option<usize>,
+) -> Result<Observed, Failure> {
     let kube = Kube {
         client: &clients.kube,
         namespace: &config.namespace,
     };
     let rollout = kube
         .deployment(&cluster.deployment, keep.as_deref_mut().map(|r| &mut r.deployment))
-        .map_err(|e| Failed::at(Stage::Kubernetes, e))?;
+        .map_err(|e| Failure::at(Stage::Kubernetes, e))?;
+    let deployment = Involved::deployment(&rollout.name, &rollout.uid);
+    let paused = rollout.paused().map_err(|why| {
+        let doing = format!("read deployment {}/{}", config.namespace, cluster.deployment);
+        Failure::at(Stage::Kubernetes, Error::refused(doing, why))
+    })?;
+    if paused {
+        return Ok(Observed {
+            plan: Plan::paused(
+                now,
+                &config.namespace,
+                &cluster.container,
+                &config.decision,
+                &rollout.name,
+            ),
+            fingerprint: rollout.fingerprint,
+            deployment,
+        });
+    }
     let select = kube::Select {
         deployment: Some(&cluster.deployment),
         container: Some(&cluster.container),
     };
     let listed = kube
         .pods(&config.selector, select, keep.as_deref_mut().map(|r| &mut r.pod_pages))
-        .map_err(|e| Failed::at(Stage::Kubernetes, e))?;
+        .map_err(|e| Failure::at(Stage::Kubernetes, e))?;
     if listed.ignored > 0 {
         log::info!(ignored = listed.ignored, deployment = cluster.deployment.as_str(); "pods the selector returned that the Deployment does not own are ignored");
     }
     log::debug!(matched = listed.pods.len(); "pods listed");
-    let matched = Some(listed.pods.len());
-    let query = victoria::cpu_query(
-        &config.namespace,
-        &cluster.container,
-        &config.matchers,
-        config.decision.window_secs,
-    );
-    log::debug!(query = query.as_str(); "querying CPU");
-    let samples = victoria::query_cpu(&clients.metrics, &query, keep.map(|r| &mut r.cpu)).map_err(|e| Failed {
-        matched,
-        ..Failed::at(Stage::Metrics, e)
-    })?;
+    *matched = Some(listed.pods.len());
+    // A consumer scaled to zero has nothing to measure: no query.
+    let samples = if listed.pods.is_empty() {
+        plan::Samples::default()
+    } else {
+        let query = victoria::cpu_query(
+            &config.namespace,
+            &cluster.container,
+            &config.matchers,
+            config.decision.window_secs,
+        );
+        log::debug!(query = query.as_str(); "querying CPU");
+        victoria::query_cpu(&clients.metrics, &query, keep.map(|r| &mut r.cpu))
+            .map_err(|e| Failure::at(Stage::Metrics, e))?
+    };
     let plan = plan::decide(Inputs {
         pods: listed.pods,
         samples: &samples,
@@ -451,12 +606,14 @@ pub fn observe(
         namespace: &config.namespace,
         ignored: listed.ignored,
         selector: Some(&config.selector),
+        leased,
     })
-    .map_err(|why| Failed {
-        matched,
-        ..Failed::at(why.stage(), Error::refused("decide", why.to_string()))
-    })?;
-    Ok((plan, rollout.fingerprint))
+    .map_err(|why| Failure::at(why.stage(), Error::refused("decide", why.to_string())))?;
+    Ok(Observed {
+        plan,
+        fingerprint: rollout.fingerprint,
+        deployment,
+    })
 }
 
 fn log_plan(plan: &Plan, config: &Config) {
@@ -493,31 +650,4 @@ fn log_plan(plan: &Plan, config: &Config) {
         mean = act::round(mean), stddev = act::round(stddev), spread = act::round(spread), threshold = plan.threshold;
         "plan: {}", plan.summary(&verb)
     );
-}
-
-/// Writes and pushes the metrics of `run` on top of `previous`; the run as published,
-/// which failed in the report stage when the metrics file could not be written.
-fn publish(config: &Config, previous: &Counters, mut run: Run) -> Run {
-    let mut text = report::render(previous, &run);
-    if let Some(path) = &config.metrics_file
-        && let Err(e) = report::write_atomic(path, &text)
-    {
-        log::error!(error:% = e; "metrics file not written");
-        if run.ok() {
-            run.ended = Err(Stage::Report);
-        }
-        text = report::render(previous, &run);
-    }
-    if let Some(url) = &config.push_url {
-        let payload = Payload {
-            content_type: "text/plain; version=0.0.4",
-            bytes: text.as_bytes(),
-        };
-        let pushed = victoria::client(&config.prometheus, url)
-            .and_then(|client| client.send("push metrics", "POST", "", payload));
-        if let Err(e) = pushed {
-            log::warn!(error:% = e; "metrics push failed");
-        }
-    }
-    run
 }

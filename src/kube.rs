@@ -407,7 +407,11 @@ struct Deployment {
 struct DeploymentMeta {
     name: String,
     #[serde(default)]
+    uid: String,
+    #[serde(default)]
     generation: i64,
+    #[serde(default)]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -494,8 +498,17 @@ fn phase(sent: &str) -> Cow<'static, str> {
 
 impl Deployment {
     fn into_rollout(self) -> Rollout {
+        let ours = |(k, _): &(String, String)| k.starts_with(crate::plan::ANNOTATION_PREFIX);
         Rollout {
             name: self.metadata.name,
+            uid: self.metadata.uid,
+            annotations: self
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .into_iter()
+                .filter(ours)
+                .collect(),
             generation: self.metadata.generation,
             observed_generation: self.status.observed_generation,
             desired: self.spec.replicas.unwrap_or(1),
@@ -623,6 +636,35 @@ impl StateObject {
             document,
             object,
         })
+    }
+}
+
+/// The object an Event is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Involved {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Involved {
+    pub fn pod(name: &str, uid: &str) -> Involved {
+        Involved {
+            api_version: "v1",
+            kind: "Pod",
+            name: name.to_string(),
+            uid: uid.to_string(),
+        }
+    }
+
+    pub fn deployment(name: &str, uid: &str) -> Involved {
+        Involved {
+            api_version: "apps/v1",
+            kind: "Deployment",
+            name: name.to_string(),
+            uid: uid.to_string(),
+        }
     }
 }
 
@@ -843,17 +885,31 @@ impl Kube<'_> {
             .send_json(&what, method, &format!("{path}?dryRun=All"), &body)
     }
 
-    /// Posts a core/v1 Event of type Normal, reason `Rebalanced`, on the pod.
-    pub fn post_event(&self, name: &str, uid: &str, message: &str, now: i64) -> Result<(), Error> {
+    /// Posts a core/v1 Event on `object`: `kind` Normal or Warning, with its reason and
+    /// message, from `pod-rebalancer`.
+    pub fn post_event(
+        &self,
+        object: &Involved,
+        kind: &str,
+        reason: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<(), Error> {
         let ns = self.namespace;
         let at = crate::clock::format_rfc3339(now);
         let body = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": format!("{name}."), "namespace": ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid},
-            "type": "Normal",
-            "reason": "Rebalanced",
+            "metadata": {"generateName": format!("{}.", object.name), "namespace": ns},
+            "involvedObject": {
+                "apiVersion": object.api_version,
+                "kind": object.kind,
+                "name": object.name,
+                "namespace": ns,
+                "uid": object.uid,
+            },
+            "type": kind,
+            "reason": reason,
             "action": "Rebalance",
             "message": message,
             "source": {"component": "pod-rebalancer"},

@@ -4,48 +4,71 @@
 //! partition moves with the partition to whichever pod gets it, idle consumers stay
 //! idle. So every action is remembered (the `Memory` document, kept in the state
 //! ConfigMap by `cycle`), and the first run after it that passes the fleet gate and
-//! computes statistics measures it: `ratio = spread now / spread before`. Effective
-//! actions keep the breaker closed; `MAX_INEFFECTIVE_ACTIONS` ineffective ones in a row
-//! open it for `BACKOFF`, doubling with each further one (at most a day). A rollout
-//! (a new pod template) starts afresh.
+//! computes meaningful statistics measures it: `ratio = spread now / spread before`.
+//! Effective actions keep the breaker closed, partial ones leave it as it is;
+//! `MAX_INEFFECTIVE_ACTIONS` ineffective ones in a row open it for `BACKOFF`, doubling
+//! with each further one (at most a day).
 //!
-//! `judge` is pure: the memory, this run's plan, the template fingerprint and `now` in;
-//! the evaluation, the breaker and the next memory out. `apply` turns an open breaker
-//! into the plan's hold. No I/O, no clock.
+//! This module is the whole protocol, and the only copy of it: the cycle, the
+//! simulation and the tests all run a cycle's memory as
+//!
+//! ```text
+//! in_progress(memory)          → another run's lease: no action, no write
+//! judge(memory, plan, …)       → Judgement: settle from the cluster, forget what
+//!                                cannot be measured, clamp the hold, measure,
+//!                                count the streak, derive the breaker
+//! judgement.apply(plan)        → the plan as the breaker allows it
+//! judgement.lease(&plan)       → the document written before any removal
+//! judgement.settle(&plan, &answers)
+//!                              → the document written at the end of the run
+//! ```
+//!
+//! Everything here is pure: no I/O, no clock (`now` is the plan's).
 
-use crate::plan::{Decision, Hold, Plan, Role, over};
+use crate::outcome::Refusal;
+use crate::plan::{Decision, Hold, IDLE_MEAN_CORES, Plan, Removal, Role, over};
 use crate::report::Counters;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
-/// The version of the state document this program writes and reads.
-pub const VERSION: u32 = 1;
+/// The version of the state document this program writes. It reads this one and
+/// version 1 (upgraded on its first write).
+pub const VERSION: u32 = 2;
 /// The most actions the memory keeps, the newest last.
 pub const MAX_ACTIONS: usize = 10;
 /// The longest hold of an open breaker.
 pub const MAX_HOLD_SECS: u64 = 24 * 3600;
+/// An action is in progress for at least this long after its lease.
+pub const MIN_LEASE_SECS: u64 = 120;
 /// The hot spot "moved" when the hottest pod after an action burns at least this share
 /// of what the removed hottest pod burned.
 pub const HOT_SPOT_SHARE: f64 = 0.8;
+/// The largest count (`streak`, an action's `n`) a document may hold.
+pub const MAX_COUNT: u64 = 1_000_000_000;
 
-/// The state document: the `state.json` key of the state ConfigMap.
+/// The state document: the `state.json` key of the state ConfigMap (README "Memory").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     /// `VERSION`; a document of a newer version is refused, never overwritten.
     pub version: u32,
-    /// The fingerprint of the Deployment's pod template when last seen.
-    #[serde(default)]
-    pub fingerprint: Option<String>,
-    /// The last actions, oldest first, at most `MAX_ACTIONS`.
-    #[serde(default)]
-    pub actions: Vec<Action>,
+    /// The Deployment whose memory this is: two rebalancers must not share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
     /// Consecutive ineffective actions.
     #[serde(default)]
     pub streak: u32,
-    /// The end of the current hold (Unix seconds); `None` when the breaker never
-    /// opened or was closed since.
+    /// The end of the last hold (Unix seconds), kept after it ends until an effective
+    /// action sets the streak to 0; `None` when no hold was recorded since.
     #[serde(default)]
     pub hold_until: Option<i64>,
-    /// The metrics' counters, carried from run to run.
+    /// The last actions, oldest first, at most `MAX_ACTIONS`.
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    /// A Warning Event said the imbalance is unfixable since the last action.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unfixable_warned: bool,
+    /// The metrics' counters, carried from run to run, and the last success and
+    /// failure times.
     #[serde(default)]
     pub counters: Counters,
 }
@@ -54,53 +77,177 @@ impl Default for Memory {
     fn default() -> Memory {
         Memory {
             version: VERSION,
-            fingerprint: None,
-            actions: Vec::new(),
+            deployment: None,
             streak: 0,
             hold_until: None,
+            actions: Vec::new(),
+            unfixable_warned: false,
             counters: Counters::default(),
         }
     }
 }
 
-/// One action: the pods removed in one run, and the fleet as it was.
+impl Memory {
+    /// The template fingerprint of the newest action, if any: what an offline plan
+    /// without the Deployment takes for today's.
+    pub fn last_fingerprint(&self) -> Option<&str> {
+        self.actions.iter().rev().find_map(|a| a.fingerprint.as_deref())
+    }
+}
+
+/// One action: the pods one run meant to remove, what became of each, and the fleet
+/// as it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Action {
-    /// Unix seconds.
+    /// When it was leased, Unix seconds.
     pub at: i64,
-    /// The template fingerprint the action was taken under.
-    pub fingerprint: String,
-    /// The spread and the mean (cores) before.
-    pub spread: f64,
-    pub mean: f64,
-    pub removed: Vec<Removed>,
+    /// The spread, the mean (cores) and the eligible pods before it; an action without
+    /// them cannot be measured and is dropped.
+    #[serde(default)]
+    pub spread: Option<f64>,
+    #[serde(default)]
+    pub mean: Option<f64>,
+    #[serde(default)]
+    pub n: Option<u64>,
+    /// The template fingerprint it was taken under.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// False in the lease; true once its run wrote the end-of-run record, or once a
+    /// later run settled it from the cluster.
+    #[serde(default = "settled_by_default")]
+    pub settled: bool,
     /// Taken when a hold had ended: its verdict closes or reopens the breaker.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe: bool,
+    pub pods: Vec<ActionPod>,
+    /// With the partition signal: the partition that carried the most load on the
+    /// hottest pod, when the load explained the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
     /// Filled in by the run that measured it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<Evaluation>,
-    /// A rollout came before it could be measured: it never will be.
-    #[serde(default)]
-    pub superseded: bool,
+    /// Never measured, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
+}
+
+fn settled_by_default() -> bool {
+    true
 }
 
 impl Action {
-    fn pending(&self) -> bool {
-        self.evaluation.is_none() && !self.superseded
+    fn removed(&self) -> bool {
+        self.pods.iter().any(|p| p.result == PodResult::Removed)
     }
 
-    fn hottest(&self) -> Option<&Removed> {
-        self.removed.iter().find(|r| r.role == Role::HighestCpu)
+    /// Settled, not yet measured, not dropped.
+    fn pending(&self) -> bool {
+        self.settled && self.evaluation.is_none() && self.dropped.is_none()
+    }
+
+    /// The hottest pod, when it was removed and its CPU is known.
+    fn hottest(&self) -> Option<(&str, f64)> {
+        self.pods
+            .iter()
+            .find(|p| p.role == Role::HighestCpu && p.result == PodResult::Removed)
+            .and_then(|p| Some((p.name.as_str(), p.cpu?)))
     }
 }
 
-/// A pod an action removed.
+/// A pod of an action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Removed {
+pub struct ActionPod {
     pub name: String,
+    /// Empty in a document upgraded from version 1.
+    #[serde(default)]
+    pub uid: String,
     pub role: Role,
-    pub cpu: f64,
+    pub result: PodResult,
+    /// Its CPU (cores) when the action was planned.
+    #[serde(default)]
+    pub cpu: Option<f64>,
+}
+
+/// What became of one pod of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PodResult {
+    /// In the lease; after the end of the run: not removed (not asked, as under the
+    /// pair rule, or settled from the cluster as still there).
+    Intended,
+    /// The API server answered 2xx, or the cluster shows it gone or terminating.
+    Removed,
+    /// The API server refused (429, 404, 409).
+    Refused,
+    /// No answer, or another non-2xx: it may have happened. The next run settles it.
+    Unknown,
+}
+
+/// What the API server answered to one removal (`act::execute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Removed,
+    Refused(Refusal),
+    /// A timeout, a reset, any other failure: it may have happened.
+    Unknown,
+}
+
+impl Answer {
+    fn result(self) -> PodResult {
+        match self {
+            Answer::Removed => PodResult::Removed,
+            Answer::Refused(_) => PodResult::Refused,
+            Answer::Unknown => PodResult::Unknown,
+        }
+    }
+}
+
+/// Why an action is never measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dropped {
+    /// The pod template changed before it was measured (a rollout).
+    Rollout,
+    /// No pod of it was removed.
+    NothingRemoved,
+    /// It lacks what its measurement needs (a document edited by hand, or upgraded
+    /// from version 1 while the action was pending).
+    Incomplete,
+    /// A later action came before it was measured.
+    Superseded,
+}
+
+impl Dropped {
+    pub fn words(self) -> &'static str {
+        match self {
+            Dropped::Rollout => "the pod template changed since (a rollout)",
+            Dropped::NothingRemoved => "no pod of it was removed",
+            Dropped::Incomplete => "it lacks the spread, the pod count or the fingerprint it was taken at",
+            Dropped::Superseded => "a later action came first",
+        }
+    }
+}
+
+/// The three verdicts on an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The spread fell by `MIN_IMPROVEMENT`, or reached the threshold with a real step.
+    Effective,
+    /// It fell by as much as two pods of N can move it, not by `MIN_IMPROVEMENT`.
+    Partial,
+    Ineffective,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Effective => "effective",
+            Verdict::Partial => "partial",
+            Verdict::Ineffective => "ineffective",
+        }
+    }
 }
 
 /// What the spread did after an action.
@@ -112,10 +259,10 @@ pub struct Evaluation {
     pub spread: f64,
     /// Spread after / spread before.
     pub ratio: f64,
-    pub effective: bool,
+    pub verdict: Verdict,
     /// When the hottest pod after the action is another pod burning nearly what the
     /// removed one did: the load follows a partition or a key, not a pod.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hot_spot: Option<HotSpot>,
 }
 
@@ -125,15 +272,25 @@ pub struct HotSpot {
     pub from_cpu: f64,
     pub to: String,
     pub to_cpu: f64,
+    /// The partition that moved with it, when the partition signal shows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
 }
 
 impl std::fmt::Display for HotSpot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "the hot spot moved from {} ({:.3} cores) to {} ({:.3} cores): the load follows a partition or a key, not a pod",
+            "the hot spot moved from {} ({:.3} cores) to {} ({:.3} cores)",
             self.from, self.from_cpu, self.to, self.to_cpu
-        )
+        )?;
+        match &self.partition {
+            Some(p) => write!(
+                f,
+                " with partition {p}: the load follows a partition or a key, not a pod"
+            ),
+            None => write!(f, ": the load follows a partition or a key, not a pod"),
+        }
     }
 }
 
@@ -146,6 +303,8 @@ pub struct Settings {
     pub max_ineffective: u32,
     /// `BACKOFF`: the first hold, seconds.
     pub backoff_secs: u64,
+    /// How long a lease blocks other runs: `max(STABILIZATION_WINDOW, 2m)`.
+    pub lease_secs: u64,
 }
 
 /// The breaker's state in this run.
@@ -164,68 +323,243 @@ pub enum Breaker {
 /// What the memory makes of one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Judgement {
+    /// The plan's `now`.
+    pub now: i64,
+    /// Another run leased an action at this time and may still be acting: this run
+    /// takes no action, evaluates nothing and writes nothing.
+    pub in_progress: Option<i64>,
+    /// Pods of earlier actions this run settled from the cluster, with what it found.
+    pub resolved: Vec<(String, PodResult)>,
+    /// The last action was dropped by this run, and why.
+    pub dropped: Option<Dropped>,
     /// The evaluation this run made, of the last action, if it made one.
     pub evaluation: Option<Evaluation>,
-    /// The last action was not measured and never will be: a rollout came first.
-    pub rollout: bool,
+    /// The breaker opened (or reopened) in this run.
+    pub opened: bool,
     pub breaker: Breaker,
-    /// The memory after this run's evaluation, before any action of its own.
+    /// The memory after this run's judgement, before any action of its own.
     pub next: Memory,
+    /// The template fingerprint today.
+    pub fingerprint: String,
+    /// With the partition signal: the partition that carries the most load on the
+    /// plan's hottest pod, when the load explains the CPU (recorded in a lease).
+    pub partition: Option<String>,
 }
 
-/// Evaluates the last action against this run's plan and runs the breaker. Pure.
-pub fn judge(
-    memory: &Memory,
-    plan: &Plan,
-    fingerprint: &str,
-    now: i64,
-    threshold: f64,
-    settings: &Settings,
-) -> Judgement {
-    let mut next = memory.clone();
-    let rollout = next.fingerprint.as_deref().is_some_and(|f| f != fingerprint);
-    if rollout {
-        // A new template: what was learnt of the old one does not hold.
-        next.streak = 0;
-        next.hold_until = None;
-        for action in next.actions.iter_mut().filter(|a| a.pending()) {
-            action.superseded = true;
+/// The time of another run's lease that may still be acting, if there is one: the
+/// newest action is unsettled and leased less than `lease_secs` ago (or ahead, within
+/// as much: two runs' clocks may differ).
+pub fn in_progress(memory: &Memory, now: i64, settings: &Settings) -> Option<i64> {
+    let last = memory.actions.last()?;
+    let window = settings.lease_secs.max(MIN_LEASE_SECS) as i64;
+    (!last.settled && now.saturating_sub(last.at).saturating_abs() < window).then_some(last.at)
+}
+
+/// Judges this run's plan against the memory. Pure; in named steps.
+pub fn judge(memory: &Memory, plan: &Plan, fingerprint: &str, settings: &Settings) -> Judgement {
+    let now = plan.now;
+    let mut judgement = Judgement {
+        now,
+        in_progress: in_progress(memory, now, settings),
+        resolved: Vec::new(),
+        dropped: None,
+        evaluation: None,
+        opened: false,
+        breaker: Breaker::Closed,
+        next: Memory {
+            version: VERSION,
+            ..memory.clone()
+        },
+        fingerprint: fingerprint.to_string(),
+        partition: None,
+    };
+    if judgement.in_progress.is_some() {
+        // Nothing is settled, measured or counted: the acting run's end-of-run write
+        // records its action, and a write here would make that write fail.
+        clamp_hold(&mut judgement.next, now);
+        judgement.breaker = breaker(&judgement.next, now, settings);
+        return judgement;
+    }
+    judgement.resolved = settle_from_cluster(&mut judgement.next, plan);
+    judgement.dropped = forget_unmeasurable(&mut judgement.next, fingerprint);
+    clamp_hold(&mut judgement.next, now);
+    judgement.evaluation = measure(&mut judgement.next, plan, settings);
+    let was_open = matches!(breaker(&judgement.next, now, settings), Breaker::Open { .. });
+    if let Some(verdict) = judgement.evaluation.as_ref().map(|e| e.verdict) {
+        count_streak(&mut judgement.next, verdict, now, settings);
+    }
+    judgement.opened = open_when_lowered(&mut judgement.next, now, settings);
+    judgement.breaker = breaker(&judgement.next, now, settings);
+    judgement.opened |= !was_open && matches!(judgement.breaker, Breaker::Open { .. });
+    judgement
+}
+
+/// Resolves, from the pods the plan lists, every pod of an unsettled action (its run
+/// died after its lease) and every pod answered `unknown`: gone or terminating means
+/// removed; still there, not. Unsettled actions become settled.
+fn settle_from_cluster(memory: &mut Memory, plan: &Plan) -> Vec<(String, PodResult)> {
+    let unresolved = |a: &Action| !a.settled || a.pods.iter().any(|p| p.result == PodResult::Unknown);
+    if !memory.actions.iter().any(unresolved) {
+        return Vec::new();
+    }
+    let listed: HashMap<&str, bool> = plan
+        .pods
+        .iter()
+        .filter(|v| !v.pod.uid.is_empty())
+        .map(|v| (v.pod.uid.as_str(), v.pod.terminating))
+        .collect();
+    let mut resolved = Vec::new();
+    for action in memory.actions.iter_mut().filter(|a| unresolved(a)) {
+        let settling = !action.settled;
+        for pod in &mut action.pods {
+            let open = pod.result == PodResult::Unknown || (settling && pod.result == PodResult::Intended);
+            if !open {
+                continue;
+            }
+            let gone = match listed.get(pod.uid.as_str()) {
+                None => true,
+                Some(terminating) => *terminating,
+            };
+            pod.result = if gone { PodResult::Removed } else { PodResult::Intended };
+            resolved.push((pod.name.clone(), pod.result));
+        }
+        action.settled = true;
+    }
+    resolved
+}
+
+/// Marks what can never be measured: a pending action with no removed pod, one that
+/// lacks its numbers, one taken under another pod template (a rollout since: the
+/// streak and the hold stay as they are), and any pending action but the newest.
+/// Returns why the newest was dropped, if it was just now.
+fn forget_unmeasurable(memory: &mut Memory, fingerprint: &str) -> Option<Dropped> {
+    let newest = memory.actions.len().checked_sub(1)?;
+    let mut dropped_newest = None;
+    for (i, action) in memory.actions.iter_mut().enumerate() {
+        if !action.pending() {
+            continue;
+        }
+        let why = if i != newest {
+            Dropped::Superseded
+        } else if !action.removed() {
+            Dropped::NothingRemoved
+        } else if action.spread.is_none_or(|s| s <= 0.0) || action.n.is_none_or(|n| n == 0) {
+            Dropped::Incomplete
+        } else if action.fingerprint.as_deref() != Some(fingerprint) {
+            Dropped::Rollout
+        } else {
+            continue;
+        };
+        action.dropped = Some(why);
+        if i == newest {
+            dropped_newest = Some(why);
         }
     }
-    next.fingerprint = Some(fingerprint.to_string());
-    // No hold lasts more than a day, whatever a hand-edited document says.
+    dropped_newest
+}
+
+/// No hold lasts more than a day from now, whatever a hand-edited document says.
+fn clamp_hold(memory: &mut Memory, now: i64) {
     let longest = now.saturating_add(MAX_HOLD_SECS as i64);
-    next.hold_until = next.hold_until.map(|until| until.min(longest));
+    memory.hold_until = memory.hold_until.map(|until| until.min(longest));
+}
+
+/// Whether this run's statistics can measure an action: the fleet gate passed and they
+/// are meaningful (at least `MIN_PODS_REQUIRED` eligible pods, not idle).
+fn qualifies(plan: &Plan) -> bool {
     let gated = matches!(plan.decision, Decision::Hold(Hold::Stabilizing { .. }));
-    let evaluation = match (next.actions.last_mut(), plan.stats) {
-        (Some(action), Some(stats)) if !gated && action.pending() && action.fingerprint == fingerprint => {
-            let evaluation = evaluate(action, stats.spread, plan, now, threshold, settings);
-            action.evaluation = Some(evaluation.clone());
-            Some(evaluation)
-        }
-        _ => None,
+    !gated
+        && plan
+            .stats
+            .is_some_and(|s| s.n >= plan.min_pods && s.mean >= IDLE_MEAN_CORES)
+}
+
+/// Measures the newest action, when it is pending and this run qualifies.
+fn measure(memory: &mut Memory, plan: &Plan, settings: &Settings) -> Option<Evaluation> {
+    let action = memory.actions.last_mut().filter(|a| a.pending())?;
+    let stats = plan.stats.filter(|_| qualifies(plan))?;
+    let evaluation = evaluate(action, stats.spread, plan, settings);
+    action.evaluation = Some(evaluation.clone());
+    Some(evaluation)
+}
+
+/// The verdict on `action` at `spread` (this run's): SPEC §11 "Effect".
+fn evaluate(action: &Action, spread: f64, plan: &Plan, settings: &Settings) -> Evaluation {
+    // `forget_unmeasurable` dropped actions without a positive spread or a count.
+    let before = action.spread.unwrap_or(f64::MAX);
+    let n = action.n.unwrap_or(1).max(1) as f64;
+    // A spread before that is tiny but positive (a hand-edited 5e-324) would make the
+    // ratio infinite: it is capped so that every document written reads back.
+    let ratio = (spread / before).min(f64::MAX);
+    let step = 1.0 - 1.0 / n;
+    let verdict = if ratio <= 1.0 - settings.min_improvement || (!over(spread, plan.threshold) && ratio <= step) {
+        Verdict::Effective
+    } else if ratio <= step {
+        Verdict::Partial
+    } else {
+        Verdict::Ineffective
     };
-    if let Some(e) = &evaluation {
-        if e.effective {
-            next.streak = 0;
-            next.hold_until = None;
-        } else {
-            next.streak += 1;
-            if next.streak >= settings.max_ineffective {
-                next.hold_until = Some(now.saturating_add(hold_secs(next.streak, settings) as i64));
+    Evaluation {
+        at: plan.now,
+        spread,
+        ratio,
+        verdict,
+        hot_spot: hot_spot(action, plan),
+    }
+}
+
+/// The hottest pod now is another one, burning nearly what the removed hottest did.
+/// With the partition signal, when both runs had a load that explains the CPU: only
+/// when the new hottest pod owns the partition that carried the most load on the old.
+fn hot_spot(action: &Action, plan: &Plan) -> Option<HotSpot> {
+    let (from, from_cpu) = action.hottest()?;
+    let (to, to_cpu) = plan.pods.hottest()?;
+    if to == from || to_cpu < HOT_SPOT_SHARE * from_cpu {
+        return None;
+    }
+    Some(HotSpot {
+        from: from.to_string(),
+        from_cpu,
+        to: to.to_string(),
+        to_cpu,
+        partition: None,
+    })
+}
+
+/// Effective sets the streak to 0 and forgets the hold; partial leaves both as they
+/// are; ineffective adds one, and at `MAX_INEFFECTIVE_ACTIONS` or more holds for
+/// `BACKOFF × 2^(streak − MAX_INEFFECTIVE_ACTIONS)`.
+fn count_streak(memory: &mut Memory, verdict: Verdict, now: i64, settings: &Settings) {
+    match verdict {
+        Verdict::Effective => {
+            memory.streak = 0;
+            memory.hold_until = None;
+        }
+        Verdict::Partial => {}
+        Verdict::Ineffective => {
+            memory.streak = memory.streak.saturating_add(1).min(MAX_COUNT as u32);
+            if memory.streak >= settings.max_ineffective {
+                memory.hold_until = Some(now.saturating_add(hold_secs(memory.streak, settings) as i64));
             }
         }
     }
-    let breaker = match next.hold_until {
+}
+
+/// A streak at or above `MAX_INEFFECTIVE_ACTIONS` with no hold recorded (the setting
+/// was lowered) opens the breaker for `BACKOFF`. Whether it did.
+fn open_when_lowered(memory: &mut Memory, now: i64, settings: &Settings) -> bool {
+    if memory.streak >= settings.max_ineffective && memory.hold_until.is_none() {
+        memory.hold_until = Some(now.saturating_add(settings.backoff_secs.min(MAX_HOLD_SECS) as i64));
+        return true;
+    }
+    false
+}
+
+fn breaker(memory: &Memory, now: i64, settings: &Settings) -> Breaker {
+    match memory.hold_until {
         Some(until) if until > now => Breaker::Open { until },
-        _ if next.streak >= settings.max_ineffective => Breaker::Probe,
+        _ if memory.streak >= settings.max_ineffective => Breaker::Probe,
         _ => Breaker::Closed,
-    };
-    Judgement {
-        evaluation,
-        rollout: rollout && memory.actions.last().is_some_and(Action::pending),
-        breaker,
-        next,
     }
 }
 
@@ -238,124 +572,302 @@ pub fn hold_secs(streak: u32, settings: &Settings) -> u64 {
         .min(MAX_HOLD_SECS)
 }
 
-fn evaluate(action: &Action, spread: f64, plan: &Plan, now: i64, threshold: f64, settings: &Settings) -> Evaluation {
-    let ratio = if action.spread > 0.0 {
-        spread / action.spread
-    } else {
-        1.0
-    };
-    let effective = !over(spread, threshold) || ratio <= 1.0 - settings.min_improvement;
-    let hot_spot = match (action.hottest(), plan.pods.hottest()) {
-        (Some(from), Some((to, to_cpu))) if to != from.name && to_cpu >= HOT_SPOT_SHARE * from.cpu => Some(HotSpot {
-            from: from.name.clone(),
-            from_cpu: from.cpu,
-            to: to.to_string(),
-            to_cpu,
-        }),
-        _ => None,
-    };
-    Evaluation {
-        at: now,
-        spread,
-        ratio,
-        effective,
-        hot_spot,
-    }
-}
-
-/// The plan as the breaker allows it: an open breaker holds a plan that would remove
-/// pods or that only the budget held (it comes before the budget, after "balanced").
-pub fn apply(mut plan: Plan, judgement: &Judgement) -> Plan {
-    let Breaker::Open { until } = judgement.breaker else {
-        return plan;
-    };
-    if !matches!(
-        plan.decision,
-        Decision::Remove { .. } | Decision::Hold(Hold::MinPods { .. })
-    ) {
-        return plan;
-    }
-    let streak = judgement.next.streak as usize;
-    let spreads = judgement
-        .next
-        .actions
-        .iter()
-        .filter_map(|a| a.evaluation.as_ref().map(|e| [a.spread, e.spread]))
-        .rev()
-        .take(streak)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    plan.pods.clear_roles();
-    plan.decision = Decision::Hold(Hold::Ineffective { until, spreads });
-    plan
-}
-
-/// Remembers this run's action: the pods `removed` from the fleet `plan` describes.
-pub fn remember(memory: &mut Memory, plan: &Plan, removed: &[crate::plan::Removal], probe: bool, fingerprint: &str) {
-    let Some(stats) = plan.stats else { return };
-    if removed.is_empty() {
-        return;
-    }
-    memory.actions.push(Action {
-        at: plan.now,
-        fingerprint: fingerprint.to_string(),
-        spread: stats.spread,
-        mean: stats.mean,
-        removed: removed
+impl Judgement {
+    /// The plan as the breaker allows it: an open breaker holds a plan that would
+    /// remove pods or that only the budget held (it comes after "balanced" and
+    /// "unfixable", before the budget).
+    pub fn apply(&self, mut plan: Plan) -> Plan {
+        let Breaker::Open { until } = self.breaker else {
+            return plan;
+        };
+        if !matches!(
+            plan.decision,
+            Decision::Remove { .. } | Decision::Hold(Hold::MinPods { .. })
+        ) {
+            return plan;
+        }
+        let streak = self.next.streak as usize;
+        let mut spreads: Vec<[f64; 2]> = self
+            .next
+            .actions
             .iter()
-            .map(|r| Removed {
-                name: r.name.clone(),
-                role: r.role,
-                cpu: r.cpu,
+            .rev()
+            .filter_map(|a| {
+                let e = a.evaluation.as_ref().filter(|e| e.verdict == Verdict::Ineffective)?;
+                Some([a.spread?, e.spread])
             })
-            .collect(),
-        probe,
-        evaluation: None,
-        superseded: false,
-    });
-    let extra = memory.actions.len().saturating_sub(MAX_ACTIONS);
-    memory.actions.drain(..extra);
+            .take(streak)
+            .collect();
+        spreads.reverse();
+        plan.pods.clear_roles();
+        plan.decision = Decision::Hold(Hold::Ineffective { until, spreads });
+        plan
+    }
+
+    /// The document written before any removal: the judged memory and the intended
+    /// action, unsettled, each pod with its name and uid. `None` when the plan removes
+    /// nothing.
+    pub fn lease(&self, plan: &Plan) -> Option<Memory> {
+        self.with_action(plan, None)
+    }
+
+    /// The document written at the end of the run: the judged memory and what the API
+    /// server answered for each removal (`answers`; a pod not in it was not asked). An
+    /// action with nothing removed and nothing unknown is not recorded. A dry run
+    /// passes no answers: it records no action.
+    pub fn settle(&self, plan: &Plan, answers: &[(Removal, Answer)]) -> Memory {
+        self.with_action(plan, Some(answers))
+            .unwrap_or_else(|| self.next.clone())
+    }
+
+    fn with_action(&self, plan: &Plan, answers: Option<&[(Removal, Answer)]>) -> Option<Memory> {
+        let stats = plan.stats?;
+        let removals = plan.removals();
+        if removals.is_empty() {
+            return None;
+        }
+        let pods: Vec<ActionPod> = removals
+            .iter()
+            .map(|r| ActionPod {
+                name: r.name.clone(),
+                uid: r.uid.clone(),
+                role: r.role,
+                result: answers
+                    .and_then(|a| a.iter().find(|(asked, _)| asked.uid == r.uid && asked.name == r.name))
+                    .map_or(PodResult::Intended, |(_, answer)| answer.result()),
+                cpu: Some(r.cpu),
+            })
+            .collect();
+        let happened = |p: &ActionPod| matches!(p.result, PodResult::Removed | PodResult::Unknown);
+        if answers.is_some() && !pods.iter().any(happened) {
+            return None;
+        }
+        let mut next = self.next.clone();
+        next.actions.push(Action {
+            at: plan.now,
+            spread: Some(stats.spread),
+            mean: Some(stats.mean),
+            n: Some(stats.n as u64),
+            fingerprint: Some(self.fingerprint.clone()),
+            settled: answers.is_some(),
+            probe: self.breaker == Breaker::Probe,
+            pods,
+            partition: self.partition.clone(),
+            evaluation: None,
+            dropped: None,
+        });
+        let extra = next.actions.len().saturating_sub(MAX_ACTIONS);
+        next.actions.drain(..extra);
+        next.unfixable_warned = false;
+        Some(next)
+    }
 }
 
-/// Reads a state document; an empty one (no `state.json`) is a fresh memory. `Err`
-/// says why it cannot be read: not JSON of this shape, or a newer version.
-pub fn parse(document: Option<&str>) -> Result<Memory, String> {
+/// Why a document cannot be read, and how to start afresh.
+fn unreadable(why: impl std::fmt::Display) -> String {
+    format!("{why}; to start afresh, remove the {} key", crate::kube::STATE_KEY)
+}
+
+/// Reads a state document for `deployment` (when known); an empty one (no
+/// `state.json`) is a fresh memory, a version-1 one is upgraded. `Err` says why it
+/// cannot be read (not JSON of this shape, a newer version, another Deployment's, a
+/// fleet's, a value out of range) and how to start afresh.
+pub fn parse(document: Option<&str>, deployment: Option<&str>) -> Result<Memory, String> {
     let Some(text) = document.filter(|t| !t.trim().is_empty()) else {
-        return Ok(Memory::default());
+        return Ok(Memory {
+            deployment: deployment.map(str::to_string),
+            ..Memory::default()
+        });
     };
-    #[derive(Deserialize)]
-    struct Versioned {
-        version: serde_json::Value,
-    }
-    let versioned: Versioned =
-        serde_json::from_str(text).map_err(|e| format!("expected a JSON object with a version: {e}"))?;
-    match versioned.version.as_u64() {
-        Some(v) if v == u64::from(VERSION) => {}
-        Some(v) if v > u64::from(VERSION) => {
-            return Err(format!(
-                "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
+    let top: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| unreadable(format!("expected a JSON object: {e}")))?;
+    let version = top.get("version").cloned().unwrap_or(serde_json::Value::Null);
+    let memory = match version.as_u64() {
+        Some(2) if top.contains_key("targets") => {
+            return Err(unreadable(
+                "it holds the memory of other deployments (a fleet document, SPEC §13): a single-mode rebalancer must not share a fleet's state ConfigMap",
             ));
         }
-        _ => return Err(format!("expected version {VERSION}, got {}", versioned.version)),
+        Some(2) => serde_json::from_str::<Memory>(text)
+            .map_err(|e| unreadable(format!("expected the state document of version {VERSION}: {e}")))?,
+        Some(1) => serde_json::from_str::<v1::Memory>(text)
+            .map_err(|e| unreadable(format!("expected the state document of version 1: {e}")))?
+            .upgrade(),
+        Some(v) if v > u64::from(VERSION) => {
+            return Err(unreadable(format!(
+                "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
+            )));
+        }
+        _ => return Err(unreadable(format!("expected version {VERSION}, got {version}"))),
+    };
+    check(&memory).map_err(unreadable)?;
+    match (deployment, &memory.deployment) {
+        (Some(ours), Some(theirs)) if ours != theirs => Err(unreadable(format!(
+            "it holds the memory of deployment {theirs}: two rebalancers must not share one"
+        ))),
+        (Some(ours), _) => Ok(Memory {
+            deployment: Some(ours.to_string()),
+            ..memory
+        }),
+        (None, _) => Ok(memory),
     }
-    let memory: Memory =
-        serde_json::from_str(text).map_err(|e| format!("expected the state document of version {VERSION}: {e}"))?;
+}
+
+/// The ranges of SPEC §11: counts whole and at most 10^9, spreads and CPU finite and
+/// not negative, at most `MAX_ACTIONS` actions.
+fn check(memory: &Memory) -> Result<(), String> {
+    let number = |what: &str, x: f64| {
+        if x.is_finite() && x >= 0.0 {
+            Ok(())
+        } else {
+            Err(format!("expected {what} to be a finite number >= 0, got {x}"))
+        }
+    };
+    if u64::from(memory.streak) > MAX_COUNT {
+        return Err(format!("expected streak <= {MAX_COUNT}, got {}", memory.streak));
+    }
     if memory.actions.len() > MAX_ACTIONS {
         return Err(format!(
             "expected at most {MAX_ACTIONS} actions, got {}",
             memory.actions.len()
         ));
     }
-    Ok(memory)
+    for (i, a) in memory.actions.iter().enumerate() {
+        let at = |what: &str| format!("actions[{i}].{what}");
+        for (what, x) in [("spread", a.spread), ("mean", a.mean)] {
+            if let Some(x) = x {
+                number(&at(what), x)?;
+            }
+        }
+        if let Some(n) = a.n.filter(|n| *n > MAX_COUNT) {
+            return Err(format!("expected {} <= {MAX_COUNT}, got {n}", at("n")));
+        }
+        for (j, p) in a.pods.iter().enumerate() {
+            if let Some(cpu) = p.cpu {
+                number(&at(&format!("pods[{j}].cpu")), cpu)?;
+            }
+        }
+        if let Some(e) = &a.evaluation {
+            number(&at("evaluation.spread"), e.spread)?;
+            number(&at("evaluation.ratio"), e.ratio)?;
+            if let Some(h) = &e.hot_spot {
+                number(&at("evaluation.hot_spot.from_cpu"), h.from_cpu)?;
+                number(&at("evaluation.hot_spot.to_cpu"), h.to_cpu)?;
+            }
+        }
+    }
+    memory.counters.check()
 }
 
 /// The document as it is written: pretty JSON, so `kubectl get configmap -o
 /// jsonpath='{.data.state\.json}'` reads well.
 pub fn render(memory: &Memory) -> String {
-    // Serializing plain structs of numbers, strings and vectors cannot fail.
+    // Serializing plain structs of finite numbers, strings and vectors cannot fail.
     serde_json::to_string_pretty(memory).unwrap_or_default()
+}
+
+/// The version-1 document (SPEC §11 before its revision), read to be upgraded.
+mod v1 {
+    use crate::plan::Role;
+    use crate::report::Counters;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct Memory {
+        #[serde(default)]
+        fingerprint: Option<String>,
+        #[serde(default)]
+        actions: Vec<Action>,
+        #[serde(default)]
+        streak: u32,
+        #[serde(default)]
+        hold_until: Option<i64>,
+        #[serde(default)]
+        counters: Counters,
+    }
+
+    #[derive(Deserialize)]
+    struct Action {
+        at: i64,
+        fingerprint: String,
+        spread: f64,
+        mean: f64,
+        removed: Vec<Removed>,
+        #[serde(default)]
+        probe: bool,
+        #[serde(default)]
+        evaluation: Option<Evaluation>,
+        #[serde(default)]
+        superseded: bool,
+    }
+
+    #[derive(Deserialize)]
+    struct Removed {
+        name: String,
+        role: Role,
+        cpu: f64,
+    }
+
+    #[derive(Deserialize)]
+    struct Evaluation {
+        at: i64,
+        spread: f64,
+        ratio: f64,
+        effective: bool,
+        #[serde(default)]
+        hot_spot: Option<super::HotSpot>,
+    }
+
+    impl Memory {
+        /// Version 2 of the same memory. Version 1 kept no pod count, so an action
+        /// still pending is dropped as incomplete by the next judgement.
+        pub fn upgrade(self) -> super::Memory {
+            let _ = self.fingerprint;
+            super::Memory {
+                streak: self.streak,
+                hold_until: self.hold_until,
+                counters: self.counters,
+                actions: self
+                    .actions
+                    .into_iter()
+                    .map(|a| super::Action {
+                        at: a.at,
+                        spread: Some(a.spread),
+                        mean: Some(a.mean),
+                        n: None,
+                        fingerprint: Some(a.fingerprint),
+                        settled: true,
+                        probe: a.probe,
+                        pods: a
+                            .removed
+                            .into_iter()
+                            .map(|r| super::ActionPod {
+                                name: r.name,
+                                uid: String::new(),
+                                role: r.role,
+                                result: super::PodResult::Removed,
+                                cpu: Some(r.cpu),
+                            })
+                            .collect(),
+                        partition: None,
+                        evaluation: a.evaluation.map(|e| super::Evaluation {
+                            at: e.at,
+                            spread: e.spread,
+                            ratio: e.ratio,
+                            verdict: if e.effective {
+                                super::Verdict::Effective
+                            } else {
+                                super::Verdict::Ineffective
+                            },
+                            hot_spot: e.hot_spot,
+                        }),
+                        dropped: a.superseded.then_some(super::Dropped::Rollout),
+                    })
+                    .collect(),
+                ..super::Memory::default()
+            }
+        }
+    }
 }
 
 /// The memory as `plan` shows it (text, and `memory` in `--output json`).
@@ -364,8 +876,12 @@ pub struct View {
     pub breaker: Breaker,
     pub streak: u32,
     pub max_ineffective: u32,
-    /// The last action was not evaluated: a rollout came first.
-    pub rollout: bool,
+    /// Another run's lease that may still be acting (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_progress: Option<i64>,
+    /// The last action was dropped by this judgement, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Dropped>,
     /// Oldest first, each with its evaluation when it has one.
     pub actions: Vec<Action>,
 }
@@ -376,7 +892,8 @@ impl View {
             breaker: judgement.breaker,
             streak: judgement.next.streak,
             max_ineffective: settings.max_ineffective,
-            rollout: judgement.rollout,
+            in_progress: judgement.in_progress,
+            dropped: judgement.dropped,
             actions: judgement.next.actions.clone(),
         }
     }
@@ -396,6 +913,7 @@ mod tests {
             min_improvement: 0.25,
             max_ineffective: 3,
             backoff_secs: 3600,
+            lease_secs: 600,
         }
     }
 
@@ -415,9 +933,13 @@ mod tests {
 
     /// The plan for pods named by `cpus`' keys, at `now`.
     fn plan_of(cpus: &[(&str, f64)], now: i64) -> Plan {
+        plan_with(cpus.iter().map(|(n, _)| pod(n)).collect(), cpus, now)
+    }
+
+    fn plan_with(pods: Vec<Pod>, cpus: &[(&str, f64)], now: i64) -> Plan {
         let samples: Samples = cpus.iter().map(|(n, c)| (*n, *c)).collect();
         crate::plan::decide(Inputs {
-            pods: cpus.iter().map(|(n, _)| pod(n)).collect(),
+            pods,
             samples: &samples,
             rollout: None,
             now,
@@ -431,6 +953,7 @@ mod tests {
             namespace: "ns",
             ignored: 0,
             selector: None,
+            leased: None,
         })
         .expect("a plan")
     }
@@ -443,19 +966,70 @@ mod tests {
         pods
     }
 
+    fn balanced() -> Vec<(String, f64)> {
+        (0..4).map(|i| (format!("b{i}"), 1.0)).collect()
+    }
+
     fn borrowed(pods: &[(String, f64)]) -> Vec<(&str, f64)> {
         pods.iter().map(|(n, c)| (n.as_str(), *c)).collect()
     }
 
-    /// One run: judge, apply, and remember what the plan removes.
+    /// Every removal of the plan answered 2xx.
+    fn all_removed(plan: &Plan) -> Vec<(Removal, Answer)> {
+        plan.removals().iter().map(|r| (r.clone(), Answer::Removed)).collect()
+    }
+
+    /// One run through the protocol: judge, apply, lease, act (every removal
+    /// succeeds), settle.
     fn run(memory: &Memory, cpus: &[(String, f64)], now: i64) -> (Judgement, Plan, Memory) {
         let plan = plan_of(&borrowed(cpus), now);
-        let judgement = judge(memory, &plan, TEMPLATE, now, 0.3, &settings());
-        let plan = apply(plan, &judgement);
-        let mut next = judgement.next.clone();
-        let probe = judgement.breaker == Breaker::Probe;
-        remember(&mut next, &plan, plan.removals(), probe, TEMPLATE);
+        let judgement = judge(memory, &plan, TEMPLATE, &settings());
+        let plan = judgement.apply(plan);
+        let answers = all_removed(&plan);
+        let next = judgement.settle(&plan, &answers);
         (judgement, plan, next)
+    }
+
+    /// A memory whose one action, taken on `n` pods at spread `before`, awaits its
+    /// evaluation.
+    fn pending(before: f64, n: u64) -> Memory {
+        Memory {
+            actions: vec![Action {
+                at: NOW - HOUR,
+                spread: Some(before),
+                mean: Some(1.0),
+                n: Some(n),
+                fingerprint: Some(TEMPLATE.into()),
+                settled: true,
+                probe: false,
+                pods: vec![ActionPod {
+                    name: "gone".into(),
+                    uid: "uid-gone".into(),
+                    role: Role::HighestCpu,
+                    result: PodResult::Removed,
+                    cpu: Some(2.0),
+                }],
+                partition: None,
+                evaluation: None,
+                dropped: None,
+            }],
+            ..Memory::default()
+        }
+    }
+
+    /// Eight pods whose spread is `spread` (mean 1): four at 1 − s, four at 1 + s.
+    fn spread_of(spread: f64) -> Vec<(String, f64)> {
+        (0..8)
+            .map(|i| (format!("s{i}"), if i % 2 == 0 { 1.0 - spread } else { 1.0 + spread }))
+            .collect()
+    }
+
+    fn verdict(memory: &Memory, now: &[(String, f64)]) -> Verdict {
+        let plan = plan_of(&borrowed(now), NOW);
+        judge(memory, &plan, TEMPLATE, &settings())
+            .evaluation
+            .expect("evaluated")
+            .verdict
     }
 
     #[test]
@@ -464,10 +1038,17 @@ mod tests {
         assert_eq!((j.evaluation, j.breaker), (None, Breaker::Closed));
         assert_eq!(plan.removals().len(), 1, "4 pods, min 3: the hottest only");
         assert_eq!(memory.actions.len(), 1);
-        let balanced: Vec<(String, f64)> = (0..4).map(|i| (format!("b{i}"), 1.0)).collect();
-        let (j, plan, memory) = run(&memory, &balanced, NOW + 900);
+        let action = &memory.actions[0];
+        assert!(action.settled);
+        assert_eq!(action.n, Some(4));
+        assert_eq!(action.pods[0].uid, "uid-g0-0");
+        assert_eq!(action.pods[0].result, PodResult::Removed);
+        let (j, plan, memory) = run(&memory, &balanced(), NOW + 900);
         let e = j.evaluation.expect("the first ungated run evaluates");
-        assert!(e.effective && e.spread < 0.01 && e.ratio < 0.01, "{e:?}");
+        assert!(
+            e.verdict == Verdict::Effective && e.spread < 0.01 && e.ratio < 0.01,
+            "{e:?}"
+        );
         assert_eq!((memory.streak, j.breaker), (0, Breaker::Closed));
         assert!(matches!(plan.decision, Decision::Hold(Hold::Balanced { .. })));
         assert_eq!(memory.actions[0].evaluation, Some(e));
@@ -480,6 +1061,7 @@ mod tests {
         for generation in 0..3 {
             let (j, plan, next) = run(&memory, &skewed(generation), now);
             assert_eq!(j.breaker, Breaker::Closed, "generation {generation}");
+            assert!(!j.opened);
             assert_eq!(plan.removals().len(), 1);
             memory = next;
             now += 900;
@@ -487,9 +1069,13 @@ mod tests {
         assert_eq!(memory.streak, 2);
         let (j, plan, memory) = run(&memory, &skewed(3), now);
         let e = j.evaluation.clone().expect("evaluated");
-        assert!(!e.effective && (e.ratio - 1.0).abs() < 1e-9, "{e:?}");
+        assert!(
+            e.verdict == Verdict::Ineffective && (e.ratio - 1.0).abs() < 1e-9,
+            "{e:?}"
+        );
         assert_eq!(memory.streak, 3);
         assert_eq!(j.breaker, Breaker::Open { until: now + HOUR });
+        assert!(j.opened, "the run that opens it says so (a Warning Event)");
         let Decision::Hold(Hold::Ineffective { until, spreads }) = &plan.decision else {
             panic!("{:?}", plan.decision)
         };
@@ -498,9 +1084,11 @@ mod tests {
             plan.pods.iter().all(|v| v.role.is_none()),
             "no pod is marked for removal"
         );
-        assert_eq!(memory.actions.len(), 3, "a held run remembers no action");
+        assert_eq!(memory.actions.len(), 3, "a held run records no action");
         let moved = e.hot_spot.expect("the hot spot moved");
         assert_eq!((moved.from.as_str(), moved.to.as_str()), ("g2-0", "g3-0"));
+        let (j, _, _) = run(&memory, &skewed(4), now + 300);
+        assert!(!j.opened, "held runs do not say it again");
     }
 
     #[test]
@@ -516,8 +1104,6 @@ mod tests {
         let held = Memory {
             streak: 3,
             hold_until: Some(NOW),
-            actions: Vec::new(),
-            fingerprint: Some(TEMPLATE.into()),
             ..Memory::default()
         };
         let (j, plan, memory) = run(&held, &skewed(0), NOW - 1);
@@ -530,17 +1116,17 @@ mod tests {
         // The probe did not help: held again, for twice as long.
         let (j, _, again) = run(&memory, &skewed(1), NOW + 900);
         assert_eq!(
-            (again.streak, j.breaker),
+            (again.streak, j.breaker, j.opened),
             (
                 4,
                 Breaker::Open {
                     until: NOW + 900 + 2 * HOUR
-                }
+                },
+                true
             )
         );
         // The probe helped: closed.
-        let balanced: Vec<(String, f64)> = (0..4).map(|i| (format!("b{i}"), 1.0)).collect();
-        let (j, _, closed) = run(&memory, &balanced, NOW + 900);
+        let (j, _, closed) = run(&memory, &balanced(), NOW + 900);
         assert_eq!(
             (closed.streak, closed.hold_until, j.breaker),
             (0, None, Breaker::Closed)
@@ -548,96 +1134,339 @@ mod tests {
     }
 
     #[test]
-    fn a_new_template_resets_the_breaker_and_leaves_the_last_action_unmeasured() {
-        let mut memory = Memory::default();
-        let (_, _, next) = run(&memory, &skewed(0), NOW);
-        memory = next;
-        memory.streak = 5;
-        memory.hold_until = Some(NOW + 10 * HOUR);
-        let plan = plan_of(&borrowed(&skewed(1)), NOW + 900);
-        let j = judge(&memory, &plan, "fedcba9876543210", NOW + 900, 0.3, &settings());
-        assert!(j.rollout && j.evaluation.is_none());
-        assert_eq!(
-            (j.next.streak, j.next.hold_until, j.breaker),
-            (0, None, Breaker::Closed)
-        );
-        assert!(j.next.actions[0].superseded);
-        assert_eq!(j.next.fingerprint.as_deref(), Some("fedcba9876543210"));
+    fn a_partial_probe_opens_no_new_hold_and_the_next_action_is_a_probe_again() {
+        let mut memory = pending(0.5, 8);
+        memory.streak = 3;
+        memory.hold_until = Some(NOW - HOUR);
+        memory.actions[0].probe = true;
+        // 0.5 → 0.42: ratio 0.84, between 1 − 0.25 and 1 − 1/8.
+        let plan = plan_of(&borrowed(&spread_of(0.42)), NOW);
+        let j = judge(&memory, &plan, TEMPLATE, &settings());
+        assert_eq!(j.evaluation.as_ref().map(|e| e.verdict), Some(Verdict::Partial));
+        assert_eq!((j.next.streak, j.next.hold_until), (3, Some(NOW - HOUR)));
+        assert_eq!((j.breaker, j.opened), (Breaker::Probe, false));
+        let plan = j.apply(plan);
+        assert_eq!(plan.removals().len(), 2, "the next action may follow");
+        assert!(j.lease(&plan).expect("a lease").actions[1].probe);
     }
 
     #[test]
-    fn a_gated_run_does_not_evaluate() {
+    fn the_verdict_at_its_boundaries() {
+        let s = settings();
+        // Exactly 1 − MIN_IMPROVEMENT: effective; just above it, and above 1 − 1/N
+        // (N = 4 gives 0.75 too): ineffective.
+        assert_eq!(verdict(&pending(0.8, 4), &spread_of(0.6)), Verdict::Effective);
+        assert_eq!(verdict(&pending(0.8, 4), &spread_of(0.6001)), Verdict::Ineffective);
+        // N = 8: 1 − 1/N = 0.875. Exactly that: partial; just above: ineffective.
+        assert_eq!(verdict(&pending(0.8, 8), &spread_of(0.7)), Verdict::Partial);
+        assert_eq!(verdict(&pending(0.8, 8), &spread_of(0.7001)), Verdict::Ineffective);
+        assert_eq!(verdict(&pending(0.8, 8), &spread_of(0.6001)), Verdict::Partial);
+        // Reaching the threshold counts only with a real step (ratio <= 1 − 1/N).
+        assert_eq!(verdict(&pending(0.32, 8), &spread_of(0.28)), Verdict::Effective);
+        assert_eq!(verdict(&pending(0.31, 8), &spread_of(0.29)), Verdict::Ineffective);
+        assert_eq!(verdict(&pending(0.31, 100), &spread_of(0.29)), Verdict::Effective);
+        // A spread of 0 before: never measured (dropped), never a division by zero.
+        let plan = plan_of(&borrowed(&spread_of(0.5)), NOW);
+        let j = judge(&pending(0.0, 8), &plan, TEMPLATE, &s);
+        assert_eq!((j.evaluation, j.dropped), (None, Some(Dropped::Incomplete)));
+    }
+
+    #[test]
+    fn the_smallest_positive_spread_before_gives_a_ratio_that_reads_back() {
+        let plan = plan_of(&borrowed(&spread_of(0.5)), NOW);
+        let j = judge(&pending(5e-324, 8), &plan, TEMPLATE, &settings());
+        let e = j.evaluation.clone().expect("evaluated");
+        assert!(e.ratio.is_finite() && e.verdict == Verdict::Ineffective, "{e:?}");
+        let text = render(&j.next);
+        assert_eq!(parse(Some(&text), None), Ok(j.next.clone()), "{text}");
+        // And a spread now of 0 is as effective as it gets.
+        let flat = plan_of(&borrowed(&balanced()), NOW);
+        let j = judge(&pending(5e-324, 8), &flat, TEMPLATE, &settings());
+        assert_eq!(j.evaluation.map(|e| e.verdict), Some(Verdict::Effective));
+    }
+
+    #[test]
+    fn the_hot_spot_moved_only_when_the_new_hottest_burns_four_fifths() {
+        // The removed hottest burned 2.0 cores.
+        for (hottest_now, moved) in [(1.6, true), (1.59, false)] {
+            let mut cpus = spread_of(0.5);
+            cpus[1].1 = hottest_now;
+            let plan = plan_of(&borrowed(&cpus), NOW);
+            let e = judge(&pending(0.9, 8), &plan, TEMPLATE, &settings())
+                .evaluation
+                .expect("evaluated");
+            assert_eq!(e.hot_spot.is_some(), moved, "{hottest_now}");
+        }
+    }
+
+    #[test]
+    fn a_rollout_drops_the_pending_action_and_keeps_the_streak_and_the_hold() {
+        let mut memory = pending(0.9, 4);
+        memory.streak = 2;
+        memory.hold_until = Some(NOW - HOUR);
+        let plan = plan_of(&borrowed(&skewed(1)), NOW);
+        let j = judge(&memory, &plan, "fedcba9876543210", &settings());
+        assert_eq!((j.evaluation, j.dropped), (None, Some(Dropped::Rollout)));
+        assert_eq!((j.next.streak, j.next.hold_until), (2, Some(NOW - HOUR)));
+        assert_eq!(j.next.actions[0].dropped, Some(Dropped::Rollout));
+        assert_eq!(j.breaker, Breaker::Closed);
+    }
+
+    #[test]
+    fn a_lowered_setting_opens_the_breaker_for_the_backoff() {
+        let memory = Memory {
+            streak: 4,
+            ..Memory::default()
+        };
+        let plan = plan_of(&borrowed(&skewed(0)), NOW);
+        let j = judge(&memory, &plan, TEMPLATE, &settings());
+        assert_eq!((j.breaker, j.opened), (Breaker::Open { until: NOW + HOUR }, true));
+        assert!(j.apply(plan).removals().is_empty());
+    }
+
+    #[test]
+    fn a_gated_or_meaningless_run_does_not_evaluate() {
         let (_, _, memory) = run(&Memory::default(), &skewed(0), NOW);
         let mut plan = plan_of(&borrowed(&skewed(1)), NOW + 300);
         plan.decision = Decision::Hold(Hold::Stabilizing {
             because: vec!["1 pod terminating".into()],
         });
-        let j = judge(&memory, &plan, TEMPLATE, NOW + 300, 0.3, &settings());
+        let j = judge(&memory, &plan, TEMPLATE, &settings());
         assert_eq!(j.evaluation, None);
-        assert!(j.next.actions[0].evaluation.is_none(), "still pending");
+        assert!(j.next.actions[0].pending(), "still pending");
+        let two = plan_of(&[("a", 1.9), ("b", 0.1)], NOW + 900);
+        let j = judge(&memory, &two, TEMPLATE, &settings());
+        assert_eq!(j.evaluation, None, "fewer eligible pods than MIN_PODS_REQUIRED");
+        let idle = plan_of(&[("a", 0.0), ("b", 0.0001), ("c", 0.0)], NOW + 900);
+        assert_eq!(judge(&memory, &idle, TEMPLATE, &settings()).evaluation, None);
     }
 
     #[test]
     fn an_open_breaker_holds_what_comes_after_balanced_only() {
-        let open = Judgement {
-            evaluation: None,
-            rollout: false,
-            breaker: Breaker::Open { until: NOW + HOUR },
-            next: Memory::default(),
+        let open = Memory {
+            streak: 3,
+            hold_until: Some(NOW + HOUR),
+            ..Memory::default()
         };
-        let balanced: Vec<(String, f64)> = (0..4).map(|i| (format!("b{i}"), 1.0)).collect();
-        let plan = apply(plan_of(&borrowed(&balanced), NOW), &open);
-        assert!(matches!(plan.decision, Decision::Hold(Hold::Balanced { .. })));
-        let three = [("a", 1.9), ("b", 1.0), ("c", 0.1)];
-        let plan = apply(plan_of(&three, NOW), &open);
+        let plan = plan_of(&borrowed(&balanced()), NOW);
+        let j = judge(&open, &plan, TEMPLATE, &settings());
+        assert!(matches!(j.apply(plan).decision, Decision::Hold(Hold::Balanced { .. })));
+        let three = plan_of(&[("a", 1.9), ("b", 1.0), ("c", 0.1)], NOW);
+        assert!(matches!(three.decision, Decision::Hold(Hold::MinPods { .. })));
+        let j = judge(&open, &three, TEMPLATE, &settings());
         assert!(
-            matches!(plan.decision, Decision::Hold(Hold::Ineffective { .. })),
+            matches!(j.apply(three).decision, Decision::Hold(Hold::Ineffective { .. })),
             "not min_pods"
         );
+    }
+
+    #[test]
+    fn a_lease_blocks_other_runs_until_its_window_ends() {
+        let plan = plan_of(&borrowed(&skewed(0)), NOW);
+        let j = judge(&Memory::default(), &plan, TEMPLATE, &settings());
+        let plan = j.apply(plan);
+        let leased = j.lease(&plan).expect("a lease");
+        let action = leased.actions.last().expect("the intended action");
+        assert!(!action.settled);
+        assert_eq!(action.pods[0].result, PodResult::Intended);
+        assert_eq!(action.pods[0].uid, "uid-g0-0");
+        let s = settings();
+        for (now, blocked) in [
+            (NOW, true),
+            (NOW + 599, true),
+            (NOW - 599, true),
+            (NOW + 600, false),
+            (NOW - 600, false),
+        ] {
+            assert_eq!(in_progress(&leased, now, &s).is_some(), blocked, "{}", now - NOW);
+        }
+        // A second run inside the window judges nothing and changes nothing.
+        let other = plan_of(&borrowed(&skewed(0)), NOW + 60);
+        let j2 = judge(&leased, &other, TEMPLATE, &s);
+        assert_eq!(j2.in_progress, Some(NOW));
+        assert_eq!((j2.evaluation, j2.next.clone()), (None, leased.clone()));
+        // The window is at least two minutes, whatever the stabilization window.
+        let short = Settings { lease_secs: 0, ..s };
+        assert!(in_progress(&leased, NOW + 119, &short).is_some());
+        assert!(in_progress(&leased, NOW + 120, &short).is_none());
+        // A settled action is never in progress.
+        assert!(in_progress(&j.settle(&plan, &all_removed(&plan)), NOW, &s).is_none());
+    }
+
+    #[test]
+    fn a_dead_runs_lease_is_settled_from_the_cluster() {
+        // The run evicted the hottest of five and died before its end-of-run write.
+        let cpus = [("a", 2.0), ("b", 1.0), ("c", 1.0), ("d", 1.0), ("e", 0.1)];
+        let plan = plan_of(&cpus, NOW);
+        let j = judge(&Memory::default(), &plan, TEMPLATE, &settings());
+        let plan = j.apply(plan);
+        assert_eq!(plan.removals().len(), 2);
+        let leased = j.lease(&plan).expect("a lease");
+        // Later: a is gone (its replacement f is listed), e is still there.
+        let later = plan_of(
+            &[("b", 1.0), ("c", 1.0), ("d", 1.0), ("e", 0.1), ("f", 1.9)],
+            NOW + 1200,
+        );
+        let j = judge(&leased, &later, TEMPLATE, &settings());
+        assert_eq!(
+            j.resolved,
+            vec![
+                ("a".to_string(), PodResult::Removed),
+                ("e".to_string(), PodResult::Intended)
+            ]
+        );
+        let action = &j.next.actions[0];
+        assert!(action.settled);
+        assert!(j.evaluation.is_some(), "evaluated once settled: a pod went");
+        // A terminating pod counts as removed too; a lease that removed nothing is
+        // dropped, never counted in the streak.
+        let mut e_terminating = pod("e");
+        e_terminating.terminating = true;
+        let mut gated_pods: Vec<Pod> = ["a", "b", "c", "d"].into_iter().map(pod).collect();
+        gated_pods.push(e_terminating);
+        let gated = plan_with(gated_pods, &cpus, NOW + 1200);
+        let j = judge(&leased, &gated, TEMPLATE, &settings());
+        assert_eq!(
+            j.resolved,
+            vec![
+                ("a".to_string(), PodResult::Intended),
+                ("e".to_string(), PodResult::Removed)
+            ]
+        );
+        let untouched = plan_of(&cpus, NOW + 1200);
+        let j = judge(&leased, &untouched, TEMPLATE, &settings());
+        assert_eq!((j.dropped, j.next.streak), (Some(Dropped::NothingRemoved), 0));
+    }
+
+    #[test]
+    fn an_unknown_answer_is_settled_by_the_next_run() {
+        let plan = plan_of(&borrowed(&skewed(0)), NOW);
+        let j = judge(&Memory::default(), &plan, TEMPLATE, &settings());
+        let plan = j.apply(plan);
+        let timed_out: Vec<(Removal, Answer)> = plan.removals().iter().map(|r| (r.clone(), Answer::Unknown)).collect();
+        let recorded = j.settle(&plan, &timed_out);
+        assert_eq!(
+            recorded.actions.len(),
+            1,
+            "an unknown answer is kept: it may have happened"
+        );
+        assert_eq!(recorded.actions[0].pods[0].result, PodResult::Unknown);
+        // g0-0 is gone: the eviction had happened.
+        let later = plan_of(&[("g0-1", 1.0), ("g0-2", 1.0), ("g0-3", 0.1), ("n", 1.0)], NOW + 900);
+        let j = judge(&recorded, &later, TEMPLATE, &settings());
+        assert_eq!(j.resolved, vec![("g0-0".to_string(), PodResult::Removed)]);
+        assert!(j.evaluation.is_some());
+    }
+
+    #[test]
+    fn refused_and_dry_run_actions_are_not_recorded() {
+        let mut memory = Memory::default();
+        for generation in 0..MAX_ACTIONS {
+            memory = run(&memory, &skewed(generation), NOW + 900 * generation as i64).2;
+            memory.streak = 0;
+            memory.hold_until = None;
+        }
+        assert_eq!(memory.actions.len(), MAX_ACTIONS);
+        let plan = plan_of(&borrowed(&skewed(20)), NOW + HOUR * 10);
+        let j = judge(&memory, &plan, TEMPLATE, &settings());
+        let plan = j.apply(plan);
+        let refused: Vec<(Removal, Answer)> = plan
+            .removals()
+            .iter()
+            .map(|r| (r.clone(), Answer::Refused(Refusal::DisruptionBudget)))
+            .collect();
+        let next = j.settle(&plan, &refused);
+        assert_eq!(next.actions.first(), j.next.actions.first(), "the oldest action stays");
+        assert_eq!(next.actions.len(), MAX_ACTIONS);
+        assert_eq!(j.settle(&plan, &[]), j.next, "a dry run records no action");
     }
 
     #[test]
     fn the_memory_keeps_the_last_ten_actions() {
         let mut memory = Memory::default();
         for generation in 0..12 {
-            let plan = plan_of(&borrowed(&skewed(generation)), NOW + generation as i64);
-            remember(&mut memory, &plan, plan.removals(), false, TEMPLATE);
+            memory = run(&memory, &skewed(generation), NOW + 900 * generation as i64).2;
+            memory.hold_until = None;
+            memory.streak = 0;
         }
         assert_eq!(memory.actions.len(), MAX_ACTIONS);
-        assert_eq!(memory.actions[0].removed[0].name, "g2-0");
-        let plan = plan_of(&borrowed(&skewed(20)), NOW);
-        remember(&mut memory, &plan, &[], false, TEMPLATE);
-        assert_eq!(memory.actions.len(), MAX_ACTIONS, "nothing removed, nothing remembered");
+        assert_eq!(memory.actions[0].pods[0].name, "g2-0");
     }
 
     #[test]
     fn the_document_reads_back_and_refuses_what_it_cannot_read() {
-        assert_eq!(parse(None), Ok(Memory::default()));
-        assert_eq!(parse(Some("  ")), Ok(Memory::default()));
+        assert_eq!(parse(None, None), Ok(Memory::default()));
+        assert_eq!(parse(Some("  "), None), Ok(Memory::default()));
         let (_, _, memory) = run(&Memory::default(), &skewed(0), NOW);
-        assert_eq!(parse(Some(&render(&memory))), Ok(memory));
-        assert!(parse(Some(r#"{"version": 2}"#)).unwrap_err().contains("newer"));
-        for bad in [
-            "[]",
-            "{}",
-            r#"{"version": "1"}"#,
-            r#"{"version": 0}"#,
-            r#"{"version": 1, "streak": -1}"#,
-            r#"{"version": 1, "actions": {}}"#,
-            "{",
+        assert_eq!(parse(Some(&render(&memory)), None), Ok(memory));
+        assert!(parse(Some(r#"{"version": 3}"#), None).unwrap_err().contains("newer"));
+        let action = r#"{"at":1,"spread":0.5,"mean":1,"n":4,"fingerprint":"f","settled":true,"pods":[{"name":"a","uid":"u","role":"highest_cpu","result":"removed","cpu":1}]}"#;
+        for (bad, why) in [
+            ("[]", "expected a JSON object"),
+            ("{}", "expected version 2"),
+            (r#"{"version": "2"}"#, "expected version 2"),
+            (r#"{"version": 0}"#, "expected version 2"),
+            (r#"{"version": 2, "streak": -1}"#, "invalid value"),
+            (r#"{"version": 2, "streak": 1.5}"#, "invalid type"),
+            (r#"{"version": 2, "streak": 4294967295}"#, "streak <= 1000000000"),
+            (r#"{"version": 2, "actions": {}}"#, "invalid type"),
+            (&action.replace("0.5", "-0.5"), "actions[0].spread"),
+            (&action.replace("\"n\":4", "\"n\":4.5"), "invalid type"),
+            (&action.replace("\"n\":4", "\"n\":1000000001"), "actions[0].n"),
+            (&action.replace("removed", "vanished"), "unknown variant"),
+            (&action.replace("highest_cpu", "warmest"), "unknown variant"),
+            (&action.replace("\"cpu\":1", "\"cpu\":1e999"), "number out of range"),
+            (r#"{"version": 2, "counters": {"success": -1}}"#, "counter success"),
+            (r#"{"version": 2, "targets": {}}"#, "other deployments"),
+            ("{", "expected a JSON object"),
         ] {
-            assert!(parse(Some(bad)).is_err(), "{bad}");
+            let text = if bad.starts_with("{\"at\"") {
+                format!(r#"{{"version": 2, "actions": [{bad}]}}"#)
+            } else {
+                bad.to_string()
+            };
+            let e = parse(Some(&text), None).expect_err(&text);
+            assert!(e.contains(why), "{text}: {e}");
+            assert!(e.contains("remove the state.json key"), "{e}");
         }
-        let eleven = format!(
-            r#"{{"version": 1, "actions": [{}]}}"#,
-            [r#"{"at":1,"fingerprint":"f","spread":0.5,"mean":1,"removed":[]}"#; 11].join(",")
-        );
-        assert!(parse(Some(&eleven)).unwrap_err().contains("at most 10"));
+        let eleven = format!(r#"{{"version": 2, "actions": [{}]}}"#, [action; 11].join(","));
+        assert!(parse(Some(&eleven), None).unwrap_err().contains("at most 10"));
         assert_eq!(
-            parse(Some(r#"{"version": 1}"#)),
+            parse(Some(r#"{"version": 2}"#), None),
             Ok(Memory::default()),
             "every field but the version may be left out"
         );
+        let theirs = r#"{"version": 2, "deployment": "other"}"#;
+        assert!(
+            parse(Some(theirs), Some("mine"))
+                .unwrap_err()
+                .contains("deployment other")
+        );
+        assert_eq!(
+            parse(Some(r#"{"version": 2}"#), Some("mine")).map(|m| m.deployment),
+            Ok(Some("mine".into()))
+        );
+    }
+
+    #[test]
+    fn a_version_1_document_is_read_as_ours_and_written_as_version_2() {
+        let v1 = r#"{"version": 1, "fingerprint": "f", "streak": 2, "hold_until": null,
+            "actions": [{"at": 5, "fingerprint": "f", "spread": 0.6, "mean": 1.0,
+                "removed": [{"name": "a", "role": "highest_cpu", "cpu": 2.0}],
+                "evaluation": {"at": 9, "spread": 0.6, "ratio": 1.0, "effective": false}}],
+            "counters": {"success": 7}}"#;
+        let memory = parse(Some(v1), Some("d")).expect("a version-1 document");
+        assert_eq!((memory.version, memory.streak, memory.counters.success), (2, 2, 7.0));
+        assert_eq!(memory.deployment.as_deref(), Some("d"));
+        let action = &memory.actions[0];
+        assert_eq!(action.pods[0].result, PodResult::Removed);
+        assert_eq!(
+            action.evaluation.as_ref().map(|e| e.verdict),
+            Some(Verdict::Ineffective)
+        );
+        let text = render(&memory);
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert_eq!(parse(Some(&text), Some("d")), Ok(memory));
     }
 
     #[test]
@@ -654,12 +1483,23 @@ mod tests {
     }
 
     #[test]
+    fn the_streak_stops_at_its_range_and_still_reads_back() {
+        let mut memory = pending(0.9, 8);
+        memory.streak = MAX_COUNT as u32;
+        let plan = plan_of(&borrowed(&spread_of(0.9)), NOW);
+        let j = judge(&memory, &plan, TEMPLATE, &settings());
+        assert_eq!(j.next.streak, MAX_COUNT as u32);
+        assert!(matches!(j.breaker, Breaker::Open { .. }));
+        assert_eq!(parse(Some(&render(&j.next)), None), Ok(j.next));
+    }
+
+    #[test]
     fn a_document_reads_back_as_the_same_numbers_once_rendered() {
         // Found by the fuzz target: serde_json's default float parser put this long
         // literal one unit in the last place away from what its rendering parses to.
         let long = "6222222222222222222222222222222222222222222222222222222220";
-        let text = format!(r#"{{"version": 1, "counters": {{"analyzed": {long}}}}}"#);
-        let first = parse(Some(&text)).expect("a document");
-        assert_eq!(parse(Some(&render(&first))).expect("rendered"), first);
+        let text = format!(r#"{{"version": 2, "actions": [{{"at": 1, "spread": {long}.5, "pods": []}}]}}"#);
+        let first = parse(Some(&text), None).expect("a document");
+        assert_eq!(parse(Some(&render(&first)), None).expect("rendered"), first);
     }
 }

@@ -63,12 +63,19 @@ pub enum Outcome {
     Idle,
     /// The removal budget allows no removal.
     MinPods,
+    /// The partition signal shows that no assignment of the partitions can balance
+    /// the group (SPEC §12): no eviction can.
+    Unfixable,
     /// The breaker is open: the last actions did not lower the spread.
     Ineffective,
+    /// The Deployment carries `pod-rebalancer.io/paused: "true"`.
+    Paused,
+    /// Fleet mode: the plan did not fit in what was left of the run's removal budget.
+    Deferred,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Acted,
         Outcome::DryRun,
         Outcome::Balanced,
@@ -76,7 +83,10 @@ impl Outcome {
         Outcome::TooFewPods,
         Outcome::Idle,
         Outcome::MinPods,
+        Outcome::Unfixable,
         Outcome::Ineffective,
+        Outcome::Paused,
+        Outcome::Deferred,
     ];
 
     pub fn label(self) -> &'static str {
@@ -88,7 +98,10 @@ impl Outcome {
             Outcome::TooFewPods => "too_few_pods",
             Outcome::Idle => "idle",
             Outcome::MinPods => "min_pods",
+            Outcome::Unfixable => "unfixable",
             Outcome::Ineffective => "ineffective",
+            Outcome::Paused => "paused",
+            Outcome::Deferred => "deferred",
         }
     }
 }

@@ -120,10 +120,21 @@ impl<S: Into<String>> FromIterator<(S, f64)> for Samples {
     }
 }
 
+/// The prefix of the Deployment annotations the rebalancer reads (SPEC §6.1, §13).
+pub const ANNOTATION_PREFIX: &str = "pod-rebalancer.io/";
+/// The owning team's off switch on the Deployment.
+pub const PAUSED: &str = "pod-rebalancer.io/paused";
+
 /// The Deployment's rollout state, from its `metadata`, `spec` and `status`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Rollout {
     pub name: String,
+    /// `metadata.uid`: the Events on the Deployment name it.
+    #[serde(skip)]
+    pub uid: String,
+    /// Its annotations under `pod-rebalancer.io/`, by key.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     pub generation: i64,
     pub observed_generation: i64,
     /// `spec.replicas` (Kubernetes defaults it to 1).
@@ -137,6 +148,20 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// The `pod-rebalancer.io/paused` annotation: `Ok(true)` pauses the rebalancer for
+    /// this Deployment; an empty or absent value is unset; `Err` says what was expected.
+    pub fn paused(&self) -> Result<bool, String> {
+        match self.annotations.get(PAUSED).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            None => Ok(false),
+            Some(v) => crate::config::boolean(v).ok_or_else(|| {
+                format!(
+                    "deployment {}: annotation {PAUSED}={v:?}: expected true, false, 1, 0, yes or no",
+                    self.name
+                )
+            }),
+        }
+    }
+
     /// Why the rollout is unfinished, or `None` when it is complete.
     pub fn unfinished(&self) -> Option<String> {
         if self.observed_generation < self.generation {
@@ -177,6 +202,9 @@ pub struct Inputs<'a> {
     pub ignored: usize,
     /// The label selector the pods were listed with, for messages; `None` for a saved list.
     pub selector: Option<&'a str>,
+    /// Another run leased an action at this time and may still be acting
+    /// (`memory::in_progress`): the fleet gate holds (SPEC §6.3).
+    pub leased: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -398,6 +426,14 @@ pub enum Hold {
         spread: f64,
         threshold: f64,
     },
+    /// The Deployment wants no replicas and has no pods (a consumer scaled to zero).
+    ScaledToZero {
+        deployment: String,
+    },
+    /// The Deployment carries `pod-rebalancer.io/paused` with a true value.
+    Paused {
+        deployment: String,
+    },
     /// Removing even one pod would leave fewer healthy pods than allowed.
     MinPods {
         healthy: usize,
@@ -416,7 +452,8 @@ impl Hold {
         match self {
             Hold::Stabilizing { .. } => Outcome::Stabilizing,
             Hold::TooFewPods { .. } => Outcome::TooFewPods,
-            Hold::Idle { .. } => Outcome::Idle,
+            Hold::Idle { .. } | Hold::ScaledToZero { .. } => Outcome::Idle,
+            Hold::Paused { .. } => Outcome::Paused,
             Hold::Balanced { .. } => Outcome::Balanced,
             Hold::MinPods { .. } => Outcome::MinPods,
             Hold::Ineffective { .. } => Outcome::Ineffective,
@@ -432,6 +469,16 @@ impl fmt::Display for Hold {
                 write!(f, "too few pods with metrics: {eligible} eligible, {min_pods} required")
             }
             Hold::Idle { mean } => write!(f, "fleet idle: mean {mean:.4} cores < {IDLE_MEAN_CORES} cores"),
+            Hold::ScaledToZero { deployment } => {
+                write!(
+                    f,
+                    "scaled to zero: deployment {deployment} wants 0 replicas and has no pods"
+                )
+            }
+            Hold::Paused { deployment } => write!(
+                f,
+                "paused: deployment {deployment} carries the annotation {PAUSED}=true (the owning team's off switch)"
+            ),
             Hold::Balanced { spread, threshold } => {
                 write!(f, "balanced: spread {spread:.2} <= threshold {threshold:.2}")
             }
@@ -479,6 +526,30 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan that looked at no pod: `hold` is decided from the Deployment alone.
+    pub fn nothing(now: i64, namespace: &str, container: &str, settings: &Settings, hold: Hold) -> Plan {
+        Plan {
+            now,
+            namespace: namespace.to_string(),
+            container: container.to_string(),
+            threshold: settings.threshold,
+            min_pods: settings.min_pods,
+            pods: Pods::default(),
+            stats: None,
+            healthy: 0,
+            budget: 0,
+            decision: Decision::Hold(hold),
+        }
+    }
+
+    /// The plan of a paused Deployment (SPEC §6.1): no pod list, no query, no statistics.
+    pub fn paused(now: i64, namespace: &str, container: &str, settings: &Settings, deployment: &str) -> Plan {
+        let hold = Hold::Paused {
+            deployment: deployment.to_string(),
+        };
+        Plan::nothing(now, namespace, container, settings, hold)
+    }
+
     pub fn removals(&self) -> &[Removal] {
         match &self.decision {
             Decision::Remove { pods } => pods,
@@ -622,8 +693,15 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
         namespace,
         ignored,
         selector,
+        leased,
     } = input;
     if pods.is_empty() {
+        if let Some(r) = rollout.filter(|r| r.desired == 0) {
+            let hold = Hold::ScaledToZero {
+                deployment: r.name.clone(),
+            };
+            return Ok(Plan::nothing(now, namespace, container, settings, hold));
+        }
         return Err(Undecidable::NoPods {
             selector: selector.map(str::to_string),
             namespace: namespace.to_string(),
@@ -643,7 +721,7 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
     let cpus: Vec<f64> = pods.assessed.iter().filter_map(|a| a.cpu).collect();
     let stats = stats::describe(&cpus);
 
-    let decision = match gate(&pods, rollout, settings.stabilization_secs) {
+    let decision = match gate(&pods, rollout, settings.stabilization_secs, leased) {
         Some(because) => Decision::Hold(Hold::Stabilizing { because }),
         None if !any_metrics => {
             return Err(Undecidable::NoMetrics {
@@ -716,8 +794,14 @@ pub fn over(spread: f64, threshold: f64) -> bool {
 /// The fleet gate: how the fleet is changing, or `None` when it is stable. While it
 /// changes, its rate windows describe no stable partition assignment. Terminating pods
 /// are also the cooldown after our own removals.
-fn gate(pods: &Pods, rollout: Option<&Rollout>, stabilization_secs: u64) -> Option<Vec<String>> {
+fn gate(pods: &Pods, rollout: Option<&Rollout>, stabilization_secs: u64, leased: Option<i64>) -> Option<Vec<String>> {
     let mut because = Vec::new();
+    if let Some(at) = leased {
+        because.push(format!(
+            "another run leased an action at {}",
+            crate::clock::format_rfc3339(at)
+        ));
+    }
     if let Some(reason) = rollout.and_then(Rollout::unfinished) {
         because.push(reason);
     }
@@ -880,6 +964,7 @@ mod tests {
             namespace: "ns",
             ignored: 0,
             selector: Some("app=c"),
+            leased: None,
         })
     }
 
@@ -1048,6 +1133,7 @@ mod tests {
             replicas: 5,
             updated: 5,
             fingerprint: "f".into(),
+            ..Rollout::default()
         };
         assert_eq!(
             check(&pods, &samples, Some(&done), &settings())
@@ -1260,6 +1346,7 @@ mod tests {
             namespace: "ns",
             ignored: 8,
             selector: Some("app=c"),
+            leased: None,
         })
         .unwrap_err();
         assert!(

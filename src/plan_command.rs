@@ -159,29 +159,28 @@ fn live_read(
     now: i64,
     mut keep: Option<&mut Responses>,
 ) -> Result<Shown, Error> {
-    let stored = match &config.state {
+    let ledger = match &config.state {
         Some(name) => {
             let kube = Kube {
                 client: &clients.kube,
                 namespace: &config.namespace,
             };
             let keep = keep.as_deref_mut().map(|r| &mut r.state);
-            Some(cycle::read_state(&kube, name, keep).map_err(|f| f.error)?)
+            let deployment = Some(cluster.deployment.as_str());
+            Some(cycle::read_state(&kube, name, deployment, config, now, keep).map_err(|f| f.error)?)
         }
         None => None,
     };
-    let (plan, fingerprint) = cycle::observe(config, cluster, clients, now, keep).map_err(|f| f.error)?;
-    Ok(shown(
-        plan,
-        stored.map(|s| s.memory).as_ref(),
-        &fingerprint,
-        config,
-        now,
-    ))
+    let memory = ledger.map(|l| l.read);
+    let leased = memory
+        .as_ref()
+        .and_then(|m| memory::in_progress(m, now, &config.memory));
+    let observed = cycle::observe(config, cluster, clients, now, leased, keep, &mut None).map_err(|f| f.error)?;
+    Ok(shown(observed.plan, memory.as_ref(), &observed.fingerprint, config))
 }
 
-fn shown(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config, now: i64) -> Shown {
-    let (plan, judgement) = cycle::judged(plan, memory, fingerprint, config, now);
+fn shown(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config) -> Shown {
+    let (plan, judgement) = cycle::judged(plan, memory, fingerprint, config);
     Shown {
         plan,
         memory: judgement.map(|j| memory::View::of(&j, &config.memory)),
@@ -262,7 +261,18 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
         })?),
         None => None,
     };
-    let memory = files.state.map(read_memory).transpose()?;
+    let memory = files
+        .state
+        .map(|path| {
+            read_memory(
+                path,
+                config
+                    .deployment
+                    .as_deref()
+                    .or(rollout.as_ref().map(|r| r.name.as_str())),
+            )
+        })
+        .transpose()?;
     // Without a Deployment's name (neither DEPLOYMENT_NAME nor --deployment), every
     // pod of the file counts: there is no owner to check against.
     let deployment = config
@@ -292,32 +302,46 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
             Cause::Malformed(why),
         )
     })?;
-    let plan = plan::decide(Inputs {
-        pods: page.pods,
-        samples: &samples,
-        rollout: rollout.as_ref(),
-        now,
-        settings: &config.decision,
-        container: container.as_deref().unwrap_or("?"),
-        namespace: &config.namespace,
-        ignored: page.ignored,
-        selector: None,
-    })
-    .map_err(|why| Error::refused(format!("decide on {}", files.pods.display()), why.to_string()))?;
+    let container = container.as_deref().unwrap_or("?");
+    let paused = match &rollout {
+        Some(r) => r
+            .paused()
+            .map_err(|why| Error::refused(format!("read deployment {}", r.name), why))?
+            .then(|| Plan::paused(now, &config.namespace, container, &config.decision, &r.name)),
+        None => None,
+    };
+    let plan = match paused {
+        Some(plan) => plan,
+        None => plan::decide(Inputs {
+            pods: page.pods,
+            samples: &samples,
+            rollout: rollout.as_ref(),
+            now,
+            settings: &config.decision,
+            container,
+            namespace: &config.namespace,
+            ignored: page.ignored,
+            selector: None,
+            leased: memory
+                .as_ref()
+                .and_then(|m| memory::in_progress(m, now, &config.memory)),
+        })
+        .map_err(|why| Error::refused(format!("decide on {}", files.pods.display()), why.to_string()))?,
+    };
     // Without the Deployment there is no template fingerprint: the memory's own is
     // taken, so no rollout is assumed.
     let fingerprint = rollout
         .map(|r| r.fingerprint)
-        .or_else(|| memory.as_ref().and_then(|m| m.fingerprint.clone()))
+        .or_else(|| memory.as_ref().and_then(|m| m.last_fingerprint().map(str::to_string)))
         .unwrap_or_default();
-    Ok(shown(plan, memory.as_ref(), &fingerprint, config, now))
+    Ok(shown(plan, memory.as_ref(), &fingerprint, config))
 }
 
 /// A saved state ConfigMap's memory.
-fn read_memory(path: &Path) -> Result<Memory, Error> {
+fn read_memory(path: &Path, deployment: Option<&str>) -> Result<Memory, Error> {
     let doing = format!("read state ConfigMap {}", path.display());
     let object: serde_json::Value = serde_json::from_str(&read_file("state ConfigMap", path)?)
         .map_err(|e| Error::new(&doing, Cause::Malformed(format!("expected a ConfigMap as JSON: {e}"))))?;
     let state = kube::StateObject::of(object).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
-    memory::parse(state.document.as_deref()).map_err(|why| Error::new(&doing, Cause::Malformed(why)))
+    memory::parse(state.document.as_deref(), deployment).map_err(|why| Error::new(&doing, Cause::Malformed(why)))
 }

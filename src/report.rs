@@ -2,9 +2,15 @@
 //! (`render`), written atomically to `METRICS_FILE` (`write_atomic`); the caller also
 //! POSTs the same text to `METRICS_PUSH_URL`.
 //!
-//! Counters carry on across runs: the previous file's counter values are the
-//! starting point. A previous file that cannot be parsed is ignored with a warning
+//! Counters carry on across runs. With a state ConfigMap they are what the run stored
+//! there, and a run that stored none exports none (SPEC §11 "Counters"): an exported
+//! counter never goes down. Without one, the previous metrics file's values are the
+//! starting point; a previous file that cannot be parsed is ignored with a warning
 //! (`read_previous`) and the counters restart, as a scraper would see after a reset.
+//!
+//! One text holds one run's samples for every target it served (one in single mode,
+//! each target of a fleet, SPEC §13): every family is written once, with a sample per
+//! target, as the exposition format wants.
 
 use crate::error::Error;
 use crate::outcome::{self, Ended, Outcome, Refusal, Stage};
@@ -13,8 +19,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The counters (and the last success time) that carry over from one run to the next:
-/// in the state ConfigMap's document, or read back from the previous metrics file.
+/// The largest counter a document or a previous file may hold, 2^50: far below 2^53,
+/// beyond which an f64 no longer counts in ones, so that adding a run never rounds.
+/// A counter stops there (a million years of runs).
+pub const MAX_COUNTER: f64 = 1_125_899_906_842_624.0;
+
+/// The counters (and the last success and failure times) that carry over from one run
+/// to the next: in the state ConfigMap's document, or read back from the previous
+/// metrics file.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Counters {
@@ -24,6 +36,8 @@ pub struct Counters {
     pub deleted_highest: f64,
     pub deleted_lowest: f64,
     pub last_success: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<f64>,
     /// `rebalancer_errors_total` by stage; a stage without an entry is at 0.
     pub errors: BTreeMap<Stage, f64>,
     /// `rebalancer_removals_refused_total` by reason; a reason without an entry is at 0.
@@ -40,6 +54,7 @@ impl Counters {
             next.last_success = Some(run.end);
         } else {
             next.error += 1.0;
+            next.last_failure = Some(run.end);
         }
         if let Err(stage) = run.ended {
             *next.errors.entry(stage).or_default() += 1.0;
@@ -50,22 +65,91 @@ impl Counters {
         for refusal in &run.refused {
             *next.refused.entry(*refusal).or_default() += 1.0;
         }
+        for n in [
+            &mut next.success,
+            &mut next.error,
+            &mut next.analyzed,
+            &mut next.deleted_highest,
+            &mut next.deleted_lowest,
+        ]
+        .into_iter()
+        .chain(next.errors.values_mut())
+        .chain(next.refused.values_mut())
+        {
+            *n = n.min(MAX_COUNTER);
+        }
         next
+    }
+
+    /// `Err` names a counter that is not a whole number in [0, 2^50], or a time that
+    /// is not finite.
+    pub fn check(&self) -> Result<(), String> {
+        let counts = [
+            ("success", self.success),
+            ("error", self.error),
+            ("analyzed", self.analyzed),
+            ("deleted_highest", self.deleted_highest),
+            ("deleted_lowest", self.deleted_lowest),
+        ]
+        .into_iter()
+        .chain(self.errors.iter().map(|(stage, n)| (stage.label(), *n)))
+        .chain(self.refused.iter().map(|(r, n)| (r.label(), *n)));
+        for (what, n) in counts {
+            if !(n.is_finite() && (0.0..=MAX_COUNTER).contains(&n) && n.fract() == 0.0) {
+                return Err(format!(
+                    "expected counter {what} to be a whole number in [0, 2^50], got {n}"
+                ));
+            }
+        }
+        for (what, t) in [("last_success", self.last_success), ("last_failure", self.last_failure)] {
+            if let Some(t) = t.filter(|t| !t.is_finite()) {
+                return Err(format!("expected {what} to be a finite time, got {t}"));
+            }
+        }
+        Ok(())
     }
 }
 
-/// What a rebalancer rebalances: the `namespace` and `deployment` labels every sample
-/// carries, so that two rebalancers never share a series.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Target {
+/// The labels every sample of one target carries: `namespace`, `deployment` (absent
+/// on samples about a fleet run rather than one target) and the constant labels of
+/// `METRICS_LABELS`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Labels {
     pub namespace: String,
-    pub deployment: String,
+    pub deployment: Option<String>,
+    /// `METRICS_LABELS`, in order; validated names, values without `"`, `\` or newlines.
+    pub extra: Vec<(String, String)>,
 }
 
-/// This run, as the metrics see it.
+impl Labels {
+    fn render(&self) -> String {
+        let mut out = format!("namespace=\"{}\"", self.namespace);
+        if let Some(d) = &self.deployment {
+            let _ = write!(out, ",deployment=\"{d}\"");
+        }
+        for (k, v) in &self.extra {
+            let _ = write!(out, ",{k}=\"{v}\"");
+        }
+        out
+    }
+}
+
+/// The settings a target ran with: `rebalancer_config_info`'s labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Info {
+    pub dry_run: bool,
+    pub eviction_mode: &'static str,
+    pub container: String,
+    pub window_secs: u64,
+    pub threshold: f64,
+    pub min_pods: usize,
+    pub max_ineffective: u32,
+}
+
+/// One target's run, as the metrics see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
-    pub target: Target,
+    pub labels: Labels,
     /// The outcome of a completed run, or the stage a failed run failed in.
     pub ended: Ended,
     /// Pods the label selector matched, when the list was read.
@@ -80,8 +164,14 @@ pub struct Run {
     pub end: f64,
     /// Removals the API server refused, dry runs included.
     pub refused: Vec<Refusal>,
-    /// The memory's gauges; `None` without a state ConfigMap.
+    /// The memory's gauges; `None` without a state ConfigMap (or without a readable one).
     pub memory: Option<MemoryGauges>,
+    /// The settings it ran with; `None` for a fleet run that failed before it knew
+    /// its targets.
+    pub info: Option<Info>,
+    /// `rebalancer_partition_fit_r2` and `rebalancer_best_possible_spread`, when known.
+    pub fit_r2: Option<f64>,
+    pub best_possible_spread: Option<f64>,
 }
 
 /// What the memory exports (README "Memory").
@@ -101,10 +191,37 @@ impl Run {
     }
 }
 
+/// One target's samples: its run, and the counters it exports (`None`: none, the run
+/// stored none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exported {
+    pub run: Run,
+    pub counters: Option<Counters>,
+}
+
+/// Everything one text holds: a sample set per target and, in fleet mode, the count of
+/// targets by outcome (`rebalancer_targets`, labelled without a deployment).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Sheet {
+    pub targets: Vec<Exported>,
+    pub fleet: Option<(Labels, BTreeMap<&'static str, usize>)>,
+}
+
+impl Sheet {
+    /// The sheet of one target.
+    pub fn single(run: Run, counters: Option<Counters>) -> Sheet {
+        Sheet {
+            targets: vec![Exported { run, counters }],
+            fleet: None,
+        }
+    }
+}
+
 const EXECUTIONS: &str = "rebalancer_executions_total";
 const ANALYZED: &str = "rebalancer_pods_analyzed_total";
 const DELETED: &str = "rebalancer_pods_deleted_total";
 const LAST_SUCCESS: &str = "rebalancer_last_success_timestamp_seconds";
+const LAST_FAILURE: &str = "rebalancer_last_failure_timestamp_seconds";
 const ERRORS: &str = "rebalancer_errors_total";
 const MATCHED: &str = "rebalancer_pods_matched";
 const DURATION: &str = "rebalancer_execution_duration_seconds";
@@ -115,32 +232,49 @@ const STDDEV: &str = "rebalancer_cpu_usage_stddev";
 const LAST_RUN: &str = "rebalancer_last_run_timestamp_seconds";
 const OUTCOME: &str = "rebalancer_cycle_outcome";
 const BUILD_INFO: &str = "rebalancer_build_info";
+const CONFIG_INFO: &str = "rebalancer_config_info";
+const MAX_INEFFECTIVE: &str = "rebalancer_max_ineffective_actions";
 const REFUSED: &str = "rebalancer_removals_refused_total";
 const STREAK: &str = "rebalancer_ineffective_streak";
 const HOLD_UNTIL: &str = "rebalancer_breaker_open_until_timestamp_seconds";
 const EFFECT: &str = "rebalancer_last_action_effect_ratio";
 const HOT_SPOT: &str = "rebalancer_last_action_hot_spot_moved";
+const FIT_R2: &str = "rebalancer_partition_fit_r2";
+const BEST_SPREAD: &str = "rebalancer_best_possible_spread";
+const TARGETS: &str = "rebalancer_targets";
 
-/// A sample's `name{labels}` without the target's labels: `x{namespace="a",deployment="b",k="v"}`
-/// is `x{k="v"}`, and `x{namespace="a",deployment="b"}` is `x`.
-fn without_target(key: &str) -> String {
+/// The label names a metric family gives its samples beside the target's: the only
+/// labels a previous file's sample keeps when it is read back.
+const FAMILY_LABELS: [&str; 4] = ["status", "type", "stage", "reason"];
+
+/// A sample's key as `parse_previous` files it: `name{family labels}`, without the
+/// target's and the constant labels, and the value of its `deployment` label.
+fn key_of(key: &str) -> (String, String) {
     let Some((name, labels)) = key.strip_suffix('}').and_then(|k| k.split_once('{')) else {
-        return key.to_string();
+        return (key.to_string(), String::new());
     };
-    let rest: Vec<&str> = labels
-        .split(',')
-        .filter(|l| !l.starts_with("namespace=") && !l.starts_with("deployment="))
-        .collect();
-    if rest.is_empty() {
+    let mut deployment = String::new();
+    let mut kept = Vec::new();
+    for label in labels.split(',') {
+        let Some((k, v)) = label.split_once('=') else { continue };
+        if k == "deployment" {
+            deployment = v.trim_matches('"').to_string();
+        } else if FAMILY_LABELS.contains(&k) {
+            kept.push(label);
+        }
+    }
+    let key = if kept.is_empty() {
         name.to_string()
     } else {
-        format!("{name}{{{}}}", rest.join(","))
-    }
+        format!("{name}{{{}}}", kept.join(","))
+    };
+    (key, deployment)
 }
 
-/// Reads the counters of a previous run's text. `Err` says why it is not ours.
-pub fn parse_previous(text: &str) -> Result<Counters, String> {
-    let mut values: BTreeMap<String, f64> = BTreeMap::new();
+/// Reads the counters of a previous run's text, by the `deployment` label of their
+/// samples ("" for samples without one). `Err` says why it is not ours.
+pub fn parse_previous(text: &str) -> Result<BTreeMap<String, Counters>, String> {
+    let mut values: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -152,22 +286,39 @@ pub fn parse_previous(text: &str) -> Result<Counters, String> {
         let value: f64 = value
             .parse()
             .map_err(|_| format!("line {}: expected a number, got {value:?}", i + 1))?;
-        if !value.is_finite() || value < 0.0 {
+        if !value.is_finite() || !(0.0..=MAX_COUNTER).contains(&value) {
             return Err(format!(
-                "line {}: expected a finite non-negative number, got {value}",
+                "line {}: expected a finite number in [0, 2^50], got {value}",
                 i + 1
             ));
         }
-        values.insert(without_target(key.trim()), value);
+        let (key, deployment) = key_of(key.trim());
+        values.entry(deployment).or_default().insert(key, value);
     }
-    let get = |k: &str| values.get(k).copied().unwrap_or(0.0);
-    let counters = Counters {
+    if !values
+        .values()
+        .flat_map(|v| v.keys())
+        .any(|k| k.starts_with("rebalancer_"))
+    {
+        return Err("no rebalancer_ metric in it".into());
+    }
+    Ok(values
+        .into_iter()
+        .map(|(deployment, values)| (deployment, counters_of(&values)))
+        .collect())
+}
+
+fn counters_of(values: &BTreeMap<String, f64>) -> Counters {
+    // Counters are whole: a fraction (hand-written, or not ours) is cut, not carried.
+    let get = |k: &str| values.get(k).copied().unwrap_or(0.0).trunc();
+    Counters {
         success: get(&format!("{EXECUTIONS}{{status=\"success\"}}")),
         error: get(&format!("{EXECUTIONS}{{status=\"error\"}}")),
         analyzed: get(ANALYZED),
         deleted_highest: get(&format!("{DELETED}{{type=\"highest_cpu\"}}")),
         deleted_lowest: get(&format!("{DELETED}{{type=\"lowest_cpu\"}}")),
         last_success: values.get(LAST_SUCCESS).copied(),
+        last_failure: values.get(LAST_FAILURE).copied(),
         errors: Stage::ALL
             .into_iter()
             .map(|stage| (stage, get(&format!("{ERRORS}{{stage=\"{stage}\"}}"))))
@@ -176,173 +327,318 @@ pub fn parse_previous(text: &str) -> Result<Counters, String> {
             .into_iter()
             .map(|r| (r, get(&format!("{REFUSED}{{reason=\"{}\"}}", r.label()))))
             .collect(),
-    };
-    if !values.keys().any(|k| k.starts_with("rebalancer_")) {
-        return Err("no rebalancer_ metric in it".into());
     }
-    Ok(counters)
 }
 
-/// The exposition text being written: each family's `# HELP` and `# TYPE`, then its
-/// samples, each with the target's labels first, without timestamps.
-struct Text {
+/// The exposition text being written: each family's `# HELP` and `# TYPE`, then one
+/// sample per target, each with the target's labels first, without timestamps.
+struct Text<'a> {
     out: String,
-    /// `namespace="…",deployment="…"`: validated DNS-1123 names, nothing to escape.
-    target: String,
+    /// Each target's rendered labels, beside its samples.
+    targets: Vec<(String, &'a Exported)>,
 }
 
-impl Text {
-    fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Text {
+impl<'a> Text<'a> {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
-        self
     }
 
-    fn sample(&mut self, name: &str, value: impl std::fmt::Display) -> &mut Text {
-        let _ = writeln!(self.out, "{name}{{{}}} {value}", self.target);
-        self
+    /// A family with one sample per target that has a value for it (none: the family
+    /// is left out).
+    fn each<V: std::fmt::Display>(
+        &mut self,
+        (name, kind, help): (&str, &str, &str),
+        value: impl Fn(&'a Exported) -> Option<V>,
+    ) {
+        let values: Vec<(String, V)> = self
+            .targets
+            .iter()
+            .filter_map(|(labels, e)| Some((labels.clone(), value(e)?)))
+            .collect();
+        if values.is_empty() {
+            return;
+        }
+        self.family(name, kind, help);
+        for (labels, v) in values {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
+        }
     }
 
-    /// A sample with one label more, `name{namespace="…",deployment="…",label="value"}`.
-    fn labelled(&mut self, name: &str, (label, value): (&str, &str), sample: impl std::fmt::Display) -> &mut Text {
-        let _ = writeln!(self.out, "{name}{{{},{label}=\"{value}\"}} {sample}", self.target);
-        self
+    /// A family with one sample per target and value of `label`, for the targets that
+    /// have values for it.
+    fn each_labelled<V: std::fmt::Display>(
+        &mut self,
+        (name, kind, help): (&str, &str, &str),
+        label: &str,
+        values: impl Fn(&'a Exported) -> Option<Vec<(String, V)>>,
+    ) {
+        let rows: Vec<(String, Vec<(String, V)>)> = self
+            .targets
+            .iter()
+            .filter_map(|(labels, e)| Some((labels.clone(), values(e)?)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        self.family(name, kind, help);
+        for (labels, values) in rows {
+            for (value, sample) in values {
+                let _ = writeln!(self.out, "{name}{{{labels},{label}=\"{value}\"}} {sample}");
+            }
+        }
     }
 }
 
-/// The exposition text of this run on top of the carried counters.
-pub fn render(prev: &Counters, run: &Run) -> String {
+/// The exposition text of a sheet.
+pub fn render(sheet: &Sheet) -> String {
     let mut text = Text {
-        out: String::with_capacity(4096),
-        target: format!(
-            "namespace=\"{}\",deployment=\"{}\"",
-            run.target.namespace, run.target.deployment
-        ),
+        out: String::with_capacity(4096 * sheet.targets.len().max(1)),
+        targets: sheet.targets.iter().map(|e| (e.run.labels.render(), e)).collect(),
     };
-    text.family(
-        BUILD_INFO,
-        "gauge",
-        "1, labelled with the version of pod-rebalancer that ran.",
-    )
-    .labelled(BUILD_INFO, ("version", env!("CARGO_PKG_VERSION")), 1);
-    let totals = prev.after(run);
-    counters(&mut text, &totals);
-    gauges(&mut text, &totals, run);
-    if let Some(m) = &run.memory {
-        memory(&mut text, m);
+    text.each_labelled(
+        (
+            BUILD_INFO,
+            "gauge",
+            "1, labelled with the version of pod-rebalancer that ran.",
+        ),
+        "version",
+        |_| Some(vec![(env!("CARGO_PKG_VERSION").to_string(), 1)]),
+    );
+    counters(&mut text);
+    gauges(&mut text);
+    memory(&mut text);
+    if let Some((labels, counts)) = &sheet.fleet {
+        text.family(TARGETS, "gauge", "Targets of this fleet run by outcome.");
+        let labels = labels.render();
+        for label in Outcome::ALL.map(Outcome::label).into_iter().chain([outcome::ERROR]) {
+            let n = counts.get(label).copied().unwrap_or(0);
+            let _ = writeln!(text.out, "{TARGETS}{{{labels},outcome=\"{label}\"}} {n}");
+        }
     }
     text.out
 }
 
-/// The counters: the previous run's values plus this run's.
-fn counters(t: &mut Text, totals: &Counters) {
-    t.family(EXECUTIONS, "counter", "Runs of pod-rebalancer by result.")
-        .labelled(EXECUTIONS, ("status", "success"), totals.success)
-        .labelled(EXECUTIONS, ("status", "error"), totals.error);
-    t.family(ERRORS, "counter", "Failed runs by the stage that failed.");
-    for stage in Stage::ALL {
-        let n = totals.errors.get(&stage).copied().unwrap_or(0.0);
-        t.labelled(ERRORS, ("stage", stage.label()), n);
-    }
-    t.family(ANALYZED, "counter", "Eligible pods whose CPU was analyzed.")
-        .sample(ANALYZED, totals.analyzed);
-    t.family(
-        DELETED,
-        "counter",
-        "Pods removed (evicted or deleted) by pod-rebalancer; never counts dry runs.",
-    )
-    .labelled(DELETED, ("type", "highest_cpu"), totals.deleted_highest)
-    .labelled(DELETED, ("type", "lowest_cpu"), totals.deleted_lowest);
-    t.family(
-        REFUSED,
-        "counter",
-        "Removals the API server refused, dry runs included, by reason.",
+/// The counters, of the targets that export them.
+fn counters(t: &mut Text) {
+    let c = |e: &Exported| e.counters.clone();
+    t.each_labelled(
+        (EXECUTIONS, "counter", "Runs of pod-rebalancer by result."),
+        "status",
+        |e| c(e).map(|c| vec![("success".into(), c.success), ("error".into(), c.error)]),
     );
-    for refusal in Refusal::ALL {
-        let n = totals.refused.get(&refusal).copied().unwrap_or(0.0);
-        t.labelled(REFUSED, ("reason", refusal.label()), n);
-    }
+    t.each_labelled(
+        (ERRORS, "counter", "Failed runs by the stage that failed."),
+        "stage",
+        |e| {
+            c(e).map(|c| {
+                Stage::ALL
+                    .map(|s| (s.label().to_string(), c.errors.get(&s).copied().unwrap_or(0.0)))
+                    .to_vec()
+            })
+        },
+    );
+    t.each((ANALYZED, "counter", "Eligible pods whose CPU was analyzed."), |e| {
+        c(e).map(|c| c.analyzed)
+    });
+    t.each_labelled(
+        (
+            DELETED,
+            "counter",
+            "Pods removed (evicted or deleted) by pod-rebalancer; never counts dry runs.",
+        ),
+        "type",
+        |e| {
+            c(e).map(|c| {
+                vec![
+                    ("highest_cpu".into(), c.deleted_highest),
+                    ("lowest_cpu".into(), c.deleted_lowest),
+                ]
+            })
+        },
+    );
+    t.each_labelled(
+        (
+            REFUSED,
+            "counter",
+            "Removals the API server refused, dry runs included, by reason.",
+        ),
+        "reason",
+        |e| {
+            c(e).map(|c| {
+                Refusal::ALL
+                    .map(|r| (r.label().to_string(), c.refused.get(&r).copied().unwrap_or(0.0)))
+                    .to_vec()
+            })
+        },
+    );
 }
 
-/// The memory's gauges, when there is a memory.
-fn memory(t: &mut Text, m: &MemoryGauges) {
-    t.family(STREAK, "gauge", "Consecutive actions that did not lower the spread.")
-        .sample(STREAK, m.streak);
-    t.family(
-        HOLD_UNTIL,
-        "gauge",
-        "End of the current hold of the breaker, Unix seconds; 0 when it is closed.",
-    )
-    .sample(HOLD_UNTIL, m.hold_until.unwrap_or(0));
-    if let Some((ratio, moved)) = m.last_effect {
-        t.family(
+/// The memory's gauges, of the targets that have a memory.
+fn memory(t: &mut Text) {
+    let m = |e: &Exported| e.run.memory;
+    t.each(
+        (STREAK, "gauge", "Consecutive actions that did not lower the spread."),
+        |e| m(e).map(|m| m.streak),
+    );
+    t.each(
+        (
+            HOLD_UNTIL,
+            "gauge",
+            "End of the current hold of the breaker, Unix seconds; 0 when it is closed.",
+        ),
+        |e| m(e).map(|m| m.hold_until.unwrap_or(0)),
+    );
+    t.each(
+        (
             EFFECT,
             "gauge",
             "Spread after / spread before, of the last evaluated action.",
-        )
-        .sample(EFFECT, ratio);
-        t.family(
+        ),
+        |e| m(e).and_then(|m| m.last_effect).map(|(ratio, _)| ratio),
+    );
+    t.each(
+        (
             HOT_SPOT,
             "gauge",
             "1 when the last evaluated action's hot spot moved to another pod, else 0.",
-        )
-        .sample(HOT_SPOT, u8::from(moved));
-    }
+        ),
+        |e| m(e).and_then(|m| m.last_effect).map(|(_, moved)| u8::from(moved)),
+    );
 }
 
 /// The gauges: this run's figures; the statistics only when the run computed them.
-fn gauges(t: &mut Text, totals: &Counters, run: &Run) {
-    if let Some(matched) = run.matched {
-        t.family(MATCHED, "gauge", "Pods the label selector matched in the last run.")
-            .sample(MATCHED, matched);
-    }
-    t.family(DURATION, "gauge", "Duration of the last run.")
-        .sample(DURATION, run.duration_secs);
-    if let Some(s) = run.stats {
-        t.family(SPREAD, "gauge", "Spread of pod CPU: stddev / mean over eligible pods.")
-            .sample(SPREAD, s.spread);
-    }
-    t.family(
-        THRESHOLD,
-        "gauge",
-        "Configured spread threshold (CPU_VARIANCE_THRESHOLD).",
-    )
-    .sample(THRESHOLD, run.threshold);
-    if let Some(s) = run.stats {
-        t.family(MEAN, "gauge", "Mean CPU of eligible pods, cores.")
-            .sample(MEAN, s.mean);
-        t.family(
+fn gauges(t: &mut Text) {
+    t.each(
+        (MATCHED, "gauge", "Pods the label selector matched in the last run."),
+        |e| e.run.matched,
+    );
+    t.each((DURATION, "gauge", "Duration of the last run."), |e| {
+        Some(e.run.duration_secs)
+    });
+    let stats = |e: &Exported| e.run.stats;
+    t.each(
+        (SPREAD, "gauge", "Spread of pod CPU: stddev / mean over eligible pods."),
+        |e| stats(e).map(|s| s.spread),
+    );
+    t.each(
+        (
+            THRESHOLD,
+            "gauge",
+            "Configured spread threshold (CPU_VARIANCE_THRESHOLD).",
+        ),
+        |e| e.run.info.as_ref().map(|_| e.run.threshold),
+    );
+    t.each((MEAN, "gauge", "Mean CPU of eligible pods, cores."), |e| {
+        stats(e).map(|s| s.mean)
+    });
+    t.each(
+        (
             STDDEV,
             "gauge",
             "Population standard deviation of eligible pods' CPU, cores.",
-        )
-        .sample(STDDEV, s.stddev);
+        ),
+        |e| stats(e).map(|s| s.stddev),
+    );
+    t.each(
+        (
+            BEST_SPREAD,
+            "gauge",
+            "The most even spread any assignment of the partitions could reach.",
+        ),
+        |e| e.run.best_possible_spread,
+    );
+    t.each(
+        (
+            FIT_R2,
+            "gauge",
+            "How much of the pods' CPU their partitions' load explains (R² of the fit).",
+        ),
+        |e| e.run.fit_r2,
+    );
+    t.each((LAST_RUN, "gauge", "End of the last run, Unix seconds."), |e| {
+        Some(e.run.end)
+    });
+    // The last success and failure: as stored with the counters, else this run's.
+    let last = |e: &Exported, ok: bool| match &e.counters {
+        Some(c) if ok => c.last_success,
+        Some(c) => c.last_failure,
+        None => (e.run.ok() == ok).then_some(e.run.end),
+    };
+    t.each(
+        (LAST_SUCCESS, "gauge", "End of the last successful run, Unix seconds."),
+        |e| last(e, true),
+    );
+    t.each(
+        (LAST_FAILURE, "gauge", "End of the last failed run, Unix seconds."),
+        |e| last(e, false),
+    );
+    t.each_labelled(
+        (OUTCOME, "gauge", "1 for the outcome of the last run, 0 for the others."),
+        "outcome",
+        |e| {
+            let this_run = outcome::label(e.run.ended);
+            Some(
+                Outcome::ALL
+                    .map(Outcome::label)
+                    .into_iter()
+                    .chain([outcome::ERROR])
+                    .map(|label| (label.to_string(), u8::from(label == this_run)))
+                    .collect(),
+            )
+        },
+    );
+    config(t);
+}
+
+/// `rebalancer_config_info` and `rebalancer_max_ineffective_actions`.
+fn config(t: &mut Text) {
+    let rows: Vec<(String, &Info)> = t
+        .targets
+        .iter()
+        .filter_map(|(labels, e)| Some((labels.clone(), e.run.info.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return;
     }
-    t.family(LAST_RUN, "gauge", "End of the last run, Unix seconds.")
-        .sample(LAST_RUN, run.end);
-    if let Some(end) = totals.last_success {
-        t.family(LAST_SUCCESS, "gauge", "End of the last successful run, Unix seconds.")
-            .sample(LAST_SUCCESS, end);
+    t.family(CONFIG_INFO, "gauge", "1, labelled with the settings this run used.");
+    for (labels, i) in &rows {
+        let _ = writeln!(
+            t.out,
+            "{CONFIG_INFO}{{{labels},dry_run=\"{}\",eviction_mode=\"{}\",container=\"{}\",window=\"{}s\",threshold=\"{}\",min_pods=\"{}\",max_ineffective_actions=\"{}\",version=\"{}\"}} 1",
+            i.dry_run,
+            i.eviction_mode,
+            i.container,
+            i.window_secs,
+            i.threshold,
+            i.min_pods,
+            i.max_ineffective,
+            env!("CARGO_PKG_VERSION"),
+        );
     }
-    t.family(OUTCOME, "gauge", "1 for the outcome of the last run, 0 for the others.");
-    let this_run = outcome::label(run.ended);
-    for label in Outcome::ALL.map(Outcome::label).into_iter().chain([outcome::ERROR]) {
-        t.labelled(OUTCOME, ("outcome", label), u8::from(label == this_run));
+    t.family(
+        MAX_INEFFECTIVE,
+        "gauge",
+        "MAX_INEFFECTIVE_ACTIONS: ineffective actions in a row that open the breaker.",
+    );
+    for (labels, i) in &rows {
+        let _ = writeln!(t.out, "{MAX_INEFFECTIVE}{{{labels}}} {}", i.max_ineffective);
     }
 }
 
-/// The counters of the previous run's metrics file: a missing file is a first run;
-/// one that cannot be read or parsed is ignored with a warning, and counters restart.
-pub fn read_previous(path: &Path) -> Counters {
+/// The counters of the previous run's metrics file, by deployment: a missing file is
+/// a first run; one that cannot be read or parsed is ignored with a warning, and
+/// counters restart.
+pub fn read_previous(path: &Path) -> BTreeMap<String, Counters> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_previous(&text).unwrap_or_else(|why| {
             log::warn!(path:% = path.display(), reason = why.as_str(); "previous metrics file ignored, counters restart");
-            Counters::default()
+            BTreeMap::new()
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Counters::default(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => {
             log::warn!(path:% = path.display(), error:% = e; "previous metrics file unreadable, counters restart");
-            Counters::default()
+            BTreeMap::new()
         }
     }
 }
@@ -369,9 +665,10 @@ mod tests {
 
     fn run() -> Run {
         Run {
-            target: Target {
+            labels: Labels {
                 namespace: "ns".into(),
-                deployment: "d".into(),
+                deployment: Some("d".into()),
+                extra: Vec::new(),
             },
             ended: Ok(Outcome::Acted),
             matched: Some(6),
@@ -390,7 +687,24 @@ mod tests {
             end: 1_800_000_000.5,
             refused: vec![Refusal::DisruptionBudget],
             memory: None,
+            info: Some(Info {
+                dry_run: false,
+                eviction_mode: "evict",
+                container: "c".into(),
+                window_secs: 300,
+                threshold: 0.3,
+                min_pods: 3,
+                max_ineffective: 3,
+            }),
+            fit_r2: None,
+            best_possible_spread: None,
         }
+    }
+
+    /// The text of `run` with `counters` on top of `prev`, as a run without a state
+    /// ConfigMap writes it.
+    fn text(prev: &Counters, run: &Run) -> String {
+        render(&Sheet::single(run.clone(), Some(prev.after(run))))
     }
 
     /// The text without the target's labels, after checking every sample has them.
@@ -402,42 +716,70 @@ mod tests {
             .replace("namespace=\"ns\",deployment=\"d\",", "")
     }
 
+    fn previous(text: &str) -> Counters {
+        parse_previous(text).unwrap().remove("d").unwrap_or_default()
+    }
+
     #[test]
     fn every_family_has_help_and_type_and_every_label_is_present() {
-        let text = plain(&render(&Counters::default(), &run()));
+        let text = plain(&text(&Counters::default(), &run()));
         for name in [
             EXECUTIONS,
             ANALYZED,
             DELETED,
-            "rebalancer_execution_duration_seconds",
-            "rebalancer_cpu_variance_current",
-            "rebalancer_cpu_variance_threshold",
-            "rebalancer_cpu_usage_mean",
-            "rebalancer_cpu_usage_stddev",
-            "rebalancer_last_run_timestamp_seconds",
+            DURATION,
+            SPREAD,
+            THRESHOLD,
+            MEAN,
+            STDDEV,
+            LAST_RUN,
             LAST_SUCCESS,
-            "rebalancer_cycle_outcome",
+            OUTCOME,
             ERRORS,
-            "rebalancer_pods_matched",
+            MATCHED,
+            CONFIG_INFO,
+            MAX_INEFFECTIVE,
         ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name}");
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
         }
         assert!(text.contains("rebalancer_executions_total{status=\"error\"} 0\n"));
         assert!(text.contains("rebalancer_cycle_outcome{outcome=\"acted\"} 1\n"));
-        assert!(text.contains("rebalancer_cycle_outcome{outcome=\"error\"} 0\n"));
+        for outcome in ["error", "paused", "unfixable", "deferred"] {
+            assert!(text.contains(&format!("rebalancer_cycle_outcome{{outcome=\"{outcome}\"}} 0\n")));
+        }
         assert!(text.contains("rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n"));
+        assert!(text.contains("rebalancer_max_ineffective_actions 3\n"));
+        assert!(text.contains(
+            "rebalancer_config_info{dry_run=\"false\",eviction_mode=\"evict\",container=\"c\",window=\"300s\",threshold=\"0.3\",min_pods=\"3\",max_ineffective_actions=\"3\",version=\"0.1.0\"} 1\n"
+        ));
+        assert!(!text.contains(LAST_FAILURE), "no run failed yet");
+    }
+
+    #[test]
+    fn a_run_that_stored_no_counters_exports_none_and_only_its_own_times() {
+        let failed = Run {
+            ended: Err(Stage::State),
+            ..run()
+        };
+        let text = plain(&render(&Sheet::single(failed, None)));
+        for family in [EXECUTIONS, ERRORS, ANALYZED, DELETED, REFUSED] {
+            assert!(!text.contains(family), "{family} in\n{text}");
+        }
+        assert!(text.contains("rebalancer_last_failure_timestamp_seconds 1800000000.5\n"));
+        assert!(!text.contains(LAST_SUCCESS), "unknown: the state was not read");
+        assert!(text.contains("rebalancer_cycle_outcome{outcome=\"error\"} 1\n"));
     }
 
     #[test]
     fn counters_carry_over_and_gauges_do_not() {
-        let first = render(&Counters::default(), &run());
+        let first = text(&Counters::default(), &run());
         assert_eq!(
-            parse_previous(&plain(&first)),
-            parse_previous(&first),
+            previous(&first),
+            parse_previous(&plain(&first)).unwrap().remove("").unwrap(),
             "older files without the labels read the same"
         );
-        let prev = parse_previous(&first).unwrap();
+        let prev = previous(&first);
         let failed = Run {
             ended: Err(Stage::Metrics),
             matched: None,
@@ -448,7 +790,8 @@ mod tests {
             end: 1_800_000_300.0,
             ..run()
         };
-        let second = plain(&render(&prev, &failed));
+        let second_text = text(&prev, &failed);
+        let second = plain(&second_text);
         assert!(second.contains("rebalancer_executions_total{status=\"success\"} 1\n"));
         assert!(second.contains("rebalancer_executions_total{status=\"error\"} 1\n"));
         assert!(second.contains("rebalancer_pods_analyzed_total 5\n"));
@@ -460,13 +803,18 @@ mod tests {
             second.contains("rebalancer_last_success_timestamp_seconds 1800000000.5\n"),
             "the last success is kept"
         );
+        assert!(second.contains("rebalancer_last_failure_timestamp_seconds 1800000300\n"));
         assert!(second.contains("rebalancer_last_run_timestamp_seconds 1800000300\n"));
         assert!(
             !second.contains("rebalancer_cpu_usage_mean"),
             "no statistics were computed"
         );
-        let third = plain(&render(&parse_previous(&second).unwrap(), &run()));
+        let third = plain(&text(&previous(&second_text), &run()));
         assert!(third.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 2\n"));
+        assert!(
+            third.contains("rebalancer_last_failure_timestamp_seconds 1800000300\n"),
+            "the last failure is kept"
+        );
     }
 
     #[test]
@@ -475,6 +823,7 @@ mod tests {
             "garbage",
             "rebalancer_pods_analyzed_total x",
             "rebalancer_pods_analyzed_total -1",
+            "rebalancer_pods_analyzed_total 1e300",
             "",
             "other_metric 1",
         ] {
@@ -484,11 +833,15 @@ mod tests {
 
     #[test]
     fn no_sample_has_a_timestamp() {
-        for line in render(&Counters::default(), &run())
+        for line in text(&Counters::default(), &run())
             .lines()
             .filter(|l| !l.starts_with('#'))
         {
-            assert_eq!(line.split(' ').count(), 2, "{line}");
+            assert_eq!(
+                line.rsplit_once(' ').map(|(k, _)| k.contains(' ')),
+                Some(false),
+                "{line}"
+            );
         }
     }
 
@@ -501,6 +854,7 @@ mod tests {
             deleted_highest: 2.0,
             deleted_lowest: 5.0,
             last_success: Some(1_700_000_000.0),
+            last_failure: None,
             errors: [(Stage::Kubernetes, 1.0), (Stage::Metrics, 2.0)].into_iter().collect(),
             refused: [(Refusal::Gone, 4.0)].into_iter().collect(),
         };
@@ -509,7 +863,7 @@ mod tests {
             deleted_lowest: 0,
             ..run()
         };
-        let text = plain(&render(&prev, &failed_in_act));
+        let text = plain(&text(&prev, &failed_in_act));
         for line in [
             "rebalancer_executions_total{status=\"success\"} 7\n",
             "rebalancer_executions_total{status=\"error\"} 4\n",
@@ -530,8 +884,88 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }
-        let back = parse_previous(&text).unwrap();
+        let back = parse_previous(&text).unwrap().remove("").unwrap();
         assert_eq!((back.success, back.error, back.analyzed), (7.0, 4.0, 16.0));
         assert_eq!(back.errors.get(&Stage::Act), Some(&1.0));
+    }
+
+    #[test]
+    fn constant_labels_follow_the_targets_and_are_not_read_back_as_counters() {
+        let mut r = run();
+        r.labels.extra = vec![("cluster".into(), "prod-eu-1".into())];
+        let text = text(&Counters::default(), &r);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                line.contains("{namespace=\"ns\",deployment=\"d\",cluster=\"prod-eu-1\""),
+                "{line}"
+            );
+        }
+        let back = previous(&text);
+        assert_eq!((back.success, back.deleted_highest), (1.0, 1.0));
+    }
+
+    #[test]
+    fn a_fleet_text_has_each_family_once_with_a_sample_per_target() {
+        let other = Run {
+            labels: Labels {
+                deployment: Some("e".into()),
+                ..run().labels
+            },
+            ended: Ok(Outcome::Balanced),
+            ..run()
+        };
+        let sheet = Sheet {
+            targets: vec![
+                Exported {
+                    run: run(),
+                    counters: Some(Counters::default().after(&run())),
+                },
+                Exported {
+                    counters: Some(Counters::default().after(&other)),
+                    run: other,
+                },
+            ],
+            fleet: Some((
+                Labels {
+                    namespace: "ns".into(),
+                    deployment: None,
+                    extra: Vec::new(),
+                },
+                [("acted", 1), ("balanced", 1)].into_iter().collect(),
+            )),
+        };
+        let text = render(&sheet);
+        assert_eq!(text.matches("# TYPE rebalancer_cycle_outcome gauge").count(), 1);
+        assert!(text.contains("rebalancer_cycle_outcome{namespace=\"ns\",deployment=\"e\",outcome=\"balanced\"} 1\n"));
+        assert!(text.contains("rebalancer_targets{namespace=\"ns\",outcome=\"acted\"} 1\n"));
+        assert!(text.contains("rebalancer_targets{namespace=\"ns\",outcome=\"error\"} 0\n"));
+        let back = parse_previous(&text).unwrap();
+        assert_eq!(back.get("d").map(|c| c.deleted_highest), Some(1.0));
+        assert_eq!(back.get("e").map(|c| c.success), Some(1.0));
+    }
+
+    #[test]
+    fn counters_out_of_range_are_refused() {
+        for bad in [
+            Counters {
+                success: -1.0,
+                ..Counters::default()
+            },
+            Counters {
+                analyzed: 0.5,
+                ..Counters::default()
+            },
+            Counters {
+                error: f64::INFINITY,
+                ..Counters::default()
+            },
+            Counters {
+                last_success: Some(f64::NAN),
+                ..Counters::default()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+        assert_eq!(Counters::default().check(), Ok(()));
     }
 }

@@ -1,7 +1,7 @@
 //! The plan for a person: a table of pods by CPU with a bar each, the statistics and
 //! the decision in a sentence, in 80 columns. Pure: builds a `String`, the caller prints.
 
-use crate::memory::{Action, Breaker, View};
+use crate::memory::{Action, Breaker, PodResult, View};
 use crate::plan::{Decision, Plan, PodView, Role};
 use std::fmt::Write as _;
 
@@ -251,8 +251,22 @@ pub fn memory(view: &View) -> String {
         ),
         2,
     );
-    if view.rollout {
-        wrap(&mut o, "  the last action is not evaluated: a rollout came since", 4);
+    if let Some(at) = view.in_progress {
+        wrap(
+            &mut o,
+            &format!(
+                "  an action is in progress: another run leased it at {} and may still be acting",
+                crate::clock::format_rfc3339(at)
+            ),
+            4,
+        );
+    }
+    if let Some(why) = view.dropped {
+        wrap(
+            &mut o,
+            &format!("  the last action is not evaluated: {}", why.words()),
+            4,
+        );
     }
     if view.actions.is_empty() {
         wrap(&mut o, "  no action remembered", 4);
@@ -264,31 +278,42 @@ pub fn memory(view: &View) -> String {
 }
 
 fn action_line(o: &mut String, action: &Action) {
-    let removed: Vec<String> = action
-        .removed
+    let pods: Vec<String> = action
+        .pods
         .iter()
-        .map(|r| format!("{} ({:.3} cores, {})", r.name, r.cpu, r.role.mark()))
+        .map(|p| {
+            let cpu = p.cpu.map_or(String::new(), |c| format!("{c:.3} cores, "));
+            let result = match p.result {
+                PodResult::Removed => "removed",
+                PodResult::Refused => "refused",
+                PodResult::Unknown => "no answer yet",
+                PodResult::Intended if action.settled => "not removed",
+                PodResult::Intended => "intended",
+            };
+            format!("{} ({cpu}{}, {result})", p.name, p.role.mark())
+        })
         .collect();
     let probe = if action.probe { " (a probe)" } else { "" };
+    let leased = if action.settled { "" } else { " [leased, unsettled]" };
     wrap(
         o,
         &format!(
-            "  {}: removed {}{probe}",
+            "  {}: {}{probe}{leased}",
             crate::clock::format_rfc3339(action.at),
-            removed.join(" and ")
+            pods.join(" and ")
         ),
         6,
     );
-    let verdict = match (&action.evaluation, action.superseded) {
+    let before = action.spread.map_or("?".to_string(), |s| format!("{s:.2}"));
+    let verdict = match (&action.evaluation, action.dropped) {
         (Some(e), _) => format!(
-            "spread {:.2} → {:.2} (×{:.2}): {}",
-            action.spread,
+            "spread {before} → {:.2} (×{:.2}): {}",
             e.spread,
             e.ratio,
-            if e.effective { "effective" } else { "ineffective" }
+            e.verdict.label()
         ),
-        (None, true) => format!("spread {:.2} → not evaluated: a rollout came first", action.spread),
-        (None, false) => format!("spread {:.2} → not evaluated yet", action.spread),
+        (None, Some(why)) => format!("spread {before} → not evaluated: {}", why.words()),
+        (None, None) => format!("spread {before} → not evaluated yet"),
     };
     wrap(o, &format!("    {verdict}"), 6);
     if let Some(moved) = action.evaluation.as_ref().and_then(|e| e.hot_spot.as_ref()) {

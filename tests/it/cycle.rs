@@ -4,10 +4,13 @@
 use crate::support::kube::{Fake, FakePod, pod, uid_of};
 use crate::support::server::{Pki, Reply, Request, Server};
 use crate::support::{Output, TempDir, assert_contains, env_with, fixture, now, run_bin, untargeted, vm};
+use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) const DEPLOYMENT: &str = "ingestion-consumer";
+/// The uid of the recorded Deployment the fake API serves under that name.
+pub(crate) const DEPLOYMENT_UID: &str = "952db708-108f-45c4-998b-aa197a7dd71d";
 pub(crate) const TOKEN: &str = "sa-token-do-not-print-7f3a9c";
 
 pub(crate) fn name(i: usize) -> String {
@@ -115,11 +118,17 @@ impl World {
             .collect()
     }
 
+    /// The Events posted on pods.
     fn events(&self) -> Vec<Request> {
+        self.events_on("Pod")
+    }
+
+    /// The Events posted on objects of `kind`.
+    pub(crate) fn events_on(&self, kind: &str) -> Vec<Request> {
         self.kube
             .mutations()
             .into_iter()
-            .filter(|r| r.path().ends_with("/events"))
+            .filter(|r| r.path().ends_with("/events") && r.json()["involvedObject"]["kind"] == kind)
             .collect()
     }
 }
@@ -248,7 +257,35 @@ fn an_imbalanced_fleet_loses_its_hottest_then_its_coldest_pod() {
             }
         })
         .collect();
-    assert_eq!(kinds, ["evict", "event", "evict", "event"]);
+    assert_eq!(kinds, ["evict", "event", "evict", "event", "event"]);
+    // One Event on the Deployment for the action, where the owning team looks.
+    let on_deployment = world.events_on("Deployment");
+    assert_eq!(on_deployment.len(), 1);
+    let body = on_deployment[0].json();
+    assert_eq!(
+        (
+            &body["involvedObject"]["apiVersion"],
+            &body["involvedObject"]["name"],
+            &body["involvedObject"]["uid"],
+            &body["type"],
+            &body["reason"],
+        ),
+        (
+            &json!("apps/v1"),
+            &json!(DEPLOYMENT),
+            &json!(DEPLOYMENT_UID),
+            &json!("Normal"),
+            &json!("Rebalanced")
+        )
+    );
+    assert_eq!(
+        body["message"].as_str().unwrap_or_default(),
+        format!(
+            "pod-rebalancer: evicted {} (1.900 cores, hottest) and {} (0.120 cores, coldest): spread 0.64 > threshold 0.30, fleet mean 0.892 cores",
+            name(1),
+            name(3)
+        )
+    );
     let metrics = world.metrics();
     assert_contains(&metrics, "rebalancer_pods_deleted_total{type=\"highest_cpu\"} 1\n");
     assert_contains(&metrics, "rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n");

@@ -62,6 +62,9 @@ const CONTRACT: &[(&str, &str, &str, &[&str])] = &[
     ("rebalancer_ineffective_streak", "gauge", "", &[]),
     ("rebalancer_breaker_open_until_timestamp_seconds", "gauge", "", &[]),
     ("rebalancer_last_action_hot_spot_moved", "gauge", "", &[]),
+    ("rebalancer_last_failure_timestamp_seconds", "gauge", "", &[]),
+    ("rebalancer_config_info", "gauge", "", &[]),
+    ("rebalancer_max_ineffective_actions", "gauge", "", &[]),
 ];
 
 const OUTCOMES: &[&str] = &[
@@ -72,7 +75,10 @@ const OUTCOMES: &[&str] = &[
     "too_few_pods",
     "idle",
     "min_pods",
+    "unfixable",
     "ineffective",
+    "paused",
+    "deferred",
     "error",
 ];
 

@@ -42,14 +42,15 @@ const GRACE: Duration = Duration::from_secs(2);
 /// The mutating requests a row may send, in order, as "evict pN", "delete pN", "event pN".
 const NONE: &[&str] = &[];
 /// Both pods removed and recorded: the run acted as it would without the fault.
-const ACTED: &[&str] = &["evict p1", "event p1", "evict p3", "event p3"];
+/// Then one Event on the Deployment for the action.
+const ACTED: &[&str] = &["evict p1", "event p1", "evict p3", "event p3", "event consumer"];
 /// The hottest pod's removal failed hard: nothing after it.
 const STOPPED: &[&str] = &["evict p1"];
 /// The hottest pod was refused (gone, replaced, protected): the coldest stays too.
 const SKIPPED: &[&str] = &["evict p1"];
 /// A dry run: both removals asked as server-side dry runs, no Event.
 const DRY_RUN: &[&str] = &["evict p1", "evict p3"];
-const DELETED: &[&str] = &["delete p1", "event p1", "delete p3", "event p3"];
+const DELETED: &[&str] = &["delete p1", "event p1", "delete p3", "event p3", "event consumer"];
 const DELETE_STOPPED: &[&str] = &["delete p1"];
 const DELETE_SKIPPED: &[&str] = &["delete p1"];
 
@@ -1168,7 +1169,15 @@ fn with_document(mut f: Fake, document: &str) -> Fake {
 fn state_rows(rows: &mut Vec<Row>) {
     const STATE: &str = "pod-rebalancer-state";
     const LEASE: &[&str] = &["put state"];
-    const STATEFUL: &[&str] = &["put state", "evict p1", "event p1", "evict p3", "event p3", "put state"];
+    const STATEFUL: &[&str] = &[
+        "put state",
+        "evict p1",
+        "event p1",
+        "evict p3",
+        "event p3",
+        "event consumer",
+        "put state",
+    ];
     let stateful = |r: Row| r.env("STATE_CONFIGMAP", STATE);
     rows.push(stateful(
         row(
@@ -1216,14 +1225,14 @@ fn state_rows(rows: &mut Vec<Row>) {
         Fault::KubeState(|f| with_document(f, "streak=2")),
         1,
         NONE,
-        "expected a JSON object with a version",
+        "expected a JSON object",
     )));
     rows.push(stateful(row(
         "state document of a newer version",
         Fault::KubeState(|f| with_document(f, r#"{"version": 9}"#)),
         1,
         NONE,
-        "version 9 is newer than this program's 1",
+        "version 9 is newer than this program's 2",
     )));
     rows.push(stateful(row(
         "state document with a wrong field",

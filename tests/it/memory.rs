@@ -9,7 +9,7 @@ use crate::support::server::{Pki, Reply, Server};
 use crate::support::{TempDir, env_with, fixture, live_config, now, vm};
 use pod_rebalancer::config::{Cluster, Config};
 use pod_rebalancer::cycle::{self, Finished};
-use pod_rebalancer::memory::{self, Memory};
+use pod_rebalancer::memory::{self, Memory, PodResult, Verdict};
 use pod_rebalancer::outcome::{Outcome, Stage};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
@@ -124,7 +124,7 @@ impl Fleet {
     fn memory(&self) -> Memory {
         let fake = self.fake.lock().expect("fake");
         let state = fake.state.as_ref().expect("a state ConfigMap");
-        memory::parse(state["data"]["state.json"].as_str()).expect("a readable document")
+        memory::parse(state["data"]["state.json"].as_str(), Some(DEPLOYMENT)).expect("a readable document")
     }
 
     fn configure(&self, extra: &[(&str, &str)]) -> (Config, Cluster) {
@@ -179,7 +179,7 @@ fn a_hot_spot_that_moves_opens_the_breaker_and_a_failed_probe_doubles_the_hold()
         .clone()
         .expect("the first action was measured");
     assert!(
-        !evaluation.effective && (evaluation.ratio - 1.0).abs() < 0.05,
+        evaluation.verdict == Verdict::Ineffective && (evaluation.ratio - 1.0).abs() < 0.05,
         "{evaluation:?}"
     );
     assert!(evaluation.hot_spot.is_some(), "the hot spot moved: {evaluation:?}");
@@ -226,46 +226,54 @@ fn an_action_that_evens_the_fleet_out_keeps_the_streak_at_zero() {
     let memory = fleet.memory();
     assert_eq!(memory.streak, 0);
     let e = memory.actions[0].evaluation.clone().expect("measured");
-    assert!(e.effective && e.ratio < 0.2 && e.hot_spot.is_none(), "{e:?}");
+    assert!(
+        e.verdict == Verdict::Effective && e.ratio < 0.2 && e.hot_spot.is_none(),
+        "{e:?}"
+    );
     assert_eq!(memory.counters.success, 2.0, "the counters live in the state");
 }
 
-/// A rollout (a new pod template) starts afresh: the streak resets and the breaker
-/// closes; a replica count change does not.
+/// A rollout (a new pod template) drops the action it came before, but keeps the
+/// streak and the hold: it rarely fixes key skew, and a team that deploys hourly must
+/// not restart the churn. A replica count change is no rollout.
 #[test]
-fn a_rollout_resets_the_streak_and_a_scale_does_not() {
+fn a_rollout_drops_the_pending_action_and_keeps_the_streak_and_the_hold() {
     let mut fleet = Fleet::new("memory-rollout", &SKEWED, |f| f);
     let start = now();
-    check(
-        &fleet.run(start, &[("MAX_INEFFECTIVE_ACTIONS", "1")]),
-        Ok(Outcome::Acted),
-        0,
-    );
+    let once = [("MAX_INEFFECTIVE_ACTIONS", "1")];
+    check(&fleet.run(start, &once), Ok(Outcome::Acted), 0);
     fleet.replace_terminated(&[1.9, 0.1]);
-    check(
-        &fleet.run(start + 900, &[("MAX_INEFFECTIVE_ACTIONS", "1")]),
-        Ok(Outcome::Ineffective),
-        0,
-    );
+    check(&fleet.run(start + 900, &once), Ok(Outcome::Ineffective), 0);
+    let held = fleet.memory();
+    assert_eq!(held.streak, 1);
     // A scale by one pod: still held.
     fleet.add(&[1.0]);
-    check(
-        &fleet.run(start + 1200, &[("MAX_INEFFECTIVE_ACTIONS", "1")]),
-        Ok(Outcome::Ineffective),
-        0,
-    );
+    check(&fleet.run(start + 1200, &once), Ok(Outcome::Ineffective), 0);
     {
         let mut fake = fleet.fake.lock().expect("fake");
         fake.deployment["spec"]["template"]["metadata"]["annotations"] =
             json!({"kubectl.kubernetes.io/restartedAt": "2026-11-29T10:00:00Z"});
     }
-    check(
-        &fleet.run(start + 1500, &[("MAX_INEFFECTIVE_ACTIONS", "1")]),
-        Ok(Outcome::Acted),
-        0,
-    );
+    check(&fleet.run(start + 1500, &once), Ok(Outcome::Ineffective), 0);
     let memory = fleet.memory();
-    assert_eq!((memory.streak, memory.hold_until.is_some()), (0, false));
+    assert_eq!((memory.streak, memory.hold_until), (held.streak, held.hold_until));
+    // The hold over, the probe acts under the new template; a rollout before its
+    // evaluation drops it, and the streak stays where it was.
+    let after = held.hold_until.expect("a hold") + 1;
+    check(&fleet.run(after, &once), Ok(Outcome::Acted), 0);
+    fleet.replace_terminated(&[1.0, 1.0]);
+    {
+        let mut fake = fleet.fake.lock().expect("fake");
+        fake.deployment["spec"]["template"]["metadata"]["annotations"] =
+            json!({"kubectl.kubernetes.io/restartedAt": "2026-11-29T11:00:00Z"});
+    }
+    fleet.run(after + 900, &once);
+    let memory = fleet.memory();
+    assert_eq!(
+        memory.actions.last().and_then(|a| a.dropped),
+        Some(memory::Dropped::Rollout)
+    );
+    assert_eq!(memory.streak, 1);
 }
 
 /// Under DRY_RUN the removals are asked as server-side dry runs, no Event is posted,
@@ -284,8 +292,8 @@ fn a_dry_run_asks_dry_runs_and_records_no_action() {
     let puts = fleet.leases();
     assert_eq!(
         puts,
-        ["1000", "1001"],
-        "the lease, then the end of the run, each with the latest resourceVersion"
+        ["1000"],
+        "no lease: only the end-of-run write, with the resourceVersion read"
     );
 }
 
@@ -323,18 +331,18 @@ fn a_state_that_cannot_be_read_or_written_removes_nothing() {
         ),
         (
             "memory-malformed",
-            with_document("memory-malformed", r#"{"version": 1, "actions": 7}"#),
-            "expected the state document of version 1",
+            with_document("memory-malformed", r#"{"version": 2, "actions": 7}"#),
+            "expected the state document of version 2",
         ),
         (
             "memory-not-json",
             with_document("memory-not-json", "streak: 2"),
-            "expected a JSON object with a version",
+            "expected a JSON object",
         ),
         (
             "memory-newer",
-            with_document("memory-newer", r#"{"version": 2, "whatever": true}"#),
-            "version 2 is newer than this program's 1",
+            with_document("memory-newer", r#"{"version": 3, "whatever": true}"#),
+            "version 3 is newer than this program's 2",
         ),
         (
             "memory-put-409",
@@ -359,11 +367,12 @@ fn a_state_that_cannot_be_read_or_written_removes_nothing() {
         let clients = cycle::Clients::connect(&config, &cluster)
             .map_err(|f| f.error)
             .expect("clients");
-        let failed = cycle::cycle(&clients, &config, &cluster, now()).expect_err(namespace);
+        let cycle = cycle::cycle(&clients, &config, &cluster, now());
+        let failed = cycle.ended.as_ref().expect_err(namespace);
         assert_eq!(failed.stage, Stage::State, "{namespace}");
         let error = failed.error.to_string();
         assert!(error.contains(words), "{namespace}: {error}");
-        let finished = cycle::finish(&config, Some(&clients.kube), Err(failed), TIMING);
+        let finished = cycle::finish(&config, Some(&clients.kube), cycle, TIMING);
         check(&finished, Err(Stage::State), 1);
         assert!(fleet.evictions().is_empty(), "{namespace}: {:?}", fleet.evictions());
         let after: Option<Value> = fleet.fake.lock().expect("fake").state.clone();
@@ -412,7 +421,10 @@ fn a_failed_end_of_run_write_fails_the_run_after_acting() {
     assert_eq!(fleet.evictions().len(), 2, "the lease was written, so the run acted");
     let memory = fleet.memory();
     assert_eq!(memory.actions.len(), 1, "the lease holds the action");
+    assert!(!memory.actions[0].settled, "as intended: the next run settles it");
+    assert!(memory.actions[0].pods.iter().all(|p| p.result == PodResult::Intended));
     assert_eq!(memory.counters.success, 0.0, "the counters were not written");
+    assert_eq!(finished.counters, None, "and none is exported");
 }
 
 /// A full memory whose next action is refused by a PodDisruptionBudget: the lease
@@ -441,6 +453,6 @@ fn a_refused_action_leaves_a_full_memory_as_it_was() {
     check(&fleet.run(now(), &[]), Ok(Outcome::Acted), 0);
     let memory = fleet.memory();
     assert_eq!(memory.actions.len(), 10);
-    assert_eq!(memory.actions[0].removed[0].name, "gone-0", "the oldest is still there");
+    assert_eq!(memory.actions[0].pods[0].name, "gone-0", "the oldest is still there");
     assert_eq!(memory.counters.refused.values().sum::<f64>(), 1.0);
 }

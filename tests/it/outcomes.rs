@@ -8,7 +8,7 @@ use crate::support::kube::Fake;
 use crate::support::server::{Reply, Server};
 use crate::support::{fixture, live_config, now};
 use pod_rebalancer::config::{Cluster, Config};
-use pod_rebalancer::cycle::{self, Clients, Done, Failed};
+use pod_rebalancer::cycle::{self, Clients, Cycle, Progress};
 use pod_rebalancer::outcome::{Ended, Outcome, Stage};
 use std::sync::Arc;
 
@@ -18,16 +18,28 @@ fn configure(world: &World, extra: &[(&str, &str)]) -> (Config, Cluster) {
 }
 
 /// One cycle of `world`, in-process.
-fn cycle_of(world: &World, extra: &[(&str, &str)]) -> Result<Done, Failed> {
+fn cycle_of(world: &World, extra: &[(&str, &str)]) -> Cycle {
     let (config, cluster) = configure(world, extra);
-    Clients::connect(&config, &cluster).and_then(|clients| cycle::cycle(&clients, &config, &cluster, now()))
+    in_process(&config, &cluster)
 }
 
-fn ended(result: &Result<Done, Failed>) -> Ended {
-    match result {
-        Ok(done) => Ok(done.outcome),
-        Err(failed) => Err(failed.stage),
+/// The cycle with its clients, or the clients' failure as a cycle that got nowhere.
+fn in_process(config: &Config, cluster: &Cluster) -> Cycle {
+    match Clients::connect(config, cluster) {
+        Ok(clients) => cycle::cycle(&clients, config, cluster, now()),
+        Err(failure) => Cycle {
+            progress: Progress::default(),
+            ended: Err(failure),
+        },
     }
+}
+
+fn ended(cycle: &Cycle) -> Ended {
+    cycle.ended.as_ref().map(|o| *o).map_err(|f| f.stage)
+}
+
+fn error(cycle: &Cycle) -> Option<String> {
+    cycle.ended.as_ref().err().map(|f| f.error.to_string())
 }
 
 /// Runs one cycle of a fleet with these CPU numbers and checks how it ended.
@@ -36,9 +48,8 @@ fn check(namespace: &str, cpus: &[f64], fake: impl FnOnce(Fake) -> Fake, extra: 
     let (pods, cpu) = fleet(cpus);
     let world = World::new(namespace, fake, &pods, &cpu);
     let (config, cluster) = configure(&world, extra);
-    let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
-    let error = result.as_ref().err().map(|f| f.error.to_string());
-    assert_eq!(ended(&result), want, "{error:?}");
+    let result = in_process(&config, &cluster);
+    assert_eq!(ended(&result), want, "{:?}", error(&result));
     let run = cycle::metrics_of(&result, &config, TIMING);
     assert_eq!(run.ended, want, "the metrics tell the same story");
     world
@@ -56,13 +67,36 @@ const TIMING: cycle::Timing = cycle::Timing {
 fn every_outcome_of_a_completed_cycle() {
     let same = |f| f;
     let world = check("o-acted", &IMBALANCED, same, &[], Ok(Outcome::Acted));
-    assert_eq!(world.kube.mutations().len(), 4, "two removals, two Events");
+    assert_eq!(
+        world.kube.mutations().len(),
+        5,
+        "two removals, an Event on each pod and one on the Deployment"
+    );
     let world = check("o-dry", &IMBALANCED, same, &[("DRY_RUN", "true")], Ok(Outcome::DryRun));
     let mutations = world.kube.mutations();
     assert_eq!(mutations.len(), 2, "two server-side dry runs, no Event");
     assert!(mutations.iter().all(|r| r.query("dryRun").as_deref() == Some("All")));
     check("o-balanced", &[1.0, 1.1, 0.9, 1.05], same, &[], Ok(Outcome::Balanced));
     check("o-idle", &[0.0, 0.0002, 0.0, 0.0001], same, &[], Ok(Outcome::Idle));
+    // Scaled to zero: no pods, and the Deployment wants none. No query is sent.
+    let world = check("o-zero", &[], same, &[], Ok(Outcome::Idle));
+    assert!(world.kube.mutations().is_empty());
+    // The owning team's off switch on the Deployment: decided from it alone.
+    let paused = |mut f: Fake| {
+        f.deployment["metadata"]["annotations"] = serde_json::json!({"pod-rebalancer.io/paused": "True"});
+        f
+    };
+    let world = check("o-paused", &IMBALANCED, paused, &[], Ok(Outcome::Paused));
+    assert!(world.kube.mutations().is_empty());
+    assert!(
+        world.kube.requests().iter().all(|r| !r.path().ends_with("/pods")),
+        "no pod list for a paused Deployment"
+    );
+    let not_a_boolean = |mut f: Fake| {
+        f.deployment["metadata"]["annotations"] = serde_json::json!({"pod-rebalancer.io/paused": "please"});
+        f
+    };
+    check("o-paused-bad", &IMBALANCED, not_a_boolean, &[], Err(Stage::Kubernetes));
     check("o-min", &[1.9, 0.1, 1.0], same, &[], Ok(Outcome::MinPods));
     check(
         "o-few",
@@ -78,7 +112,7 @@ fn every_outcome_of_a_completed_cycle() {
     check("o-rollout", &IMBALANCED, rollout, &[], Ok(Outcome::Stabilizing));
     // The memory's breaker, open for another hour: the plan that would act holds.
     let held = |mut f: Fake| {
-        let document = format!(r#"{{"version": 1, "streak": 3, "hold_until": {}}}"#, now() + 3600);
+        let document = format!(r#"{{"version": 2, "streak": 3, "hold_until": {}}}"#, now() + 3600);
         if let Some(state) = f.state.as_mut() {
             state["data"] = serde_json::json!({ "state.json": document });
         }
@@ -101,7 +135,11 @@ fn every_stage_a_cycle_can_fail_in() {
     // Kubernetes: an answer that is not 2xx, and a selector that matches nothing.
     let forbidden = |f: Fake| f.reply("list", status(403, "k8s/status_403_forbidden_list_pods.json"));
     check("s-kube", &IMBALANCED, forbidden, &[], Err(Stage::Kubernetes));
-    let world = check("s-nopods", &[], |f| f, &[], Err(Stage::Kubernetes));
+    let wants_three = |mut f: Fake| {
+        f.deployment["spec"]["replicas"] = 3.into();
+        f
+    };
+    let world = check("s-nopods", &[], wants_three, &[], Err(Stage::Kubernetes));
     assert!(world.kube.mutations().is_empty());
     // Metrics: a failing endpoint, and an answer without our pods.
     let (pods, cpu) = fleet(&IMBALANCED);
@@ -109,20 +147,12 @@ fn every_stage_a_cycle_can_fail_in() {
     let broken = Server::http(Arc::new(|_: &_| Reply::json(503, "{}")));
     let result = cycle_of(&world, &[("PROMETHEUS_ENDPOINT", &broken.url())]);
     assert_eq!(ended(&result), Err(Stage::Metrics));
-    assert_eq!(
-        result.as_ref().err().and_then(|f| f.matched),
-        Some(5),
-        "the list was read"
-    );
+    assert_eq!(result.progress.matched, Some(5), "the list was read");
     let (pods, _) = fleet(&IMBALANCED);
     let world = World::new("s-nometrics", |f| f, &pods, &[]);
     let result = cycle_of(&world, &[]);
     assert_eq!(ended(&result), Err(Stage::Metrics));
-    assert!(
-        result
-            .err()
-            .is_some_and(|f| f.error.to_string().contains("no CPU metrics"))
-    );
+    assert!(error(&result).is_some_and(|e| e.contains("no CPU metrics")));
     // Act: the hottest pod's eviction fails hard; nothing after it.
     let refuse = |f: Fake| {
         f.reply(
@@ -164,7 +194,7 @@ fn the_metrics_view_of_a_failure_after_acting_keeps_what_was_done() {
     let (pods, cpu) = fleet(&IMBALANCED);
     let world = World::new("s-partial", refuse_coldest, &pods, &cpu);
     let (config, cluster) = configure(&world, &[]);
-    let result = Clients::connect(&config, &cluster).and_then(|c| cycle::cycle(&c, &config, &cluster, now()));
+    let result = in_process(&config, &cluster);
     let run = cycle::metrics_of(&result, &config, TIMING);
     assert_eq!(run.ended, Err(Stage::Act));
     assert_eq!((run.deleted_highest, run.deleted_lowest), (1, 0));

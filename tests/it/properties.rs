@@ -51,6 +51,7 @@ impl Fleet {
             namespace: "ns",
             ignored: 0,
             selector: None,
+            leased: None,
         })
     }
 }
@@ -137,6 +138,7 @@ fn fleet(rng: &mut Rng) -> Fleet {
             replicas: n as i64,
             updated: n as i64,
             fingerprint: "f".into(),
+            ..Rollout::default()
         }),
         _ => Some(Rollout {
             name: "d".into(),
@@ -146,6 +148,7 @@ fn fleet(rng: &mut Rng) -> Fleet {
             replicas: n as i64,
             updated: n as i64,
             fingerprint: "f".into(),
+            ..Rollout::default()
         }),
     };
     Fleet {
@@ -206,6 +209,10 @@ impl Expected {
 /// What the README's "How it decides" says the decision is; `Err` names the error a run ends in.
 fn reference(f: &Fleet) -> Result<Expected, &'static str> {
     if f.pods.is_empty() {
+        // A Deployment that wants no replicas is scaled to zero, not broken.
+        if f.rollout.as_ref().is_some_and(|r| r.desired == 0) {
+            return Ok(Expected::hold("idle"));
+        }
         return Err("no pods matched");
     }
     let unfinished = f

@@ -78,7 +78,11 @@ fn a_selector_that_matches_only_other_pods_is_an_error_that_says_so() {
         "the label selector app=consumer in namespace owners-none matched 4 pods, none of them the Deployment's",
     );
     let (pods, cpu) = fleet(&[]);
-    let world = World::new("owners-empty", |f| f, &pods, &cpu);
+    let wants_three = |mut f: Fake| {
+        f.deployment["spec"]["replicas"] = 3.into();
+        f
+    };
+    let world = World::new("owners-empty", wants_three, &pods, &cpu);
     let out = world.run(&[]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert_contains(
@@ -110,7 +114,9 @@ fn a_pod_of_the_previous_replica_set_counts_and_the_rollout_gates() {
     assert_contains(&world.metrics(), "rebalancer_pods_matched 6\n");
 }
 
-/// Helm names the container after the chart: `CONTAINER_NAME` says which one is ours.
+/// Helm names the container after the chart: `QUERY_CONTAINER` says which one is
+/// ours. `CONTAINER_NAME`, which container platforms and CI runners set for their own
+/// use, is not read.
 #[test]
 fn the_container_name_is_a_setting_of_its_own() {
     let ns = "container-name";
@@ -125,6 +131,14 @@ fn the_container_name_is_a_setting_of_its_own() {
     );
     assert_contains(&out.stderr, "no CPU metrics for container ingestion-consumer");
     let out = world.run(&[("CONTAINER_NAME", "consumer")]);
+    assert_eq!(
+        out.code, 1,
+        "CONTAINER_NAME is the platform's, not ours: {}",
+        out.stderr
+    );
+    assert_contains(&out.stderr, "no CPU metrics for container ingestion-consumer");
+    assert!(world.kube.mutations().is_empty());
+    let out = world.run(&[("QUERY_CONTAINER", "consumer"), ("CONTAINER_NAME", "runner-7")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(removed(&world), [name(1), name(3)]);
     assert_contains(&out.stderr, r#"container=\"consumer\""#);

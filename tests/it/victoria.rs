@@ -404,6 +404,7 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
         namespace: ns,
         ignored: 0,
         selector: None,
+        leased: None,
     })
     .expect("a plan");
     let Decision::Remove { pods: removals } = &expected.decision else {

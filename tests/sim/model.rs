@@ -1,7 +1,7 @@
 //! The consumer-group simulation: a Deployment of Kafka consumers, its partitions and
 //! an assignor, driven cycle by cycle through the same pure functions the binary runs
-//! (`plan::decide`, `memory::judge`, `memory::apply`, `memory::remember`), chained as
-//! `cycle::cycle` chains them. Sans-I/O and seeded: the same seed gives the same week
+//! (`plan::decide`, then the memory's protocol: `memory::judge`, `Judgement::apply`,
+//! `Judgement::lease`, `Judgement::settle`), chained as `cycle::cycle` chains them. Sans-I/O and seeded: the same seed gives the same week
 //! on any machine. The benchmark that prints the table of BENCHMARKS.md "Does it
 //! help?" (`tests/sim/simulate.rs`) and the integration test (`tests/it/simulation.rs`)
 //! both include this file with `#[path]`.
@@ -42,7 +42,7 @@
 //! rebalance and the catch-up burst after it, a consumer slow to join, a pod that
 //! takes longer than one cycle to terminate.
 
-use pod_rebalancer::memory::{self, Breaker, Memory};
+use pod_rebalancer::memory::{self, Answer, Breaker, Memory, Verdict};
 use pod_rebalancer::plan::{self, Decision, Hold, Inputs, Plan, Pod, Removal, Rollout, Samples, Settings};
 use pod_rebalancer::stats;
 use std::collections::VecDeque;
@@ -86,6 +86,7 @@ pub fn memory_settings() -> memory::Settings {
         min_improvement: 0.25,
         max_ineffective: 3,
         backoff_secs: 3600,
+        lease_secs: 600,
     }
 }
 
@@ -114,8 +115,8 @@ pub enum Policy {
     None,
     /// `decide` alone, every removal it plans carried out: the rules without memory.
     Stateless,
-    /// `decide`, `judge`, `apply`, `remember`, the memory carried from cycle to cycle
-    /// as `cycle::cycle` carries it (the lease, then only what was removed).
+    /// `decide`, then `judge`, `apply`, `lease`, `settle`: the memory carried from
+    /// cycle to cycle as `cycle::cycle` carries it.
     ClosedLoop,
 }
 
@@ -524,6 +525,7 @@ pub fn simulate(run: Run) -> Report {
             replicas: consumers as i64,
             updated: consumers as i64,
             fingerprint: FINGERPRINT.into(),
+            ..Rollout::default()
         },
         group,
         run,
@@ -579,7 +581,7 @@ impl Sim {
         let removed = match self.run.policy {
             Policy::None => return,
             Policy::Stateless => {
-                let plan = self.decide(pods, &samples, now);
+                let plan = self.decide(pods, &samples, now, None);
                 self.group.remove(plan.removals(), now, &mut self.rng)
             }
             Policy::ClosedLoop => self.closed_loop(pods, &samples, now),
@@ -593,46 +595,41 @@ impl Sim {
         }
     }
 
-    /// The memory's part of `cycle::cycle`: judge the last action, let the breaker
-    /// hold the plan, write the lease (the intended action), act, and keep what was
-    /// removed. Returns what was removed.
+    /// The memory's part of `cycle::cycle`, through the same protocol: judge the last
+    /// action, let the breaker hold the plan, lease the intended action, act, and
+    /// settle what the API answered (every removal succeeds here). Returns what was
+    /// removed.
     fn closed_loop(&mut self, pods: Vec<Pod>, samples: &Samples, now: i64) -> Vec<Removal> {
-        let plan = self.decide(pods, samples, now);
-        let judgement = memory::judge(
-            &self.memory,
-            &plan,
-            FINGERPRINT,
-            now,
-            self.settings.threshold,
-            &self.run.memory,
-        );
+        let leased = memory::in_progress(&self.memory, now, &self.run.memory);
+        let plan = self.decide(pods, samples, now, leased);
+        let judgement = memory::judge(&self.memory, &plan, FINGERPRINT, &self.run.memory);
         if let Some(e) = &judgement.evaluation {
             let r = &mut self.report;
+            let effective = e.verdict == Verdict::Effective;
             r.evaluations += 1;
-            r.ineffective += usize::from(!e.effective);
+            r.ineffective += usize::from(e.verdict == Verdict::Ineffective);
             r.hot_spots += usize::from(e.hot_spot.is_some());
-            r.hot_spots_effective += usize::from(e.hot_spot.is_some() && e.effective);
+            r.hot_spots_effective += usize::from(e.hot_spot.is_some() && effective);
             r.ratios.push(e.ratio);
         }
-        let plan = memory::apply(plan, &judgement);
+        let plan = judgement.apply(plan);
         if let Decision::Hold(Hold::Ineffective { .. }) = plan.decision {
             self.report.held += 1;
         }
         if !matches!(plan.decision, Decision::Remove { .. }) {
-            self.memory = judgement.next;
+            self.memory = judgement.settle(&plan, &[]);
             return Vec::new();
         }
-        let probe = judgement.breaker == Breaker::Probe;
-        self.report.probes += usize::from(probe);
-        // The lease cycle.rs writes before acting holds the intended action; what the
-        // next cycle reads is the judged memory plus what was really removed.
+        self.report.probes += usize::from(judgement.breaker == Breaker::Probe);
+        // The lease is what a run that died here would leave; this one does not die.
+        let _lease = judgement.lease(&plan);
         let removed = self.group.remove(plan.removals(), now, &mut self.rng);
-        self.memory = judgement.next;
-        memory::remember(&mut self.memory, &plan, &removed, probe, FINGERPRINT);
+        let answers: Vec<(Removal, Answer)> = removed.iter().map(|r| (r.clone(), Answer::Removed)).collect();
+        self.memory = judgement.settle(&plan, &answers);
         removed
     }
 
-    fn decide(&self, pods: Vec<Pod>, samples: &Samples, now: i64) -> Plan {
+    fn decide(&self, pods: Vec<Pod>, samples: &Samples, now: i64, leased: Option<i64>) -> Plan {
         let plan = plan::decide(Inputs {
             pods,
             samples,
@@ -643,6 +640,7 @@ impl Sim {
             namespace: "posthog",
             ignored: 0,
             selector: None,
+            leased,
         });
         match plan {
             Ok(plan) => plan,

@@ -1,17 +1,17 @@
 //! `report::parse_previous` on arbitrary text: no panic; what it accepts carries
-//! finite, non-negative counters, and rendering them and reading them back gives the
-//! same counters plus this run's.
+//! finite, whole, non-negative counters, and rendering them and reading them back
+//! gives the same counters plus this run's.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pod_rebalancer::outcome::{Outcome, Refusal, Stage};
-use pod_rebalancer::report::{Counters, Run, Target, parse_previous, render};
+use pod_rebalancer::report::{Counters, Labels, MAX_COUNTER, Run, Sheet, parse_previous, render};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(previous) = parse_previous(text) else {
+    let Ok(by_deployment) = parse_previous(text) else {
         return;
     };
     let counters = |c: &Counters| {
@@ -20,13 +20,18 @@ fuzz_target!(|data: &[u8]| {
         v.extend(Refusal::ALL.map(|r| c.refused.get(&r).copied().unwrap_or(0.0)));
         v
     };
-    for x in counters(&previous) {
-        assert!(x.is_finite() && x >= 0.0, "{x}");
+    for previous in by_deployment.values() {
+        assert_eq!(previous.check(), Ok(()), "{previous:?}");
+        for x in counters(previous) {
+            assert!(x.is_finite() && x >= 0.0, "{x}");
+        }
     }
+    let previous = by_deployment.get("d").cloned().unwrap_or_default();
     let run = Run {
-        target: Target {
+        labels: Labels {
             namespace: "ns".into(),
-            deployment: "d".into(),
+            deployment: Some("d".into()),
+            extra: vec![("cluster".into(), "c1".into())],
         },
         ended: Ok(Outcome::Acted),
         matched: Some(5),
@@ -39,11 +44,16 @@ fuzz_target!(|data: &[u8]| {
         end: 1_800_000_000.0,
         refused: Vec::new(),
         memory: None,
+        info: None,
+        fit_r2: None,
+        best_possible_spread: None,
     };
-    let again = parse_previous(&render(&previous, &run)).expect("our own text reads back");
+    let rendered = render(&Sheet::single(run.clone(), Some(previous.after(&run))));
+    let again = parse_previous(&rendered).expect("our own text reads back");
+    let again = again.get("d").expect("the target's counters");
     let plus = [1.0, 0.0, 5.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
-    for ((before, after), inc) in counters(&previous).into_iter().zip(counters(&again)).zip(plus) {
-        assert_eq!(after, before + inc, "a counter did not carry over");
+    for ((before, after), inc) in counters(&previous).into_iter().zip(counters(again)).zip(plus) {
+        assert_eq!(after, (before + inc).min(MAX_COUNTER), "a counter did not carry over");
     }
     assert_eq!(again.last_success, Some(run.end));
 });
