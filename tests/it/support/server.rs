@@ -84,6 +84,12 @@ impl Reply {
         }
     }
 
+    /// The same answer, after `delay` (a server slower than the client's timeout).
+    pub fn delayed(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
     /// The same answer, delivered this way.
     pub fn delivered(mut self, delivery: Delivery) -> Reply {
         self.delivery = delivery;
