@@ -63,12 +63,15 @@ pub enum Outcome {
     Idle,
     /// The removal budget allows no removal.
     MinPods,
+    /// The partition signal shows that no assignment of the partitions balances the
+    /// group, so no eviction can (SPEC §12).
+    Unfixable,
     /// The breaker is open: the last actions did not lower the spread.
     Ineffective,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Acted,
         Outcome::DryRun,
         Outcome::Balanced,
@@ -76,6 +79,7 @@ impl Outcome {
         Outcome::TooFewPods,
         Outcome::Idle,
         Outcome::MinPods,
+        Outcome::Unfixable,
         Outcome::Ineffective,
     ];
 
@@ -88,6 +92,7 @@ impl Outcome {
             Outcome::TooFewPods => "too_few_pods",
             Outcome::Idle => "idle",
             Outcome::MinPods => "min_pods",
+            Outcome::Unfixable => "unfixable",
             Outcome::Ineffective => "ineffective",
         }
     }
@@ -173,5 +178,6 @@ mod tests {
             assert_eq!(label(Err(stage)), "error");
         }
         assert_eq!(label(Ok(Outcome::DryRun)), "dry_run");
+        assert_eq!(label(Ok(Outcome::Unfixable)), "unfixable");
     }
 }

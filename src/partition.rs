@@ -457,10 +457,13 @@ pub struct Explanation {
 }
 
 /// Explains the CPU of the `eligible` pods (`(name, cores)`) by the partitions the
-/// answer gives them; `threshold` is `CPU_VARIANCE_THRESHOLD`. The rules of SPEC §12
-/// in order: partitions moving, the signal missing, the fit (at least `MIN_PODS` pods,
-/// loads not all equal, `b > 0`, `R² >= MIN_R2`), then the best possible spread.
-pub fn explain(answer: Answer, eligible: &[(&str, f64)], threshold: f64) -> Explanation {
+/// answer gives them; `excluded` names the matched pods that are not eligible (their
+/// partitions mean the assignment is moving; the partitions of pods that are neither
+/// are ignored, as the reading ignores them); `threshold` is `CPU_VARIANCE_THRESHOLD`.
+/// The rules of SPEC §12 in order: partitions moving, the signal missing, the fit (at
+/// least `MIN_PODS` pods, loads not all equal, `b > 0`, `R² >= MIN_R2`), then the
+/// best possible spread.
+pub fn explain(mut answer: Answer, eligible: &[(&str, f64)], excluded: &[&str], threshold: f64) -> Explanation {
     let mut by_name: Vec<(&str, usize)> = eligible.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
     by_name.sort_unstable();
     let index_of = |pod: &str| {
@@ -469,8 +472,17 @@ pub fn explain(answer: Answer, eligible: &[(&str, f64)], threshold: f64) -> Expl
             .ok()
             .map(|i| by_name[i].1)
     };
+    let mut excluded = excluded.to_vec();
+    excluded.sort_unstable();
     // Each owner of the answer as an eligible pod's index, or `None`.
     let owner_index: Vec<Option<usize>> = answer.pods.iter().map(|p| index_of(p)).collect();
+    let matched: Vec<bool> = answer
+        .pods
+        .iter()
+        .zip(&owner_index)
+        .map(|(p, i)| i.is_some() || excluded.binary_search(&&**p).is_ok())
+        .collect();
+    answer.owned.retain(|o| matched[o.pod as usize]);
     let mut pods: Vec<PodLoad> = eligible
         .iter()
         .map(|(name, _)| PodLoad {
@@ -1110,7 +1122,7 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         let eligible: Vec<(&str, f64)> = names.iter().map(String::as_str).zip(cpu.iter().copied()).collect();
-        explain(answer, &eligible, 0.3)
+        explain(answer, &eligible, &[], 0.3)
     }
 
     #[test]
@@ -1229,7 +1241,7 @@ mod tests {
     #[test]
     fn a_partition_owned_twice_or_by_an_ineligible_pod_is_moving() {
         let samples = answer(&[("p0", "t/1", 1.0), ("p1", "t/1", 1.0), ("p1", "t/2", 1.0)]);
-        let e = explain(samples, &[("p0", 1.0), ("p1", 2.0)], 0.3);
+        let e = explain(samples, &[("p0", 1.0), ("p1", 2.0)], &[], 0.3);
         assert_eq!(
             e.verdict,
             Verdict::Moving {
@@ -1240,8 +1252,8 @@ mod tests {
         assert_eq!(e.reasons(), ["partitions moving: partition t/1 is owned by p0 and p1"]);
         assert_eq!(e.owner_of("t/1"), None, "owned twice: no one owner");
         assert_eq!(e.owner_of("t/2"), Some("p1"));
-        let samples = answer(&[("p0", "t/1", 1.0), ("crashed", "t/2", 1.0)]);
-        let e = explain(samples, &[("p0", 1.0), ("p1", 2.0)], 0.3);
+        let samples = answer(&[("p0", "t/1", 1.0), ("crashed", "t/2", 1.0), ("stranger", "t/3", 1.0)]);
+        let e = explain(samples, &[("p0", 1.0), ("p1", 2.0)], &["crashed"], 0.3);
         assert_eq!(
             e.reasons(),
             ["partitions moving: partition t/2 is owned by crashed, which is not eligible"]
