@@ -16,7 +16,7 @@ use crate::memory::{self, Breaker, Judgement, Memory};
 use crate::outcome::{self, EXIT_FAILED, EXIT_OK, Outcome, Stage};
 use crate::plan::{self, Decision, Inputs, Plan, Role};
 use crate::report::{self, Counters, MemoryGauges, Run};
-use crate::{clock, victoria};
+use crate::{clock, partition, victoria};
 use std::time::Instant;
 
 /// The two servers a cycle talks to.
@@ -95,6 +95,7 @@ pub struct Responses {
     pub pod_pages: Vec<Vec<u8>>,
     pub cpu: Vec<u8>,
     pub state: Vec<u8>,
+    pub partitions: Vec<u8>,
 }
 
 /// One live run, for `main`: the cycle, then the end of the run.
@@ -437,11 +438,25 @@ pub fn observe(
         config.decision.window_secs,
     );
     log::debug!(query = query.as_str(); "querying CPU");
-    let samples = victoria::query_cpu(&clients.metrics, &query, keep.map(|r| &mut r.cpu)).map_err(|e| Failed {
-        matched,
-        ..Failed::at(Stage::Metrics, e)
-    })?;
-    let plan = plan::decide(Inputs {
+    let samples =
+        victoria::query_cpu(&clients.metrics, &query, keep.as_deref_mut().map(|r| &mut r.cpu)).map_err(|e| Failed {
+            matched,
+            ..Failed::at(Stage::Metrics, e)
+        })?;
+    let partitions = match &config.partition_query {
+        Some(query) => {
+            log::debug!(query = query.as_str(); "querying partitions");
+            let names = listed.pods.iter().map(|p| p.name.as_str());
+            let keep = keep.map(|r| &mut r.partitions);
+            let answer = victoria::query_partitions(&clients.metrics, query, &config.partition_labels, names, keep);
+            Some(answer.map_err(|e| Failed {
+                matched,
+                ..Failed::at(Stage::Metrics, e)
+            })?)
+        }
+        None => None,
+    };
+    let inputs = Inputs {
         pods: listed.pods,
         samples: &samples,
         rollout: Some(&rollout),
@@ -451,11 +466,17 @@ pub fn observe(
         namespace: &config.namespace,
         ignored: listed.ignored,
         selector: Some(&config.selector),
-    })
-    .map_err(|why| Failed {
+    };
+    let plan = plan::decide_with_partitions(inputs, partitions).map_err(|why| Failed {
         matched,
         ..Failed::at(why.stage(), Error::refused("decide", why.to_string()))
     })?;
+    if let (Some(query), Some(e)) = (&config.partition_query, &plan.partitions) {
+        match e.verdict {
+            partition::Verdict::Missing => log::warn!(query = query.as_str(); "partitions: {e}"),
+            _ => log::info!(verdict = e.verdict.label(), r2 = e.r2().map(act::round); "partitions: {e}"),
+        }
+    }
     Ok((plan, rollout.fingerprint))
 }
 

@@ -405,14 +405,6 @@ pub fn query_cpu(client: &Client, query: &str, keep: Keep) -> Result<Samples, Er
     )
 }
 
-/// `PARTITION_QUERY` and `PARTITION_LABELS` (SPEC §12): the query, sent as
-/// configured, and the labels that name a partition in its answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PartitionQuery {
-    pub query: String,
-    pub labels: Vec<String>,
-}
-
 /// Parses the JSON answer of a partition query (`labels` name a partition) for these
 /// matched pods. `Err` holds why the body is malformed (SPEC §12 "Query").
 pub fn parse_partitions<'a>(
@@ -424,17 +416,19 @@ pub fn parse_partitions<'a>(
     vector(parse_with(json, PartitionSeries(reading))?)?.finish()
 }
 
-/// POSTs `PARTITION_QUERY` to the same endpoint as the CPU query (same credentials and
-/// timeout) and returns the partitions the matched pods own. With `keep`, the body
-/// read is kept there (`plan --save` writes it as `partitions.json`).
+/// POSTs `PARTITION_QUERY` (`query`, sent as configured) to the same endpoint as the
+/// CPU query, with the same credentials and timeout, and returns the partitions the
+/// matched pods own, `labels` (`PARTITION_LABELS`) naming a partition. With `keep`,
+/// the body read is kept there (`plan --save` writes it as `partitions.json`).
 pub fn query_partitions<'a>(
     client: &Client,
-    query: &'a PartitionQuery,
+    query: &str,
+    labels: &'a [String],
     matched: impl IntoIterator<Item = &'a str>,
     keep: Keep,
 ) -> Result<Answer, Error> {
-    let form = format!("query={}", http::encode(&query.query));
-    let reading = Reading::new(&query.labels, matched);
+    let form = format!("query={}", http::encode(query));
+    let reading = Reading::new(labels, matched);
     client.post_form_seed(
         "query partitions",
         "/api/v1/query",
