@@ -223,6 +223,9 @@ pub fn metrics_of(result: &Result<Done, Failed>, config: &Config, timing: Timing
         end: timing.end,
         refused: acted.refused.iter().map(|(_, why)| *why).collect(),
         memory: stored.map(|s| gauges(&s.memory, timing.now)),
+        partitions: plan
+            .and_then(|p| p.partitions.as_ref())
+            .map(report::PartitionGauges::of),
     }
 }
 

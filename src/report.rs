@@ -82,6 +82,26 @@ pub struct Run {
     pub refused: Vec<Refusal>,
     /// The memory's gauges; `None` without a state ConfigMap.
     pub memory: Option<MemoryGauges>,
+    /// The partition signal's gauges; `None` without a partition answer.
+    pub partitions: Option<PartitionGauges>,
+}
+
+/// What the partition signal exports (SPEC §12): R² whenever a fit exists (and the
+/// pods' CPU is not all equal), the best possible spread only when the load explains
+/// the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PartitionGauges {
+    pub r2: Option<f64>,
+    pub best_possible_spread: Option<f64>,
+}
+
+impl PartitionGauges {
+    pub fn of(explanation: &crate::partition::Explanation) -> PartitionGauges {
+        PartitionGauges {
+            r2: explanation.r2(),
+            best_possible_spread: explanation.best_possible_spread.filter(|_| explanation.explains()),
+        }
+    }
 }
 
 /// What the memory exports (README "Memory").
@@ -120,6 +140,8 @@ const STREAK: &str = "rebalancer_ineffective_streak";
 const HOLD_UNTIL: &str = "rebalancer_breaker_open_until_timestamp_seconds";
 const EFFECT: &str = "rebalancer_last_action_effect_ratio";
 const HOT_SPOT: &str = "rebalancer_last_action_hot_spot_moved";
+const FIT_R2: &str = "rebalancer_partition_fit_r2";
+const BEST_SPREAD: &str = "rebalancer_best_possible_spread";
 
 /// A sample's `name{labels}` without the target's labels: `x{namespace="a",deployment="b",k="v"}`
 /// is `x{k="v"}`, and `x{namespace="a",deployment="b"}` is `x`.
@@ -231,7 +253,30 @@ pub fn render(prev: &Counters, run: &Run) -> String {
     if let Some(m) = &run.memory {
         memory(&mut text, m);
     }
+    if let Some(p) = &run.partitions {
+        partitions(&mut text, p);
+    }
     text.out
+}
+
+/// The partition signal's gauges, each only when it has a value.
+fn partitions(t: &mut Text, p: &PartitionGauges) {
+    if let Some(r2) = p.r2 {
+        t.family(
+            FIT_R2,
+            "gauge",
+            "R² of cpu = a + b × load over eligible pods: how much of their CPU their partitions' load explains.",
+        )
+        .sample(FIT_R2, r2);
+    }
+    if let Some(best) = p.best_possible_spread {
+        t.family(
+            BEST_SPREAD,
+            "gauge",
+            "The most even spread any assignment of the partitions could reach (when their load explains the CPU).",
+        )
+        .sample(BEST_SPREAD, best);
+    }
 }
 
 /// The counters: the previous run's values plus this run's.
@@ -390,6 +435,7 @@ mod tests {
             end: 1_800_000_000.5,
             refused: vec![Refusal::DisruptionBudget],
             memory: None,
+            partitions: None,
         }
     }
 
@@ -426,6 +472,7 @@ mod tests {
         assert!(text.contains("rebalancer_executions_total{status=\"error\"} 0\n"));
         assert!(text.contains("rebalancer_cycle_outcome{outcome=\"acted\"} 1\n"));
         assert!(text.contains("rebalancer_cycle_outcome{outcome=\"error\"} 0\n"));
+        assert!(text.contains("rebalancer_cycle_outcome{outcome=\"unfixable\"} 0\n"));
         assert!(text.contains("rebalancer_pods_deleted_total{type=\"lowest_cpu\"} 1\n"));
     }
 
@@ -467,6 +514,34 @@ mod tests {
         );
         let third = plain(&render(&parse_previous(&second).unwrap(), &run()));
         assert!(third.contains("rebalancer_pods_deleted_total{type=\"highest_cpu\"} 2\n"));
+    }
+
+    #[test]
+    fn the_partition_gauges_are_there_when_they_have_a_value() {
+        let text = |partitions| plain(&render(&Counters::default(), &Run { partitions, ..run() }));
+        let none = text(None);
+        assert!(!none.contains(FIT_R2) && !none.contains(BEST_SPREAD), "{none}");
+        let both = text(Some(PartitionGauges {
+            r2: Some(0.97),
+            best_possible_spread: Some(0.37),
+        }));
+        assert!(both.contains("# TYPE rebalancer_partition_fit_r2 gauge\nrebalancer_partition_fit_r2 0.97\n"));
+        assert!(both.contains("# TYPE rebalancer_best_possible_spread gauge\nrebalancer_best_possible_spread 0.37\n"));
+        let unexplained = text(Some(PartitionGauges {
+            r2: Some(0.12),
+            best_possible_spread: None,
+        }));
+        assert!(unexplained.contains("rebalancer_partition_fit_r2 0.12\n"));
+        assert!(!unexplained.contains(BEST_SPREAD), "{unexplained}");
+        let unfixable = plain(&render(
+            &Counters::default(),
+            &Run {
+                ended: Ok(Outcome::Unfixable),
+                ..run()
+            },
+        ));
+        assert!(unfixable.contains("rebalancer_cycle_outcome{outcome=\"unfixable\"} 1\n"));
+        assert!(unfixable.contains("rebalancer_cycle_outcome{outcome=\"acted\"} 0\n"));
     }
 
     #[test]

@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         end: 1_800_000_000.0,
         refused: Vec::new(),
         memory: None,
+        partitions: None,
     };
     let again = parse_previous(&render(&previous, &run)).expect("our own text reads back");
     let plus = [1.0, 0.0, 5.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
