@@ -633,7 +633,14 @@ pub fn significant(x: f64) -> String {
     }
     let magnitude = x.abs().log10().floor() as i32;
     let decimals = (2 - magnitude).clamp(0, 12) as usize;
-    format!("{x:.decimals$}")
+    let text = format!("{x:.decimals$}");
+    // 0.0099999 rounds to 0.01000 at five decimals: one significant digit too many.
+    match text.parse::<f64>() {
+        Ok(rounded) if decimals > 0 && rounded.abs() >= 10f64.powi(magnitude + 1) => {
+            format!("{x:.prec$}", prec = decimals - 1)
+        }
+        _ => text,
+    }
 }
 
 impl Explanation {
@@ -1303,5 +1310,7 @@ mod tests {
         assert_eq!(significant(1234.5), "1234");
         assert_eq!(significant(-0.5), "-0.500");
         assert_eq!(significant(0.0), "0");
+        assert_eq!(significant(0.0099999999), "0.0100", "rounding up adds no digit");
+        assert_eq!(significant(999.9), "1000");
     }
 }
