@@ -843,8 +843,14 @@ mod tests {
         vec!["topic".to_string(), "partition".to_string()]
     }
 
-    /// A body of series `(pod, topic, partition, value)`; `None` leaves a label out.
-    fn body(series: &[(Option<&str>, Option<&str>, Option<&str>, &str)]) -> String {
+    /// One series of a test body: `(pod, topic, partition, value)`; `None` leaves a label out.
+    type Wire<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str);
+
+    /// `(pod, partition, load)` as the tests write them.
+    type Owning = Vec<(String, String, f64)>;
+
+    /// A body of these series.
+    fn body(series: &[Wire]) -> String {
         let result: Vec<String> = series
             .iter()
             .map(|(pod, topic, partition, value)| {
@@ -1106,7 +1112,7 @@ mod tests {
     // The explanation.
 
     /// Pods p0… with CPU `0.01 + load` from the partitions `owned` gives them.
-    fn fleet(n: usize, owned: &[(usize, f64)]) -> (Vec<String>, Vec<f64>, Vec<(String, String, f64)>) {
+    fn fleet(n: usize, owned: &[(usize, f64)]) -> (Vec<String>, Vec<f64>, Owning) {
         let names: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
         let mut load = vec![0.0; n];
         let samples: Vec<(String, String, f64)> = owned

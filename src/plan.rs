@@ -974,9 +974,12 @@ mod tests {
         )
     }
 
+    /// `(pod, partition, load)` as the tests write them.
+    type Owning = Vec<(String, String, f64)>;
+
     /// SPEC §12's first example: eight pods, p0 with the hot partition (1.25) and one
     /// more, the others two of 0.25 each; CPU 0.01 + load.
-    fn key_skew() -> (Vec<Pod>, BTreeMap<String, f64>, Vec<(String, String, f64)>) {
+    fn key_skew() -> (Vec<Pod>, BTreeMap<String, f64>, Owning) {
         let loads = [1.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5];
         let (pods, samples) = fleet(&loads.map(|l| 0.01 + l));
         let mut owned = vec![("p0".to_string(), "t/hot".to_string(), 1.25)];
@@ -1450,7 +1453,8 @@ mod tests {
     fn a_signal_that_is_missing_unexplained_or_fixable_decides_as_without_it() {
         let (pods, samples) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
         let without = check(&pods, &samples, None, &settings()).unwrap();
-        let cases: [(&[(&str, &str, f64)], &str); 3] = [
+        type Case<'a> = (&'a [(&'a str, &'a str, f64)], &'a str);
+        let cases: [Case; 3] = [
             (&[("someone-else", "t/1", 5.0)], "missing"),
             (
                 &[
