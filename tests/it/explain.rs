@@ -11,7 +11,7 @@
 
 use crate::cycle::{World, fleet, name};
 use crate::simulation::model::Rng;
-use crate::support::{assert_contains, vm};
+use crate::support::{assert_contains, run_bin, vm};
 use pod_rebalancer::partition::{self, Answer, Fit, Verdict, best_split, explain, predicted_spread};
 use pod_rebalancer::plan::over;
 use pod_rebalancer::stats;
@@ -414,6 +414,45 @@ fn a_run_with_the_partition_query_holds_an_imbalance_no_eviction_can_fix() {
         .and_then(|v| v.parse().ok())
         .expect("the best possible spread is exported");
     assert!((best - 0.37).abs() < 0.02, "{best}");
+    // A live plan reads the same and saves the answer; replayed, it decides the same.
+    let saved = world.dir.path().join("snapshot");
+    let live = run_bin(
+        &["plan", "--save", saved.to_str().unwrap()],
+        &world.env(&[("PARTITION_QUERY", &query)]),
+    );
+    assert_eq!(live.code, 0, "{}", live.stderr);
+    assert_contains(&live.stdout, "partitions: 16 owned by the matched pods, heaviest first");
+    let file = |f: &str| saved.join(f).display().to_string();
+    let answer = std::fs::read_to_string(file("partitions.json")).expect("partitions.json saved");
+    assert!(
+        answer.contains("billing-0"),
+        "saved as received, another group's series too"
+    );
+    let at = crate::support::kube::rfc3339_of(crate::support::now());
+    let replay = run_bin(
+        &[
+            "plan",
+            "--pods",
+            &file("pods.json"),
+            "--cpu",
+            &file("cpu.json"),
+            "--deployment",
+            &file("deployment.json"),
+            "--partitions",
+            &file("partitions.json"),
+            "--now",
+            &at,
+        ],
+        &[],
+    );
+    assert_eq!(replay.code, 0, "{}", replay.stderr);
+    let decision = |text: &str| text.lines().find(|l| l.starts_with("decision:")).map(str::to_string);
+    assert_eq!(decision(&replay.stdout), decision(&live.stdout));
+    assert!(
+        decision(&live.stdout).is_some_and(|d| d.starts_with("decision: no action: unfixable")),
+        "{}",
+        live.stdout
+    );
     // The same run without the signal evicts the hottest and the coldest pod.
     let blind = world.run(&[("DRY_RUN", "true")]);
     assert_eq!(blind.code, 0, "{}", blind.stderr);
