@@ -136,6 +136,16 @@ pub const SETTINGS: &[Setting] = &[
         Some("1h"),
         "the breaker's first hold; doubles with each further ineffective action, at most 24h",
     ),
+    s(
+        "PARTITION_QUERY",
+        None,
+        "PromQL instant query: per (pod, partition) the load of the partitions each pod owns",
+    ),
+    s(
+        "PARTITION_LABELS",
+        Some("topic,partition"),
+        "labels that name a partition in the answer of PARTITION_QUERY",
+    ),
     s("METRICS_FILE", None, "Prometheus textfile to write (atomically)"),
     s(
         "METRICS_PUSH_URL",
@@ -184,6 +194,8 @@ pub struct PlanArgs {
     pub deployment: Option<PathBuf>,
     /// A saved state ConfigMap.
     pub state: Option<PathBuf>,
+    /// A saved answer of `PARTITION_QUERY`.
+    pub partitions: Option<PathBuf>,
     pub now: Option<String>,
     pub output: Option<String>,
     /// Live plan only: write the responses read into this directory.
@@ -283,7 +295,18 @@ fn plan_flag(parser: &mut lexopt::Parser, name: &str, p: &mut PlanArgs) -> Resul
         p.all = true;
         return Ok(true);
     }
-    if !["pods", "cpu", "deployment", "state", "save", "now", "output"].contains(&name) {
+    if ![
+        "pods",
+        "cpu",
+        "deployment",
+        "state",
+        "partitions",
+        "save",
+        "now",
+        "output",
+    ]
+    .contains(&name)
+    {
         return Ok(false);
     }
     let value = text(parser.value().map_err(|e| e.to_string())?, name)?;
@@ -295,6 +318,7 @@ fn plan_flag(parser: &mut lexopt::Parser, name: &str, p: &mut PlanArgs) -> Resul
         "cpu" => p.cpu = Some(PathBuf::from(value)),
         "deployment" => p.deployment = Some(PathBuf::from(value)),
         "state" => p.state = Some(PathBuf::from(value)),
+        "partitions" => p.partitions = Some(PathBuf::from(value)),
         "save" => p.save = Some(PathBuf::from(value)),
         "now" => p.now = Some(value),
         _ => p.output = Some(value),
@@ -320,12 +344,12 @@ USAGE:
         The read-only half of a cycle: reads the cluster and the metrics like a run,
         prints the plan for a person, sends no mutating request and no Event.
         --save DIR writes the responses read (pods.json, deployment.json, cpu.json,
-        state.json).
+        state.json, partitions.json).
     pod-rebalancer plan --pods FILE --cpu FILE [--deployment FILE] [--state FILE]
-                        [--now RFC3339] [--output text|json] [--all]
+                        [--partitions FILE] [--now RFC3339] [--output text|json] [--all]
         The same picture from saved responses (`kubectl get pods -o json`, the JSON
         answer of /api/v1/query, `kubectl get deploy -o json`, `kubectl get configmap
-        STATE_CONFIGMAP -o json`). No connection.
+        STATE_CONFIGMAP -o json`, the JSON answer of PARTITION_QUERY). No connection.
 
 SETTINGS (flag beats variable; an empty variable is unset):
 ",
@@ -412,6 +436,7 @@ mod tests {
             "--cpu",
             "--deployment",
             "--state",
+            "--partitions",
             "--now",
             "--output",
             "--save",

@@ -26,6 +26,11 @@ pub struct Config {
     pub container: Option<String>,
     /// `QUERY_MATCHERS`: extra literal label matchers of the query, in order.
     pub matchers: Vec<(String, String)>,
+    /// `PARTITION_QUERY`, sent as configured; `None`: no partition signal (SPEC §12).
+    pub partition_query: Option<String>,
+    /// `PARTITION_LABELS`: the labels that name a partition in its answer (also in a
+    /// saved one, `plan --partitions`), in order.
+    pub partition_labels: Vec<String>,
     pub decision: plan::Settings,
     /// `STATE_CONFIGMAP`: the ConfigMap that holds the memory; `None`: stateless.
     pub state: Option<String>,
@@ -208,9 +213,12 @@ pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<Str
     if offline && args.save.is_some() {
         problems.push("plan: --save records a live plan; it does not go with --pods/--cpu".to_string());
     }
-    if !offline && (args.deployment.is_some() || args.now.is_some() || args.state.is_some()) {
+    if !offline
+        && (args.deployment.is_some() || args.now.is_some() || args.state.is_some() || args.partitions.is_some())
+    {
         problems.push(
-            "plan: --deployment, --state and --now replay saved responses; they need --pods and --cpu".to_string(),
+            "plan: --deployment, --state, --partitions and --now replay saved responses; they need --pods and --cpu"
+                .to_string(),
         );
     }
     let now = args.now.as_deref().and_then(|text| {
@@ -245,6 +253,7 @@ pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<Str
             cpu: cpu.clone(),
             deployment: args.deployment.clone(),
             state: args.state.clone(),
+            partitions: args.partitions.clone(),
             now,
         },
         (None, _, _) => return Err(vec!["plan: expected --pods and --cpu, or a live configuration".into()]),
@@ -270,6 +279,10 @@ fn common(c: &mut Checker) -> Option<Config> {
     let deployment = c.optional("DEPLOYMENT_NAME", DNS_LABEL, dns_label);
     let container = c.optional("QUERY_CONTAINER", DNS_LABEL, dns_label);
     let matchers = c.optional("QUERY_MATCHERS", MATCHERS, query_matchers);
+    let partition_query = c.optional("PARTITION_QUERY", "a PromQL instant query (not only spaces)", |v| {
+        (!v.trim().is_empty()).then(|| v.to_string())
+    });
+    let partition_labels = c.parsed("PARTITION_LABELS", PARTITION_LABELS, partition_labels);
     let decision = decision(c);
     let state = c.optional("STATE_CONFIGMAP", DNS_SUBDOMAIN, dns_subdomain);
     let memory = memory_settings(c);
@@ -310,6 +323,8 @@ fn common(c: &mut Checker) -> Option<Config> {
             lease_secs: decision.as_ref()?.stabilization_secs.max(memory::MIN_LEASE_SECS),
             ..memory?
         },
+        partition_query: partition_query?,
+        partition_labels: partition_labels?,
         decision: decision?,
         state: state?,
         dry_run: dry_run?,
@@ -428,6 +443,29 @@ fn label_pairs(v: &str, refused: &[&str]) -> Option<Vec<(String, String)>> {
         }
         rest = rest.strip_prefix(',')?.trim_start();
     }
+}
+
+const PARTITION_LABELS: &str =
+    "one or more distinct label names [a-zA-Z_][a-zA-Z0-9_]* separated by commas, not pod, such as topic,partition";
+
+/// `PARTITION_LABELS`: the label names that identify a partition in the answer of
+/// `PARTITION_QUERY`, in order (their values, joined by '/', are the partition's key).
+/// `pod` names the owner, so it cannot also name the partition; a name given twice
+/// or an empty one is a typo.
+pub fn partition_labels(v: &str) -> Option<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    for name in v.split(',').map(str::trim) {
+        let mut chars = name.chars();
+        let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name != "pod"
+            && !names.iter().any(|n| n == name);
+        if !ok {
+            return None;
+        }
+        names.push(name.to_string());
+    }
+    Some(names)
 }
 
 fn memory_settings(c: &mut Checker) -> Option<memory::Settings> {
@@ -925,6 +963,54 @@ mod tests {
         ] {
             assert!(problem(&[("METRICS_LABELS", bad)]).contains("METRICS_LABELS"), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_partition_signal_is_off_unless_a_query_is_set() {
+        let (c, _) = check(&[]).unwrap();
+        assert_eq!(c.partition_query, None);
+        assert_eq!(c.partition_labels, ["topic", "partition"]);
+        let query = "sum by (pod, topic, partition) (rate(kafka_consumer_records_consumed_total[5m]))";
+        let (c, _) = check(&[
+            ("PARTITION_QUERY", query),
+            ("PARTITION_LABELS", " topic , partition,group_id "),
+        ])
+        .unwrap();
+        assert_eq!(c.partition_query.as_deref(), Some(query), "sent as configured");
+        assert_eq!(c.partition_labels, ["topic", "partition", "group_id"]);
+        assert!(
+            problem(&[("PARTITION_QUERY", "  ")]).starts_with("PARTITION_QUERY (--partition-query): expected a PromQL")
+        );
+    }
+
+    #[test]
+    fn partition_labels_are_distinct_label_names_other_than_pod() {
+        assert_eq!(partition_labels("partition"), Some(vec!["partition".to_string()]));
+        assert_eq!(
+            partition_labels("_t,p2"),
+            Some(vec!["_t".to_string(), "p2".to_string()])
+        );
+        for bad in [
+            "",
+            " ",
+            "topic,",
+            "topic,,partition",
+            "topic,topic",
+            "pod",
+            "topic,pod",
+            "2topic",
+            "topic-name",
+            "topic partition",
+            "tópico",
+        ] {
+            assert_eq!(partition_labels(bad), None, "{bad:?}");
+        }
+        let p = problem(&[("PARTITION_LABELS", "topic,pod")]);
+        assert!(
+            p.starts_with("PARTITION_LABELS (--partition-labels): expected one or more distinct label names")
+                && p.ends_with("got \"topic,pod\""),
+            "{p}"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::memory::{self, Breaker, Judgement, Memory};
 use crate::outcome::{self, EXIT_FAILED, EXIT_OK, Outcome, Stage};
 use crate::plan::{self, Decision, Inputs, Plan, Role};
 use crate::report::{self, Counters, Info, Labels, MemoryGauges, Run, Sheet};
-use crate::{clock, victoria};
+use crate::{clock, partition, victoria};
 use std::time::Instant;
 
 /// The two servers a cycle talks to.
@@ -115,6 +115,7 @@ pub struct Responses {
     pub pod_pages: Vec<Vec<u8>>,
     pub cpu: Vec<u8>,
     pub state: Vec<u8>,
+    pub partitions: Vec<u8>,
 }
 
 /// One live run, for `main`: the cycle, then the end of the run.
@@ -298,8 +299,10 @@ pub fn metrics_of(cycle: &Cycle, config: &Config, timing: Timing) -> Run {
             min_pods: config.decision.min_pods,
             max_ineffective: config.memory.max_ineffective,
         }),
-        fit_r2: None,
-        best_possible_spread: None,
+        partitions: plan
+            .as_ref()
+            .and_then(|p| p.partitions.as_ref())
+            .map(report::PartitionGauges::of),
     }
 }
 
@@ -583,8 +586,8 @@ pub fn observe(
     log::debug!(matched = listed.pods.len(); "pods listed");
     *matched = Some(listed.pods.len());
     // A consumer scaled to zero has nothing to measure: no query.
-    let samples = if listed.pods.is_empty() {
-        plan::Samples::default()
+    let (samples, partitions) = if listed.pods.is_empty() {
+        (plan::Samples::default(), None)
     } else {
         let query = victoria::cpu_query(
             &config.namespace,
@@ -593,8 +596,19 @@ pub fn observe(
             config.decision.window_secs,
         );
         log::debug!(query = query.as_str(); "querying CPU");
-        victoria::query_cpu(&clients.metrics, &query, keep.map(|r| &mut r.cpu))
-            .map_err(|e| Failure::at(Stage::Metrics, e))?
+        let samples = victoria::query_cpu(&clients.metrics, &query, keep.as_deref_mut().map(|r| &mut r.cpu))
+            .map_err(|e| Failure::at(Stage::Metrics, e))?;
+        let partitions = match &config.partition_query {
+            Some(query) => {
+                log::debug!(query = query.as_str(); "querying partitions");
+                let names = listed.pods.iter().map(|p| p.name.as_str());
+                let keep = keep.map(|r| &mut r.partitions);
+                let answer = victoria::query_partitions(&clients.metrics, query, &config.partition_labels, names, keep);
+                Some(answer.map_err(|e| Failure::at(Stage::Metrics, e))?)
+            }
+            None => None,
+        };
+        (samples, partitions)
     };
     let plan = plan::decide(Inputs {
         pods: listed.pods,
@@ -607,8 +621,15 @@ pub fn observe(
         ignored: listed.ignored,
         selector: Some(&config.selector),
         leased,
+        partitions,
     })
     .map_err(|why| Failure::at(why.stage(), Error::refused("decide", why.to_string())))?;
+    if let (Some(query), Some(e)) = (&config.partition_query, &plan.partitions) {
+        match e.verdict {
+            partition::Verdict::Missing => log::warn!(query = query.as_str(); "partitions: {e}"),
+            _ => log::info!(verdict = e.verdict.label(), r2 = e.r2().map(act::round); "partitions: {e}"),
+        }
+    }
     Ok(Observed {
         plan,
         fingerprint: rollout.fingerprint,

@@ -205,12 +205,36 @@ impl Client {
         keep: Keep,
         check: impl FnOnce(T) -> Result<U, String>,
     ) -> Result<U, Error> {
+        self.post_form_seed(what, path, form, keep, std::marker::PhantomData::<T>, check)
+    }
+
+    /// `post_form` with a seed: the answer is made by `seed` as the body is parsed
+    /// (from the stream, or with `keep` from the copy read there), so what the seed
+    /// knows (which pods are ours, which labels to keep) bounds what is held.
+    pub fn post_form_seed<S, V, U>(
+        &self,
+        what: &str,
+        path: &str,
+        form: &str,
+        keep: Keep,
+        seed: S,
+        check: impl FnOnce(V) -> Result<U, String>,
+    ) -> Result<U, Error>
+    where
+        S: for<'de> serde::de::DeserializeSeed<'de, Value = V>,
+    {
         let payload = Payload {
             content_type: "application/x-www-form-urlencoded",
             bytes: form.as_bytes(),
         };
         self.call(what, "POST", path, Some(payload), keep, |doing, body, keep| {
-            let answer = self.parse(doing, body, keep)?;
+            let answer = match keep {
+                Some(buf) => {
+                    self.read_into(doing, body, buf)?;
+                    self.parse_slice_seed(doing, buf, seed)?
+                }
+                None => self.parse_body_seed(doing, body, seed)?,
+            };
             check(answer).map_err(|why| Error::new(doing, Cause::Malformed(why)))
         })
     }
@@ -431,8 +455,18 @@ impl Client {
 
     /// Parses a JSON body from the stream, through the size limit.
     fn parse_body<T: DeserializeOwned>(&self, doing: &str, body: Body) -> Result<T, Error> {
+        self.parse_body_seed(doing, body, std::marker::PhantomData)
+    }
+
+    /// `parse_body` with a seed: the value is made as the body streams in.
+    fn parse_body_seed<S, V>(&self, doing: &str, body: Body, seed: S) -> Result<V, Error>
+    where
+        S: for<'de> serde::de::DeserializeSeed<'de, Value = V>,
+    {
         let reader = body.into_with_config().limit(BODY_LIMIT).reader();
-        serde_json::from_reader(BufReader::with_capacity(64 * 1024, reader))
+        let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(64 * 1024, reader));
+        seed.deserialize(&mut de)
+            .and_then(|value| de.end().map(|()| value))
             .map_err(|e| self.redact(self.body_error(doing, e)))
     }
 }
@@ -440,13 +474,22 @@ impl Client {
 /// Hands each element of a sequence to `each` as it is parsed, failing at the element
 /// past `MAX_ITEMS`, before the rest of the body is read: the visitors of the pod list
 /// and of the metrics answer make each element into what they keep.
-pub fn each_bounded<'de, A, T>(mut seq: A, mut each: impl FnMut(T)) -> Result<(), A::Error>
+pub fn each_bounded<'de, A, T>(seq: A, each: impl FnMut(T)) -> Result<(), A::Error>
 where
     A: serde::de::SeqAccess<'de>,
     T: serde::Deserialize<'de>,
 {
+    each_bounded_seed(seq, std::marker::PhantomData, each)
+}
+
+/// `each_bounded` with a seed that makes each element (a copy of `seed` each time).
+pub fn each_bounded_seed<'de, A, S>(mut seq: A, seed: S, mut each: impl FnMut(S::Value)) -> Result<(), A::Error>
+where
+    A: serde::de::SeqAccess<'de>,
+    S: serde::de::DeserializeSeed<'de> + Clone,
+{
     let mut count = 0;
-    while let Some(item) = seq.next_element()? {
+    while let Some(item) = seq.next_element_seed(seed.clone())? {
         if count == MAX_ITEMS {
             return Err(serde::de::Error::custom(format_args!(
                 "expected at most {MAX_ITEMS} elements in a list, got more"

@@ -13,6 +13,7 @@ pub mod kube;
 pub mod logging;
 pub mod memory;
 pub mod outcome;
+pub mod partition;
 pub mod plan;
 pub mod plan_command;
 pub mod report;

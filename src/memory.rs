@@ -344,6 +344,9 @@ pub struct Judgement {
     /// With the partition signal: the partition that carries the most load on the
     /// plan's hottest pod, when the load explains the CPU (recorded in a lease).
     pub partition: Option<String>,
+    /// The imbalance is unfixable (SPEC §12) for the first time since the last
+    /// action: the run says so with a Warning Event on the Deployment.
+    pub warn_unfixable: bool,
 }
 
 /// The time of another run's lease that may still be acting, if there is one: the
@@ -371,7 +374,8 @@ pub fn judge(memory: &Memory, plan: &Plan, fingerprint: &str, settings: &Setting
             ..memory.clone()
         },
         fingerprint: fingerprint.to_string(),
-        partition: None,
+        partition: heaviest_on_hottest(plan),
+        warn_unfixable: false,
     };
     if judgement.in_progress.is_some() {
         // Nothing is settled, measured or counted: the acting run's end-of-run write
@@ -389,9 +393,27 @@ pub fn judge(memory: &Memory, plan: &Plan, fingerprint: &str, settings: &Setting
         count_streak(&mut judgement.next, verdict, now, settings);
     }
     judgement.opened = open_when_lowered(&mut judgement.next, now, settings);
+    judgement.warn_unfixable = warn_once_unfixable(&mut judgement.next, plan);
     judgement.breaker = breaker(&judgement.next, now, settings);
     judgement.opened |= !was_open && matches!(judgement.breaker, Breaker::Open { .. });
     judgement
+}
+
+/// The partition that carries the most load on the plan's hottest pod, when the
+/// partition signal explains the CPU: what a lease records, for "the hot spot moved".
+fn heaviest_on_hottest(plan: &Plan) -> Option<String> {
+    let explained = plan.partitions.as_ref().filter(|e| e.explains())?;
+    let (hottest, _) = plan.pods.hottest()?;
+    explained.heaviest_partition(hottest).map(str::to_string)
+}
+
+/// Whether this run is the first since the last action to find the imbalance
+/// unfixable; it remembers that it said so.
+fn warn_once_unfixable(memory: &mut Memory, plan: &Plan) -> bool {
+    let unfixable = matches!(plan.decision, Decision::Hold(Hold::Unfixable { .. }));
+    let first = unfixable && !memory.unfixable_warned;
+    memory.unfixable_warned |= unfixable;
+    first
 }
 
 /// Resolves, from the pods the plan lists, every pod of an unsettled action (its run
@@ -517,12 +539,24 @@ fn hot_spot(action: &Action, plan: &Plan) -> Option<HotSpot> {
     if to == from || to_cpu < HOT_SPOT_SHARE * from_cpu {
         return None;
     }
+    let explained = plan.partitions.as_ref().filter(|e| e.explains());
+    let partition = match (&action.partition, explained) {
+        (Some(partition), Some(explained)) => {
+            // The hottest pod now burns as much, but does it hold what burned on the
+            // old one? If not, it is a runner-up, not the hot spot moving.
+            if explained.owner_of(partition) != Some(to) {
+                return None;
+            }
+            Some(partition.clone())
+        }
+        _ => None,
+    };
     Some(HotSpot {
         from: from.to_string(),
         from_cpu,
         to: to.to_string(),
         to_cpu,
-        partition: None,
+        partition,
     })
 }
 
@@ -954,6 +988,7 @@ mod tests {
             ignored: 0,
             selector: None,
             leased: None,
+            partitions: None,
         })
         .expect("a plan")
     }
@@ -1197,6 +1232,141 @@ mod tests {
                 .expect("evaluated");
             assert_eq!(e.hot_spot.is_some(), moved, "{hottest_now}");
         }
+    }
+
+    /// A plan of pods `cpus` whose partitions are `owned` (pod, partition, load).
+    fn plan_owning(cpus: &[(&str, f64)], owned: &[(&str, &str, f64)], now: i64) -> Plan {
+        let samples: Samples = cpus.iter().map(|(n, c)| (*n, *c)).collect();
+        crate::plan::decide(Inputs {
+            pods: cpus.iter().map(|(n, _)| pod(n)).collect(),
+            samples: &samples,
+            rollout: None,
+            now,
+            settings: &crate::plan::Settings {
+                window_secs: 300,
+                threshold: 0.3,
+                min_pods: 3,
+                stabilization_secs: 600,
+            },
+            container: "c",
+            namespace: "ns",
+            ignored: 0,
+            selector: None,
+            leased: None,
+            partitions: Some(crate::partition::Answer::new(owned.iter().copied()).expect("an answer")),
+        })
+        .expect("a plan")
+    }
+
+    /// (pod, partition, load) of an answer.
+    type Owned = Vec<(&'static str, &'static str, f64)>;
+
+    /// Pods at 0.01 cores plus the load of the partitions each owns: t/hot at 0.9
+    /// cores, t/0 … t/8 at 0.3.
+    fn owning(by_pod: &[(&'static str, &[&'static str])]) -> (Vec<(&'static str, f64)>, Owned) {
+        let load = |p: &str| if p == "t/hot" { 0.9 } else { 0.3 };
+        let cpus = by_pod
+            .iter()
+            .map(|(pod, parts)| (*pod, 0.01 + parts.iter().map(|p| load(p)).sum::<f64>()))
+            .collect();
+        let owned = by_pod
+            .iter()
+            .flat_map(|(pod, parts)| parts.iter().map(move |p| (*pod, *p, load(p))))
+            .collect();
+        (cpus, owned)
+    }
+
+    #[test]
+    fn with_the_partition_signal_the_hot_spot_moved_only_with_its_partition() {
+        // Fixable (the best split is within the threshold), and a holds t/hot.
+        let (cpus, owned) = owning(&[
+            ("a", &["t/hot", "t/0", "t/1"]),
+            ("b", &["t/2", "t/3"]),
+            ("c", &["t/4", "t/5"]),
+            ("d", &["t/6"]),
+            ("e", &["t/7"]),
+            ("f", &["t/8"]),
+        ]);
+        let before = plan_owning(&cpus, &owned, NOW - HOUR);
+        let j = judge(&Memory::default(), &before, TEMPLATE, &settings());
+        assert_eq!(j.partition.as_deref(), Some("t/hot"));
+        let before = j.apply(before);
+        assert_eq!(before.removals()[0].name, "a", "{:?}", before.decision);
+        let leased = j.settle(&before, &all_removed(&before));
+        assert_eq!(leased.actions[0].partition.as_deref(), Some("t/hot"));
+        // Now c holds t/hot and is the hottest: the hot spot moved, with its partition.
+        let (cpus, owned) = owning(&[
+            ("b", &["t/2", "t/3"]),
+            ("c", &["t/hot", "t/4", "t/5"]),
+            ("e", &["t/7", "t/0"]),
+            ("f", &["t/8", "t/1"]),
+            ("g", &["t/6"]),
+            ("h", &[]),
+        ]);
+        let e = judge(&leased, &plan_owning(&cpus, &owned, NOW), TEMPLATE, &settings())
+            .evaluation
+            .expect("evaluated");
+        let moved = e.hot_spot.expect("moved");
+        assert_eq!((moved.to.as_str(), moved.partition.as_deref()), ("c", Some("t/hot")));
+        assert!(moved.to_string().contains("with partition t/hot"));
+        // The hottest burns as much but t/hot is on another pod: a runner-up.
+        let (cpus, owned) = owning(&[
+            ("b", &["t/hot", "t/2"]),
+            ("c", &["t/0", "t/1", "t/4", "t/5", "t/6"]),
+            ("e", &["t/7"]),
+            ("f", &["t/8"]),
+            ("g", &["t/3"]),
+            ("h", &[]),
+        ]);
+        let now = plan_owning(&cpus, &owned, NOW);
+        assert_eq!(now.pods.hottest().map(|(n, _)| n), Some("c"));
+        let e = judge(&leased, &now, TEMPLATE, &settings())
+            .evaluation
+            .expect("evaluated");
+        assert_eq!(e.hot_spot, None, "c burns as much, but t/hot is on b");
+        // Without the signal now, the CPU alone decides, as before.
+        let e = judge(&leased, &plan_of(&cpus, NOW), TEMPLATE, &settings())
+            .evaluation
+            .expect("evaluated");
+        assert_eq!(e.hot_spot.map(|h| h.to), Some("c".to_string()));
+    }
+
+    #[test]
+    fn an_unfixable_imbalance_is_said_once_until_the_next_action() {
+        // Eight pods, one partition at 1.25 and fifteen at 0.25 (SPEC §12's example).
+        let mut cpus = Vec::new();
+        let mut owned = Vec::new();
+        let names = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7"];
+        let keys = [
+            ["t/hot", "t/0a"],
+            ["t/1a", "t/1b"],
+            ["t/2a", "t/2b"],
+            ["t/3a", "t/3b"],
+            ["t/4a", "t/4b"],
+            ["t/5a", "t/5b"],
+            ["t/6a", "t/6b"],
+            ["t/7a", "t/7b"],
+        ];
+        for (i, n) in names.iter().enumerate() {
+            let hot = i == 0;
+            let load = if hot { 1.5 } else { 0.5 };
+            cpus.push((*n, 0.01 + load));
+            owned.push((*n, keys[i][0], if hot { 1.25 } else { 0.25 }));
+            owned.push((*n, keys[i][1], 0.25));
+        }
+        let plan = plan_owning(&cpus, &owned, NOW);
+        assert!(
+            matches!(plan.decision, Decision::Hold(Hold::Unfixable { .. })),
+            "{:?}",
+            plan.decision
+        );
+        let j = judge(&Memory::default(), &plan, TEMPLATE, &settings());
+        assert!(j.warn_unfixable);
+        let j = judge(&j.next, &plan_owning(&cpus, &owned, NOW + 300), TEMPLATE, &settings());
+        assert!(!j.warn_unfixable, "said once");
+        // An action since: it may be said again.
+        let (_, _, acted) = run(&j.next, &skewed(0), NOW + 600);
+        assert!(!acted.unfixable_warned);
     }
 
     #[test]

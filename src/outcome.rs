@@ -186,5 +186,6 @@ mod tests {
             assert_eq!(label(Err(stage)), "error");
         }
         assert_eq!(label(Ok(Outcome::DryRun)), "dry_run");
+        assert_eq!(label(Ok(Outcome::Unfixable)), "unfixable");
     }
 }

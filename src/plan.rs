@@ -2,12 +2,14 @@
 //!
 //! `decide` runs four small steps, each returning a value: it assesses every matched
 //! pod (eligible, or excluded with a reason), gates the fleet while it is changing,
-//! holds when the statistics give no reason to act, and otherwise chooses at most the
+//! holds when the statistics (or, given a partition answer, the partition signal of
+//! `partition.rs`) give no reason to act, and otherwise chooses at most the
 //! hottest and the coldest pod within the removal budget. The `Plan` is built once, at
 //! the end, and keeps everything a person needs to see why; it is logged before
 //! anything acts and printed by `pod-rebalancer plan`.
 
 use crate::outcome::{Outcome, Stage};
+use crate::partition::{self, Answer, Explanation};
 use crate::stats::{self, Stats};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -205,6 +207,8 @@ pub struct Inputs<'a> {
     /// Another run leased an action at this time and may still be acting
     /// (`memory::in_progress`): the fleet gate holds (SPEC §6.3).
     pub leased: Option<i64>,
+    /// The answer of `PARTITION_QUERY`, when it is set (SPEC §12).
+    pub partitions: Option<Answer>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -434,6 +438,14 @@ pub enum Hold {
     Paused {
         deployment: String,
     },
+    /// The partition signal shows that no assignment of the partitions balances the
+    /// group (SPEC §12): even the most even one has a spread over the threshold, for
+    /// each reason in `because` (key skew, idle consumers).
+    Unfixable {
+        best_possible_spread: f64,
+        threshold: f64,
+        because: Vec<String>,
+    },
     /// Removing even one pod would leave fewer healthy pods than allowed.
     MinPods {
         healthy: usize,
@@ -456,6 +468,7 @@ impl Hold {
             Hold::Paused { .. } => Outcome::Paused,
             Hold::Balanced { .. } => Outcome::Balanced,
             Hold::MinPods { .. } => Outcome::MinPods,
+            Hold::Unfixable { .. } => Outcome::Unfixable,
             Hold::Ineffective { .. } => Outcome::Ineffective,
         }
     }
@@ -482,6 +495,15 @@ impl fmt::Display for Hold {
             Hold::Balanced { spread, threshold } => {
                 write!(f, "balanced: spread {spread:.2} <= threshold {threshold:.2}")
             }
+            Hold::Unfixable {
+                best_possible_spread,
+                threshold,
+                because,
+            } => write!(
+                f,
+                "unfixable: no assignment of the partitions balances the pods (best possible spread {best_possible_spread:.2} > threshold {threshold:.2}): {}",
+                because.join("; ")
+            ),
             Hold::MinPods { healthy, min_pods } => write!(
                 f,
                 "minimum pods: {healthy} healthy pods, {min_pods} must stay, removing one would leave too few"
@@ -523,6 +545,9 @@ pub struct Plan {
     /// How many pods the budget allows to remove: min(healthy − min_pods, healthy / 2).
     pub budget: usize,
     pub decision: Decision,
+    /// What the partition signal says (SPEC §12); `None` without a partition answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Explanation>,
 }
 
 impl Plan {
@@ -539,6 +564,7 @@ impl Plan {
             healthy: 0,
             budget: 0,
             decision: Decision::Hold(hold),
+            partitions: None,
         }
     }
 
@@ -682,6 +708,11 @@ pub fn budget(healthy: usize, min_pods: usize) -> usize {
 }
 
 /// The decision. `Err` when the run cannot decide at all (no pods, no metrics).
+///
+/// With the partition signal (`partitions`, the answer of `PARTITION_QUERY`, SPEC §12):
+/// partitions moving gate the fleet (§6 rule 6, after "no metrics"), and an imbalance
+/// no assignment can balance is held as `Unfixable` (§6 rule 9, after "balanced",
+/// before the removal budget). The plan keeps the explanation.
 pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
     let Inputs {
         pods,
@@ -694,6 +725,7 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
         ignored,
         selector,
         leased,
+        partitions,
     } = input;
     if pods.is_empty() {
         if let Some(r) = rollout.filter(|r| r.desired == 0) {
@@ -720,6 +752,18 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
     // Over the sorted pods, so the figures do not depend on the API's order either.
     let cpus: Vec<f64> = pods.assessed.iter().filter_map(|a| a.cpu).collect();
     let stats = stats::describe(&cpus);
+    let explanation = partitions.map(|answer| {
+        let eligible: Vec<(&str, f64)> = pods
+            .iter()
+            .filter_map(|v| Some((v.pod.name.as_str(), v.cpu?)))
+            .collect();
+        let excluded: Vec<&str> = pods
+            .iter()
+            .filter(|v| v.cpu.is_none())
+            .map(|v| v.pod.name.as_str())
+            .collect();
+        partition::explain(answer, &eligible, &excluded, settings.threshold)
+    });
 
     let decision = match gate(&pods, rollout, settings.stabilization_secs, leased) {
         Some(because) => Decision::Hold(Hold::Stabilizing { because }),
@@ -734,9 +778,12 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
                     .count(),
             });
         }
-        None => match hold(stats, healthy, budget, settings) {
-            Some(hold) => Decision::Hold(hold),
-            None => choose(&mut pods, budget, settings.min_pods),
+        None => match moving(explanation.as_ref()) {
+            Some(because) => Decision::Hold(Hold::Stabilizing { because }),
+            None => match hold(stats, healthy, budget, settings, explanation.as_ref()) {
+                Some(hold) => Decision::Hold(hold),
+                None => choose(&mut pods, budget, settings.min_pods),
+            },
         },
     };
     Ok(Plan {
@@ -750,7 +797,15 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
         healthy,
         budget,
         decision,
+        partitions: explanation,
     })
+}
+
+/// Partitions moving (SPEC §6 rule 6): the group is mid-rebalance, or the answer is
+/// stale; the reason names one such partition.
+fn moving(explanation: Option<&Explanation>) -> Option<Vec<String>> {
+    let e = explanation?;
+    matches!(e.verdict, partition::Verdict::Moving { .. }).then(|| e.reasons())
 }
 
 /// What the decision makes of one pod: eligible with its CPU, or excluded with the
@@ -843,8 +898,15 @@ fn gate(pods: &Pods, rollout: Option<&Rollout>, stabilization_secs: u64, leased:
     (!because.is_empty()).then_some(because)
 }
 
-/// Why the statistics give no reason to act, or `None` when they do.
-fn hold(stats: Option<Stats>, healthy: usize, budget: usize, settings: &Settings) -> Option<Hold> {
+/// Why the statistics (or the partition signal) give no reason to act, or `None` when
+/// they do.
+fn hold(
+    stats: Option<Stats>,
+    healthy: usize,
+    budget: usize,
+    settings: &Settings,
+    explanation: Option<&Explanation>,
+) -> Option<Hold> {
     let min_pods = settings.min_pods;
     let Some(s) = stats else {
         return Some(Hold::TooFewPods { eligible: 0, min_pods });
@@ -860,6 +922,12 @@ fn hold(stats: Option<Stats>, healthy: usize, budget: usize, settings: &Settings
         Some(Hold::Balanced {
             spread: s.spread,
             threshold: settings.threshold,
+        })
+    } else if let Some(e) = explanation.filter(|e| e.unfixable()) {
+        Some(Hold::Unfixable {
+            best_possible_spread: e.best_possible_spread.unwrap_or(0.0),
+            threshold: settings.threshold,
+            because: e.reasons(),
         })
     } else if budget == 0 {
         Some(Hold::MinPods { healthy, min_pods })
@@ -965,7 +1033,52 @@ mod tests {
             ignored: 0,
             selector: Some("app=c"),
             leased: None,
+            partitions: None,
         })
+    }
+
+    /// `check` with a partition answer: `(pod, partition, load)`.
+    fn check_with(
+        pods: &[Pod],
+        samples: &BTreeMap<String, f64>,
+        settings: &Settings,
+        owned: &[(&str, &str, f64)],
+    ) -> Result<Plan, Undecidable> {
+        decide(Inputs {
+            pods: pods.to_vec(),
+            samples: &samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect(),
+            rollout: None,
+            now: NOW,
+            settings,
+            container: "c",
+            namespace: "ns",
+            ignored: 0,
+            selector: Some("app=c"),
+            leased: None,
+            partitions: Some(Answer::new(owned.iter().copied()).expect("a valid answer")),
+        })
+    }
+
+    /// `(pod, partition, load)` as the tests write them.
+    type Owning = Vec<(String, String, f64)>;
+
+    /// SPEC §12's first example: eight pods, p0 with the hot partition (1.25) and one
+    /// more, the others two of 0.25 each; CPU 0.01 + load.
+    fn key_skew() -> (Vec<Pod>, BTreeMap<String, f64>, Owning) {
+        let loads = [1.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5];
+        let (pods, samples) = fleet(&loads.map(|l| 0.01 + l));
+        let mut owned = vec![("p0".to_string(), "t/hot".to_string(), 1.25)];
+        for i in 0..8 {
+            owned.push((format!("p{i}"), format!("t/{i}a"), 0.25));
+            if i > 0 {
+                owned.push((format!("p{i}"), format!("t/{i}b"), 0.25));
+            }
+        }
+        (pods, samples, owned)
+    }
+
+    fn borrowed(owned: &[(String, String, f64)]) -> Vec<(&str, &str, f64)> {
+        owned.iter().map(|(p, k, l)| (p.as_str(), k.as_str(), *l)).collect()
     }
 
     fn removed(plan: &Plan) -> Vec<(&str, Role)> {
@@ -1329,6 +1442,148 @@ mod tests {
     }
 
     #[test]
+    fn an_imbalance_no_assignment_can_balance_is_unfixable() {
+        let (pods, samples, owned) = key_skew();
+        let plan = check_with(&pods, &samples, &settings(), &borrowed(&owned)).unwrap();
+        let Hold::Unfixable {
+            best_possible_spread,
+            threshold,
+            because,
+        } = hold(&plan)
+        else {
+            panic!("{plan:?}")
+        };
+        assert_eq!((format!("{best_possible_spread:.2}"), *threshold), ("0.37".into(), 0.3));
+        assert_eq!(
+            because,
+            &["partition t/hot alone burns 1.26 cores, 2.0× a fair share (key skew)".to_string()]
+        );
+        assert_eq!(hold(&plan).outcome(), Outcome::Unfixable);
+        assert!(plan.removals().is_empty() && plan.pods.iter().all(|v| v.role.is_none()));
+        assert!(
+            plan.summary("x").starts_with(
+                "no action: unfixable: no assignment of the partitions balances the pods (best possible spread 0.37 > threshold 0.30): partition t/hot"
+            ),
+            "{}",
+            plan.summary("x")
+        );
+        let without = check(&pods, &samples, None, &settings()).unwrap();
+        assert_eq!(
+            removed(&without),
+            vec![("p0", Role::HighestCpu), ("p1", Role::LowestCpu)]
+        );
+    }
+
+    #[test]
+    fn unfixable_comes_after_balanced_and_before_the_budget() {
+        let (pods, samples, owned) = key_skew();
+        let lenient = Settings {
+            threshold: 0.6,
+            ..settings()
+        };
+        let plan = check_with(&pods, &samples, &lenient, &borrowed(&owned)).unwrap();
+        assert!(matches!(hold(&plan), Hold::Balanced { .. }), "{plan:?}");
+        let strict_budget = Settings {
+            min_pods: 8,
+            ..settings()
+        };
+        let plan = check_with(&pods, &samples, &strict_budget, &borrowed(&owned)).unwrap();
+        assert!(matches!(hold(&plan), Hold::Unfixable { .. }), "{plan:?}");
+        assert!(matches!(
+            hold(&check(&pods, &samples, None, &strict_budget).unwrap()),
+            Hold::MinPods { .. }
+        ));
+        let too_few = Settings {
+            min_pods: 9,
+            ..settings()
+        };
+        let plan = check_with(&pods, &samples, &too_few, &borrowed(&owned)).unwrap();
+        assert!(matches!(hold(&plan), Hold::TooFewPods { .. }), "{plan:?}");
+    }
+
+    #[test]
+    fn partitions_moving_gate_the_fleet_after_no_metrics() {
+        let (mut pods, samples, mut owned) = key_skew();
+        owned.push(("p3".into(), "t/hot".into(), 1.25));
+        let plan = check_with(&pods, &samples, &settings(), &borrowed(&owned)).unwrap();
+        assert_eq!(
+            hold(&plan),
+            &Hold::Stabilizing {
+                because: vec!["partitions moving: partition t/hot is owned by p0 and p3".into()]
+            }
+        );
+        assert!(plan.stats.is_some(), "gated runs still export statistics");
+        owned.pop();
+        // A partition of a pod that is not eligible: stale data, or a pod on its way.
+        pods[7].ready = false;
+        let plan = check_with(&pods, &samples, &settings(), &borrowed(&owned)).unwrap();
+        assert_eq!(
+            hold(&plan),
+            &Hold::Stabilizing {
+                because: vec!["partitions moving: partition t/7a is owned by p7, which is not eligible".into()]
+            }
+        );
+        // The fleet gate speaks first, and no metrics at all is still an error.
+        pods[6].terminating = true;
+        let plan = check_with(&pods, &samples, &settings(), &borrowed(&owned)).unwrap();
+        let Hold::Stabilizing { because } = hold(&plan) else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(because, &vec!["1 pod terminating: p6".to_string()]);
+        pods[6].terminating = false;
+        let e = check_with(&pods, &BTreeMap::new(), &settings(), &borrowed(&owned)).unwrap_err();
+        assert_eq!(e.stage(), Stage::Metrics);
+    }
+
+    #[test]
+    fn a_signal_that_is_missing_unexplained_or_fixable_decides_as_without_it() {
+        let (pods, samples) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85]);
+        let without = check(&pods, &samples, None, &settings()).unwrap();
+        type Case<'a> = (&'a [(&'a str, &'a str, f64)], &'a str);
+        let cases: [Case; 3] = [
+            (&[("someone-else", "t/1", 5.0)], "missing"),
+            (
+                &[
+                    ("p0", "t/0", 5.0),
+                    ("p1", "t/1", 1.0),
+                    ("p2", "t/2", 5.0),
+                    ("p3", "t/3", 1.0),
+                ],
+                "unexplained",
+            ),
+            // p1 holds two busy partitions: moving one away balances the group.
+            (
+                &[
+                    ("p0", "t/0", 0.8),
+                    ("p1", "t/1", 0.9),
+                    ("p1", "t/2", 1.0),
+                    ("p2", "t/3", 0.8),
+                    ("p3", "t/4", 0.1),
+                    ("p4", "t/5", 0.8),
+                ],
+                "fixable",
+            ),
+        ];
+        for (owned, verdict) in cases {
+            let plan = check_with(&pods, &samples, &settings(), owned).unwrap();
+            assert_eq!(
+                plan.partitions.as_ref().map(|e| e.verdict.label()),
+                Some(verdict),
+                "{plan:?}"
+            );
+            assert_eq!(plan.decision, without.decision, "{verdict}");
+            assert_eq!(
+                Plan {
+                    partitions: None,
+                    ..plan
+                },
+                without,
+                "{verdict}"
+            );
+        }
+    }
+
+    #[test]
     fn no_pods_names_the_selector_and_the_namespace() {
         let e = check(&[], &BTreeMap::new(), None, &settings()).unwrap_err();
         assert_eq!(
@@ -1347,6 +1602,7 @@ mod tests {
             ignored: 8,
             selector: Some("app=c"),
             leased: None,
+            partitions: None,
         })
         .unwrap_err();
         assert!(

@@ -35,6 +35,8 @@ pub enum Source {
         cpu: PathBuf,
         deployment: Option<PathBuf>,
         state: Option<PathBuf>,
+        /// A saved answer of `PARTITION_QUERY` (SPEC §12).
+        partitions: Option<PathBuf>,
         now: Option<i64>,
     },
     /// The cluster, read as a live run reads it; with `save`, the responses read are
@@ -58,6 +60,7 @@ pub fn run(request: &Request) -> u8 {
             cpu,
             deployment,
             state,
+            partitions,
             now,
         } => {
             let files = Saved {
@@ -65,6 +68,7 @@ pub fn run(request: &Request) -> u8 {
                 cpu,
                 deployment: deployment.as_deref(),
                 state: state.as_deref(),
+                partitions: partitions.as_deref(),
             };
             saved_plan(config, files, now.unwrap_or_else(clock::now_unix))
         }
@@ -128,7 +132,7 @@ fn print_plan(shown: &Shown, config: &Config, output: Output, all: bool) -> u8 {
 
 /// The read-only half of a live cycle, the memory included; with `save`, the responses
 /// read are written there so the same decision can be replayed with `--pods/--cpu/
-/// --deployment/--state`.
+/// --deployment/--state/--partitions`.
 fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) -> Result<Shown, Error> {
     let clients = Clients::connect(config, cluster).map_err(|f| f.error)?;
     let mut responses = save.map(|_| Responses::default());
@@ -188,8 +192,8 @@ fn shown(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config
 }
 
 /// Writes `deployment.json`, `pods.json` (every page's items in one list),
-/// `cpu.json` and `state.json` into `dir`, each when it was read. Only response bodies are written;
-/// tokens never are.
+/// `cpu.json`, `state.json` and `partitions.json` into `dir`, each when it was read.
+/// Only response bodies are written; tokens never are.
 fn save_responses(dir: &Path, responses: &Responses) -> Result<(), Error> {
     let doing = format!("save responses to {}", dir.display());
     std::fs::create_dir_all(dir).map_err(|e| Error::io(&doing, &e))?;
@@ -211,7 +215,10 @@ fn save_responses(dir: &Path, responses: &Responses) -> Result<(), Error> {
     if !responses.state.is_empty() {
         write("state.json", &responses.state)?;
     }
-    log::info!(dir:% = dir.display(); "responses saved; replay with plan --pods/--cpu/--deployment");
+    if !responses.partitions.is_empty() {
+        write("partitions.json", &responses.partitions)?;
+    }
+    log::info!(dir:% = dir.display(); "responses saved; replay with plan --pods/--cpu/--deployment/--state/--partitions");
     Ok(())
 }
 
@@ -248,6 +255,7 @@ struct Saved<'a> {
     cpu: &'a Path,
     deployment: Option<&'a Path>,
     state: Option<&'a Path>,
+    partitions: Option<&'a Path>,
 }
 
 /// The decision on saved responses, judged by the saved memory when there is one.
@@ -302,6 +310,20 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
             Cause::Malformed(why),
         )
     })?;
+    let partitions = match files.partitions {
+        Some(path) => {
+            let matched = page.pods.iter().map(|p| p.name.as_str());
+            let answer =
+                victoria::parse_partitions(&read_file("partition answer", path)?, &config.partition_labels, matched);
+            Some(answer.map_err(|why| {
+                Error::new(
+                    format!("parse partition answer {}", path.display()),
+                    Cause::Malformed(why),
+                )
+            })?)
+        }
+        None => None,
+    };
     let container = container.as_deref().unwrap_or("?");
     let paused = match &rollout {
         Some(r) => r
@@ -325,6 +347,7 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
             leased: memory
                 .as_ref()
                 .and_then(|m| memory::in_progress(m, now, &config.memory)),
+            partitions,
         })
         .map_err(|why| Error::refused(format!("decide on {}", files.pods.display()), why.to_string()))?,
     };

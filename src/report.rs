@@ -169,9 +169,26 @@ pub struct Run {
     /// The settings it ran with; `None` for a fleet run that failed before it knew
     /// its targets.
     pub info: Option<Info>,
-    /// `rebalancer_partition_fit_r2` and `rebalancer_best_possible_spread`, when known.
-    pub fit_r2: Option<f64>,
+    /// The partition signal's gauges; `None` without a partition answer.
+    pub partitions: Option<PartitionGauges>,
+}
+
+/// What the partition signal exports (SPEC §12): R² whenever a fit exists (and the
+/// pods' CPU is not all equal), the best possible spread only when the load explains
+/// the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PartitionGauges {
+    pub r2: Option<f64>,
     pub best_possible_spread: Option<f64>,
+}
+
+impl PartitionGauges {
+    pub fn of(explanation: &crate::partition::Explanation) -> PartitionGauges {
+        PartitionGauges {
+            r2: explanation.r2(),
+            best_possible_spread: explanation.best_possible_spread.filter(|_| explanation.explains()),
+        }
+    }
 }
 
 /// What the memory exports (README "Memory").
@@ -544,17 +561,17 @@ fn gauges(t: &mut Text) {
         (
             BEST_SPREAD,
             "gauge",
-            "The most even spread any assignment of the partitions could reach.",
+            "The most even spread any assignment of the partitions could reach (when their load explains the CPU).",
         ),
-        |e| e.run.best_possible_spread,
+        |e| e.run.partitions.and_then(|p| p.best_possible_spread),
     );
     t.each(
         (
             FIT_R2,
             "gauge",
-            "How much of the pods' CPU their partitions' load explains (R² of the fit).",
+            "R² of cpu = a + b × load over eligible pods: how much of their CPU their partitions' load explains.",
         ),
-        |e| e.run.fit_r2,
+        |e| e.run.partitions.and_then(|p| p.r2),
     );
     t.each((LAST_RUN, "gauge", "End of the last run, Unix seconds."), |e| {
         Some(e.run.end)
@@ -696,8 +713,7 @@ mod tests {
                 min_pods: 3,
                 max_ineffective: 3,
             }),
-            fit_r2: None,
-            best_possible_spread: None,
+            partitions: None,
         }
     }
 
@@ -815,6 +831,34 @@ mod tests {
             third.contains("rebalancer_last_failure_timestamp_seconds 1800000300\n"),
             "the last failure is kept"
         );
+    }
+
+    #[test]
+    fn the_partition_gauges_are_there_when_they_have_a_value() {
+        let with = |partitions| plain(&text(&Counters::default(), &Run { partitions, ..run() }));
+        let none = with(None);
+        assert!(!none.contains(FIT_R2) && !none.contains(BEST_SPREAD), "{none}");
+        let both = with(Some(PartitionGauges {
+            r2: Some(0.97),
+            best_possible_spread: Some(0.37),
+        }));
+        assert!(both.contains("# TYPE rebalancer_partition_fit_r2 gauge\nrebalancer_partition_fit_r2 0.97\n"));
+        assert!(both.contains("# TYPE rebalancer_best_possible_spread gauge\nrebalancer_best_possible_spread 0.37\n"));
+        let unexplained = with(Some(PartitionGauges {
+            r2: Some(0.12),
+            best_possible_spread: None,
+        }));
+        assert!(unexplained.contains("rebalancer_partition_fit_r2 0.12\n"));
+        assert!(!unexplained.contains(BEST_SPREAD), "{unexplained}");
+        let unfixable = plain(&text(
+            &Counters::default(),
+            &Run {
+                ended: Ok(Outcome::Unfixable),
+                ..run()
+            },
+        ));
+        assert!(unfixable.contains("rebalancer_cycle_outcome{outcome=\"unfixable\"} 1\n"));
+        assert!(unfixable.contains("rebalancer_cycle_outcome{outcome=\"acted\"} 0\n"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The plan for a person: a table of pods by CPU with a bar each, the statistics and
-//! the decision in a sentence, in 80 columns. Pure: builds a `String`, the caller prints.
+//! The plan for a person: a table of pods by CPU with a bar each, the statistics, the
+//! partition signal when there is one, and the decision in a sentence, in 80 columns.
+//! Pure: builds a `String`, the caller prints.
 
 use crate::memory::{Action, Breaker, PodResult, View};
+use crate::partition::{self, Explanation, Verdict};
 use crate::plan::{Decision, Plan, PodView, Role};
 use std::fmt::Write as _;
 
@@ -87,8 +89,95 @@ pub fn text(plan: &Plan, verb: &str, style: Style) -> String {
     let _ = writeln!(o);
     figures(&mut o, plan);
     let _ = writeln!(o);
+    if let Some(explanation) = &plan.partitions {
+        partitions(&mut o, explanation, &prefix, style);
+        let _ = writeln!(o);
+    }
     decision(&mut o, plan, verb);
     o
+}
+
+/// How many of a pod's partitions its row names.
+const HEAVIEST_SHOWN: usize = 3;
+
+/// The partition signal: each pod's load, how many partitions it owns and the heaviest
+/// of them (in the table's order; large fleets folded the same way), then the fit, the
+/// best possible spread and the verdict in one sentence.
+fn partitions(o: &mut String, e: &Explanation, prefix: &str, style: Style) {
+    if e.verdict == Verdict::Missing {
+        wrap(o, &format!("partitions: {e}"), 2);
+        return;
+    }
+    wrap(
+        o,
+        &format!(
+            "partitions: {} owned by the matched pods, heaviest first",
+            e.partition_count()
+        ),
+        2,
+    );
+    let shown: Vec<&str> = e
+        .pods
+        .iter()
+        .map(|p| p.name.strip_prefix(prefix).unwrap_or(&p.name))
+        .collect();
+    let width = shown
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(3)
+        .clamp(3, NAME_WIDTH);
+    let _ = writeln!(o, "  {:<width$}  {:>9}  {:>4}  HEAVIEST", "POD", "LOAD", "OWNS");
+    let n = e.pods.len();
+    let fold = !style.all && n > FOLD_ABOVE;
+    let mut hidden = 0;
+    for (i, (p, name)) in e.pods.iter().zip(&shown).enumerate() {
+        if fold && i >= FOLD_KEEP && i < n - FOLD_KEEP {
+            hidden += 1;
+            continue;
+        }
+        if hidden > 0 {
+            let _ = writeln!(o, "  … {hidden} more pods (--all shows every pod)");
+            hidden = 0;
+        }
+        let mut heaviest: Vec<String> = e
+            .partitions_of(&p.name)
+            .take(HEAVIEST_SHOWN)
+            .map(|(key, load)| format!("{key} {}", load_text(load)))
+            .collect();
+        if p.partitions > HEAVIEST_SHOWN {
+            heaviest.push("…".to_string());
+        }
+        let note = if p.eligible { "" } else { " (not eligible)" };
+        let line = format!(
+            "  {:<width$}  {:>9}  {:>4}  {}{note}",
+            short(name, width),
+            load_text(p.load),
+            p.partitions,
+            heaviest.join(", ")
+        );
+        let _ = writeln!(o, "{}", cut(line.trim_end(), WIDTH));
+    }
+    wrap(o, &format!("  {e}"), 4);
+}
+
+/// A load in few characters: three significant digits, millions as "1.23M".
+fn load_text(load: f64) -> String {
+    if load >= 1e6 {
+        format!("{:.2}M", load / 1e6)
+    } else {
+        partition::significant(load)
+    }
+}
+
+/// `text` cut to `width` characters, ending with '…' when cut.
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut kept: String = text.chars().take(width - 1).collect();
+    kept.push('…');
+    kept
 }
 
 /// Where and when, and the prefix the table leaves out.
@@ -343,6 +432,66 @@ mod tests {
         // Names that part inside a character: 'é' and 'è' share their first byte.
         assert_eq!(p(&["aé-x", "aè-y"]), "");
         assert_eq!(p(&["n-é-x", "n-è-y"]), "n-");
+    }
+
+    #[test]
+    fn loads_and_long_rows_stay_short() {
+        assert_eq!(load_text(1870.0), "1870");
+        assert_eq!(load_text(0.25), "0.250");
+        assert_eq!(load_text(0.0), "0");
+        assert_eq!(load_text(12_345_678.0), "12.35M");
+        assert_eq!(cut("abcdef", 4), "abc…");
+        assert_eq!(cut("abc", 4), "abc");
+    }
+
+    #[test]
+    fn the_partition_signal_shows_each_pods_load_and_the_verdict() {
+        use crate::partition::{Answer, explain};
+        let owned = [
+            ("c-p0", "events/7", 1.25),
+            ("c-p0", "events/1", 0.25),
+            ("c-p0", "events/2", 0.25),
+            ("c-p0", "events/3", 0.25),
+            ("c-p0", "a-topic-with-a-name-much-longer-than-a-row-can-hold/12", 0.25),
+            ("c-p1", "events/4", 0.5),
+            ("c-p2", "events/5", 0.5),
+            ("c-p3", "events/6", 0.5),
+        ];
+        let answer = Answer::new(owned).unwrap();
+        let eligible = [
+            ("c-p0", 2.26),
+            ("c-p1", 0.51),
+            ("c-p2", 0.51),
+            ("c-p3", 0.51),
+            ("c-p4", 0.01),
+        ];
+        let e = explain(answer, &eligible, &[], 0.3);
+        let mut o = String::new();
+        partitions(&mut o, &e, "c-", Style::default());
+        assert!(o.lines().all(|l| l.chars().count() <= WIDTH), "{o}");
+        assert!(
+            o.starts_with("partitions: 8 owned by the matched pods, heaviest first\n"),
+            "{o}"
+        );
+        assert!(
+            o.contains("\n  p0        2.25     5  events/7 1.25, a-topic-with-a-name"),
+            "{o}"
+        );
+        assert!(o.lines().any(|l| l.starts_with("  p0 ") && l.ends_with('…')), "{o}");
+        assert!(o.contains("\n  p4           0     0\n"), "{o}");
+        assert!(o.contains("(key skew)"), "{o}");
+        assert!(o.contains("fit cpu = 0.0100 + 1.00 × load, R² 1.00 over 5 pods"), "{o}");
+        let mut missing = String::new();
+        partitions(
+            &mut missing,
+            &explain(Answer::default(), &eligible, &[], 0.3),
+            "c-",
+            Style::default(),
+        );
+        assert_eq!(
+            missing,
+            "partitions: the partition query answered no partition of an eligible pod (signal\n  missing): deciding on CPU alone\n"
+        );
     }
 
     #[test]

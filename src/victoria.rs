@@ -1,15 +1,20 @@
-//! The one metrics query, and what its answer may and may not look like.
+//! The metrics queries, and what their answers may and may not look like.
 //!
-//! The query uses literal `=` matchers only, and its values come from validated
-//! DNS-1123 names, so no quoting trick can widen it. The answer must be a complete
+//! The CPU query uses literal `=` matchers only, and its values come from validated
+//! DNS-1123 names, so no quoting trick can widen it. Its answer must be a complete
 //! (`isPartial` not true) instant vector; `NaN`/`±Inf` are kept as invalid samples
-//! for the decision to exclude, any other non-number makes the body malformed.
+//! for the decision to exclude, any other non-number makes the body malformed. The
+//! partition query (`PARTITION_QUERY`, SPEC §12) is sent as configured to the same
+//! endpoint; its answer goes through the same envelope and the same rules, its series
+//! made into a `partition::Answer` as they stream in.
 
 use crate::error::Error;
 use crate::http::{self, Client, Keep};
+use crate::partition::{self, Answer, Reading};
 use crate::plan::Samples;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -96,24 +101,194 @@ pub fn cpu_query(namespace: &str, container: &str, matchers: &[(String, String)]
     )
 }
 
-#[derive(Deserialize)]
-struct Envelope {
+/// A query answer's envelope (the Prometheus HTTP API's, which VictoriaMetrics
+/// follows), whatever its vector's series are made into: `R` is what a seed made of
+/// the `result` as it streamed in. One envelope and one set of rules (`vector`) for
+/// every query, the CPU's and the partitions'.
+struct Envelope<R> {
     status: String,
-    #[serde(rename = "isPartial")]
     is_partial: Option<bool>,
-    data: Option<Data>,
+    data: Option<Data<R>>,
     error: Option<String>,
-    #[serde(rename = "errorType")]
     error_type: Option<serde_json::Value>,
 }
 
+enum Data<R> {
+    Vector(R),
+    /// Any other `resultType` (`matrix`, `scalar`, `string`): its result is skipped.
+    Other(String),
+}
+
 #[derive(Deserialize)]
-#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
-enum Data {
-    Vector(Series),
-    Matrix(IgnoredAny),
-    Scalar(IgnoredAny),
-    String(IgnoredAny),
+#[serde(field_identifier)]
+enum EnvelopeField {
+    #[serde(rename = "status")]
+    Status,
+    #[serde(rename = "isPartial")]
+    IsPartial,
+    #[serde(rename = "data")]
+    Data,
+    #[serde(rename = "error")]
+    Error,
+    #[serde(rename = "errorType")]
+    ErrorType,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier)]
+enum DataField {
+    #[serde(rename = "resultType")]
+    ResultType,
+    #[serde(rename = "result")]
+    Result,
+    #[serde(other)]
+    Other,
+}
+
+/// Reads an `Envelope`, the vector's `result` made by `S` as it is parsed.
+struct EnvelopeSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for EnvelopeSeed<S> {
+    type Value = Envelope<S::Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for EnvelopeSeed<S> {
+    type Value = Envelope<S::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with a status")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seed = Some(self.0);
+        let mut status = None;
+        let mut envelope = Envelope {
+            status: String::new(),
+            is_partial: None,
+            data: None,
+            error: None,
+            error_type: None,
+        };
+        while let Some(field) = map.next_key()? {
+            match field {
+                EnvelopeField::Status => status = Some(map.next_value()?),
+                EnvelopeField::IsPartial => envelope.is_partial = map.next_value()?,
+                EnvelopeField::Data => {
+                    let seed = seed.take().ok_or_else(|| de::Error::duplicate_field("data"))?;
+                    envelope.data = map.next_value_seed(DataSeed(seed))?;
+                }
+                EnvelopeField::Error => envelope.error = map.next_value()?,
+                EnvelopeField::ErrorType => envelope.error_type = map.next_value()?,
+                EnvelopeField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        envelope.status = status.ok_or_else(|| de::Error::missing_field("status"))?;
+        Ok(envelope)
+    }
+}
+
+/// Reads `data` (or its `null`): `resultType` and `result` in either order. Servers
+/// write the type first; a `result` that comes before it is held as JSON until the
+/// type is known, as serde's own adjacently tagged enums do.
+struct DataSeed<S>(S);
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for DataSeed<S> {
+    type Value = Option<Data<S::Value>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for DataSeed<S> {
+    type Value = Option<Data<S::Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with a resultType and a result")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seed = Some(self.0);
+        let mut kind: Option<String> = None;
+        let mut result = None;
+        let mut early: Option<serde_json::Value> = None;
+        while let Some(field) = map.next_key()? {
+            match field {
+                DataField::ResultType => kind = Some(map.next_value()?),
+                DataField::Result if kind.as_deref() == Some("vector") => {
+                    let seed = seed.take().ok_or_else(|| de::Error::duplicate_field("result"))?;
+                    result = Some(map.next_value_seed(seed)?);
+                }
+                DataField::Result if kind.is_none() => early = Some(map.next_value()?),
+                DataField::Result | DataField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let kind = kind.ok_or_else(|| de::Error::missing_field("resultType"))?;
+        if kind != "vector" {
+            return Ok(Some(Data::Other(kind)));
+        }
+        match (result, early, seed) {
+            (Some(result), _, _) => Ok(Some(Data::Vector(result))),
+            (None, Some(early), Some(seed)) => seed
+                .deserialize(early)
+                .map(|r| Some(Data::Vector(r)))
+                .map_err(de::Error::custom),
+            _ => Err(de::Error::missing_field("result")),
+        }
+    }
+}
+
+/// The rules every answer follows (SPEC §5): an error status, `isPartial: true`, or a
+/// result that is not an instant vector refuses the whole answer; `Ok` is the vector.
+fn vector<R>(envelope: Envelope<R>) -> Result<R, String> {
+    if envelope.status != "success" {
+        let kind = envelope.error_type.as_ref().map(http::error_type_text);
+        return Err(format!(
+            "status {:?}: {} ({})",
+            envelope.status,
+            envelope.error.unwrap_or_else(|| "no error message".into()),
+            kind.unwrap_or_else(|| "no errorType".into())
+        ));
+    }
+    if envelope.is_partial == Some(true) {
+        return Err("isPartial is true: some storage nodes did not answer, the numbers would be incomplete".into());
+    }
+    match envelope.data {
+        Some(Data::Vector(result)) => Ok(result),
+        Some(Data::Other(kind)) => Err(format!("expected resultType vector, got {kind}")),
+        None => Err("expected data with a vector result, got no data".into()),
+    }
+}
+
+/// Parses a whole answer held in memory with `seed` making its result.
+fn parse_with<'de, S: DeserializeSeed<'de>>(json: &'de str, seed: S) -> Result<Envelope<S::Value>, String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    EnvelopeSeed(seed)
+        .deserialize(&mut de)
+        .and_then(|envelope| de.end().map(|()| envelope))
+        .map_err(|e| format!("expected a Prometheus query answer: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -205,31 +380,11 @@ struct Labels {
 /// Parses the JSON answer of `/api/v1/query` into samples by pod name.
 /// `Err` holds why the body is not a complete instant vector of numbers.
 pub fn parse_answer(json: &str) -> Result<Samples, String> {
-    let envelope: Envelope =
-        serde_json::from_str(json).map_err(|e| format!("expected a Prometheus query answer: {e}"))?;
-    answer_into_samples(envelope)
+    cpu_samples(parse_with(json, PhantomData::<Series>)?)
 }
 
-fn answer_into_samples(envelope: Envelope) -> Result<Samples, String> {
-    if envelope.status != "success" {
-        let kind = envelope.error_type.as_ref().map(http::error_type_text);
-        return Err(format!(
-            "status {:?}: {} ({})",
-            envelope.status,
-            envelope.error.unwrap_or_else(|| "no error message".into()),
-            kind.unwrap_or_else(|| "no errorType".into())
-        ));
-    }
-    if envelope.is_partial == Some(true) {
-        return Err("isPartial is true: some storage nodes did not answer, the numbers would be incomplete".into());
-    }
-    let series = match envelope.data {
-        Some(Data::Vector(series)) => series,
-        Some(Data::Matrix(_)) => return Err("expected resultType vector, got matrix".into()),
-        Some(Data::Scalar(_)) => return Err("expected resultType vector, got scalar".into()),
-        Some(Data::String(_)) => return Err("expected resultType vector, got string".into()),
-        None => return Err("expected data with a vector result, got no data".into()),
-    };
+fn cpu_samples(envelope: Envelope<Series>) -> Result<Samples, String> {
+    let series = vector(envelope)?;
     if let Some(why) = series.problem {
         return Err(why);
     }
@@ -240,7 +395,207 @@ fn answer_into_samples(envelope: Envelope) -> Result<Samples, String> {
 /// `keep`, the body read is kept there.
 pub fn query_cpu(client: &Client, query: &str, keep: Keep) -> Result<Samples, Error> {
     let form = format!("query={}", http::encode(query));
-    client.post_form("query CPU", "/api/v1/query", &form, keep, answer_into_samples)
+    client.post_form_seed(
+        "query CPU",
+        "/api/v1/query",
+        &form,
+        keep,
+        EnvelopeSeed(PhantomData::<Series>),
+        cpu_samples,
+    )
+}
+
+/// Parses the JSON answer of a partition query (`labels` name a partition) for these
+/// matched pods. `Err` holds why the body is malformed (SPEC §12 "Query").
+pub fn parse_partitions<'a>(
+    json: &str,
+    labels: &'a [String],
+    matched: impl IntoIterator<Item = &'a str>,
+) -> Result<Answer, String> {
+    let reading = Reading::new(labels, matched);
+    vector(parse_with(json, PartitionSeries(reading))?)?.finish()
+}
+
+/// POSTs `PARTITION_QUERY` (`query`, sent as configured) to the same endpoint as the
+/// CPU query, with the same credentials and timeout, and returns the partitions the
+/// matched pods own, `labels` (`PARTITION_LABELS`) naming a partition. With `keep`,
+/// the body read is kept there (`plan --save` writes it as `partitions.json`).
+pub fn query_partitions<'a>(
+    client: &Client,
+    query: &str,
+    labels: &'a [String],
+    matched: impl IntoIterator<Item = &'a str>,
+    keep: Keep,
+) -> Result<Answer, Error> {
+    let form = format!("query={}", http::encode(query));
+    let reading = Reading::new(labels, matched);
+    client.post_form_seed(
+        "query partitions",
+        "/api/v1/query",
+        &form,
+        keep,
+        EnvelopeSeed(PartitionSeries(reading)),
+        |envelope| vector(envelope)?.finish(),
+    )
+}
+
+/// The `result` of a partition answer: each series handed to the `Reading` as it is
+/// parsed, so a series of another consumer group costs nothing once read. Bounded by
+/// `http::MAX_ITEMS` series, like the CPU answer.
+struct PartitionSeries<'a>(Reading<'a>);
+
+impl<'de, 'a> DeserializeSeed<'de> for PartitionSeries<'a> {
+    type Value = Reading<'a>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Reading<'a>, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de, 'a> Visitor<'de> for PartitionSeries<'a> {
+    type Value = Reading<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a sequence of at most {} series", http::MAX_ITEMS)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, seq: A) -> Result<Reading<'a>, A::Error> {
+        let labels = self.0.labels();
+        http::each_bounded_seed(seq, OneSeries(labels), |one: RawSeries| {
+            self.0.add(partition::Series {
+                pod: one.pod.as_deref(),
+                labels: &one.labels,
+                value: one.value.as_deref(),
+            })
+        })?;
+        Ok(self.0)
+    }
+}
+
+/// One series as read: `pod`, the partition labels' values (in `labels`' order), the
+/// value's text. Other labels are skipped as they are parsed.
+struct RawSeries {
+    pod: Option<String>,
+    labels: Vec<Option<String>>,
+    value: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+struct OneSeries<'a>(&'a [String]);
+
+impl<'de> DeserializeSeed<'de> for OneSeries<'_> {
+    type Value = RawSeries;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<RawSeries, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OneSeries<'_> {
+    type Value = RawSeries;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a series with a metric and a value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawSeries, A::Error> {
+        let mut series = RawSeries {
+            pod: None,
+            labels: vec![None; self.0.len()],
+            value: None,
+        };
+        while let Some(key) = map.next_key::<SeriesField>()? {
+            match key {
+                SeriesField::Metric => map.next_value_seed(Metric(self.0, &mut series))?,
+                SeriesField::Value => {
+                    let value: Option<(IgnoredAny, String)> = map.next_value()?;
+                    series.value = value.map(|(_, text)| text);
+                }
+                SeriesField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(series)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum SeriesField {
+    Metric,
+    Value,
+    #[serde(other)]
+    Other,
+}
+
+/// A series' `metric`: `pod` and the partition labels are kept, the rest skipped.
+struct Metric<'a, 'b>(&'a [String], &'b mut RawSeries);
+
+impl<'de> DeserializeSeed<'de> for Metric<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Metric<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of label names and values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(label) = map.next_key_seed(LabelName(self.0))? {
+            match label {
+                Label::Pod => self.1.pod = Some(map.next_value()?),
+                Label::Partition(i) => self.1.labels[i] = Some(map.next_value()?),
+                Label::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Label {
+    Pod,
+    /// The i-th of the partition labels.
+    Partition(usize),
+    Other,
+}
+
+/// A label's name, compared with ours as it is read, never kept.
+struct LabelName<'a>(&'a [String]);
+
+impl<'de> DeserializeSeed<'de> for LabelName<'_> {
+    type Value = Label;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Label, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LabelName<'_> {
+    type Value = Label;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a label name")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Label, E> {
+        Ok(if name == "pod" {
+            Label::Pod
+        } else {
+            match self.0.iter().position(|l| l == name) {
+                Some(i) => Label::Partition(i),
+                None => Label::Other,
+            }
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod support;
 mod cycle;
 mod dashboard;
 mod engines;
+mod explain;
 mod faults;
 mod manifests;
 mod memory;

@@ -140,6 +140,65 @@ fn plan_errors_name_the_file() {
     assert_eq!(no_files.code, 2, "{}", no_files.stderr);
 }
 
+#[test]
+fn the_demos_partitions_show_an_imbalance_no_eviction_can_fix() {
+    let out = plan(&["--partitions", &demo("partitions.json")], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = out.stdout;
+    for line in [
+        "partitions: 20 owned by the matched pods, heaviest first",
+        "  7qwzt       1872     2  events/7 1800, events/19 71.9",
+        "  hv8rc       69.7     2  events/18 38.5, events/9 31.2",
+        "decision: no action: unfixable: no assignment of the partitions balances the",
+    ] {
+        assert_contains(&text, line);
+    }
+    assert!(text.contains("partition events/7 alone burns 1.85 cores"), "{text}");
+    assert!(
+        !text.contains("▲") && !text.contains("zq2lp") && !text.contains("billing"),
+        "{text}"
+    );
+    for line in text.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80 columns: {line:?}");
+    }
+    let json = plan(&["--partitions", &demo("partitions.json"), "--output", "json"], &[]);
+    let json: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON plan");
+    assert_eq!(json["decision"]["reason"], "unfixable");
+    assert_eq!(json["partitions"]["verdict"], "key_skew");
+    assert!(json["partitions"]["r2"].as_f64().is_some_and(|r2| r2 > 0.9), "{json}");
+    assert_eq!(json["partitions"]["pods"][0]["partitions"][0]["partition"], "events/7");
+    // With a threshold the best possible spread meets, the plan acts as without it.
+    let lenient = plan(
+        &["--partitions", &demo("partitions.json")],
+        &[("CPU_VARIANCE_THRESHOLD", "0.4")],
+    );
+    assert_contains(
+        &lenient.stdout,
+        "decision: would evict 2 pods: spread 0.47 > threshold 0.40",
+    );
+    assert_contains(&lenient.stdout, "(fixable)");
+}
+
+#[test]
+fn a_partition_answer_that_is_not_one_names_the_file() {
+    let cpu = demo("cpu.json");
+    let out = plan(&["--partitions", &cpu], &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_contains(
+        &out.stderr,
+        &format!(
+            "parse partition answer {cpu}: unexpected answer: pod ingestion-consumer-5f7c9d8b4d-2xk9p: expected the label topic that names a partition"
+        ),
+    );
+    let missing = plan(&["--partitions", "/nonexistent/partitions.json"], &[]);
+    assert_eq!(missing.code, 1);
+    assert_contains(&missing.stderr, "read partition answer /nonexistent/partitions.json");
+    // Saved responses only: a live plan reads the partitions with PARTITION_QUERY.
+    let live = run_bin(&["plan", "--partitions", &demo("partitions.json")], &[]);
+    assert_eq!(live.code, 2, "{}", live.stderr);
+    assert_contains(&live.stderr, "--partitions and --now replay saved responses");
+}
+
 /// The demo fleet: ten healthy pods, one crash-looping (Running, not Ready), one stuck
 /// Pending; `(pod, cores)` for those with metrics.
 fn demo_fleet() -> (Vec<FakePod>, Vec<(String, f64)>) {
@@ -234,6 +293,7 @@ fn snapshots_of_the_picture_and_the_document() {
     /// (snapshot file, extra arguments, settings)
     type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
     let state = demo("state.json");
+    let partitions = demo("partitions.json");
     let cases: &[Case] = &[
         ("demo.txt", &[], &[]),
         ("demo.json", &["--output", "json"], &[]),
@@ -249,6 +309,13 @@ fn snapshots_of_the_picture_and_the_document() {
         // The demo's state ConfigMap: three actions that each moved the hot spot.
         ("demo_memory.txt", &["--state", &state], &[]),
         ("demo_memory.json", &["--state", &state, "--output", "json"], &[]),
+        // The demo's partitions: one of them alone is two fair shares (key skew).
+        ("demo_partitions.txt", &["--partitions", &partitions], &[]),
+        (
+            "demo_partitions.json",
+            &["--partitions", &partitions, "--output", "json"],
+            &[],
+        ),
     ];
     for (name, args, env) in cases {
         let out = plan(args, env);

@@ -52,6 +52,7 @@ impl Fleet {
             ignored: 0,
             selector: None,
             leased: None,
+            partitions: None,
         })
     }
 }

@@ -405,6 +405,7 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
         ignored: 0,
         selector: None,
         leased: None,
+        partitions: None,
     })
     .expect("a plan");
     let Decision::Remove { pods: removals } = &expected.decision else {

@@ -641,6 +641,7 @@ impl Sim {
             ignored: 0,
             selector: None,
             leased,
+            partitions: None,
         });
         match plan {
             Ok(plan) => plan,

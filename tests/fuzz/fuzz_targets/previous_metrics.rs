@@ -45,8 +45,7 @@ fuzz_target!(|data: &[u8]| {
         refused: Vec::new(),
         memory: None,
         info: None,
-        fit_r2: None,
-        best_possible_spread: None,
+        partitions: None,
     };
     let rendered = render(&Sheet::single(run.clone(), Some(previous.after(&run))));
     let again = parse_previous(&rendered).expect("our own text reads back");

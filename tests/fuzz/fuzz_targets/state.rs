@@ -79,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
         ignored: 0,
         selector: None,
         leased: memory::in_progress(&state, NOW, &settings),
+        partitions: None,
     })
     .expect("a plan");
     let fingerprints = ["f".to_string(), state.last_fingerprint().unwrap_or("g").to_string()];
