@@ -13,6 +13,7 @@ mod memory;
 mod outcomes;
 mod plan_command;
 mod properties;
+mod recipes;
 mod simulation;
 mod target;
 mod victoria;
