@@ -14,6 +14,7 @@ mod memory;
 mod outcomes;
 mod plan_command;
 mod properties;
+mod recipes;
 mod simulation;
 mod target;
 mod victoria;

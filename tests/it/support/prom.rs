@@ -27,6 +27,26 @@ const PROMTOOL: &str = "/usr/bin/promtool";
 impl Prom {
     /// Backfills a TSDB with `scrapes` and starts Prometheus on it.
     pub fn start(scrapes: &[&Scrape]) -> Prom {
+        Prom::start_with(&mut |file| {
+            file.write_all(b"# TYPE container_cpu_usage_seconds counter\n")
+                .expect("write OpenMetrics");
+            for scrape in scrapes {
+                scrape.render(Format::OpenMetrics, &mut |chunk| {
+                    file.write_all(chunk.as_bytes()).expect("write OpenMetrics")
+                });
+            }
+        })
+    }
+
+    /// Backfills a TSDB with OpenMetrics samples (timestamps in seconds, each series'
+    /// samples in time order, no `# EOF`) and starts Prometheus on it.
+    pub fn start_openmetrics(samples: &str) -> Prom {
+        Prom::start_with(&mut |file| file.write_all(samples.as_bytes()).expect("write OpenMetrics"))
+    }
+
+    /// Writes the OpenMetrics file with `write` (`# EOF` added), backfills a TSDB from
+    /// it with promtool and starts Prometheus on that TSDB.
+    fn start_with(write: &mut dyn FnMut(&mut dyn Write)) -> Prom {
         for tool in [PROMETHEUS, PROMTOOL] {
             assert!(
                 Path::new(tool).exists(),
@@ -36,13 +56,7 @@ impl Prom {
         let data = TempDir::new("prom");
         let input = data.path().join("scrapes.om");
         let mut file = std::io::BufWriter::new(std::fs::File::create(&input).expect("create the OpenMetrics file"));
-        file.write_all(b"# TYPE container_cpu_usage_seconds counter\n")
-            .expect("write OpenMetrics");
-        for scrape in scrapes {
-            scrape.render(Format::OpenMetrics, &mut |chunk| {
-                file.write_all(chunk.as_bytes()).expect("write OpenMetrics")
-            });
-        }
+        write(&mut file);
         file.write_all(b"# EOF\n").expect("write OpenMetrics");
         file.flush().expect("write OpenMetrics");
         drop(file);

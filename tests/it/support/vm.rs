@@ -252,7 +252,7 @@ pub(super) fn exchange(
 
 /// An instant query as the product sends it (a form POST to `path`), at `time` (Unix
 /// seconds) or now, to the server on `port`; the status and the body as answered.
-pub(super) fn ask(port: u16, path: &str, promql: &str, time: Option<i64>) -> (u16, String) {
+pub fn ask(port: u16, path: &str, promql: &str, time: Option<i64>) -> (u16, String) {
     let mut form = format!("query={}", encode(promql));
     if let Some(t) = time {
         form.push_str(&format!("&time={t}"));
