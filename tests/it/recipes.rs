@@ -20,6 +20,7 @@
 use crate::support::prom::Prom;
 use crate::support::vm::{self, Vm};
 use crate::support::{fixture, root};
+use pod_rebalancer::victoria;
 use std::collections::{BTreeMap, BTreeSet};
 use std::f64::consts::PI;
 use std::fmt::Write as _;
@@ -730,7 +731,7 @@ fn ask(engine: Engine, promql: &str, at_ms: i64) -> Answer {
     }
     let answer: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
     let result = answer["data"]["result"].as_array().expect("a vector");
-    Ok(result
+    let samples: Vec<(BTreeMap<String, String>, f64)> = result
         .iter()
         .map(|s| {
             let labels = s["metric"]
@@ -742,7 +743,45 @@ fn ask(engine: Engine, promql: &str, at_ms: i64) -> Answer {
             let value = s["value"][1].as_str().and_then(|v| v.parse().ok()).expect("a number");
             (labels, value)
         })
-        .collect())
+        .collect();
+    same_as_the_product_reads(&body, &samples)?;
+    Ok(samples)
+}
+
+/// What the binary's own parser (`victoria::parse_partitions`, with the default
+/// `PARTITION_LABELS`) makes of the body: the same samples, keyed `topic/partition`.
+fn same_as_the_product_reads(body: &str, samples: &[(BTreeMap<String, String>, f64)]) -> Result<(), String> {
+    let labels = ["topic".to_string(), "partition".to_string()];
+    if samples
+        .iter()
+        .any(|(l, _)| !l.contains_key("topic") || !l.contains_key("partition"))
+    {
+        return Ok(()); // a recipe with one safeguard taken out; judged elsewhere
+    }
+    let pods: BTreeSet<&str> = samples
+        .iter()
+        .filter_map(|(l, _)| l.get("pod").map(String::as_str))
+        .collect();
+    let product = victoria::parse_partitions(body, &labels, pods.iter().copied())
+        .map_err(|e| format!("the binary refuses the answer: {e}"))?;
+    let theirs: BTreeSet<(String, String, u64)> = product
+        .iter()
+        .map(|(pod, partition, load)| (pod.to_string(), partition.to_string(), load.to_bits()))
+        .collect();
+    let ours: BTreeSet<(String, String, u64)> = samples
+        .iter()
+        .filter_map(|(l, v)| {
+            Some((
+                l.get("pod")?.clone(),
+                format!("{}/{}", l["topic"], l["partition"]),
+                v.to_bits(),
+            ))
+        })
+        .collect();
+    if theirs != ours {
+        return Err(format!("the binary reads {theirs:?}, the test {ours:?}"));
+    }
+    Ok(())
 }
 
 /// What the recipe must answer for `source` at `at` (ms): every owned (pod,
