@@ -55,12 +55,22 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "KUBE_LABEL_SELECTOR",
         Some("app=consumer"),
-        "label selector of the Deployment's pods",
+        "label selector of the Deployment's pods (fleet mode: none, every pod of the namespace)",
     ),
     s(
         "DEPLOYMENT_NAME",
         None,
-        "the Deployment whose pods are rebalanced (required)",
+        "the Deployment whose pods are rebalanced (required unless TARGET_SELECTOR)",
+    ),
+    s(
+        "TARGET_SELECTOR",
+        None,
+        "fleet mode: every Deployment whose labels match, e.g. pod-rebalancer.io/enabled=true",
+    ),
+    s(
+        "MAX_REMOVALS_PER_RUN",
+        Some("4"),
+        "fleet mode: removals across all targets in one run",
     ),
     s(
         "QUERY_CONTAINER",

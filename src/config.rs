@@ -20,8 +20,14 @@ use std::time::Duration;
 pub struct Config {
     pub prometheus: victoria::Endpoint,
     pub namespace: String,
-    pub selector: String,
+    /// `KUBE_LABEL_SELECTOR`; `None` (fleet mode, unset): every pod of the namespace.
+    pub selector: Option<String>,
+    /// `DEPLOYMENT_NAME`: single mode's one target.
     pub deployment: Option<String>,
+    /// `TARGET_SELECTOR`: fleet mode's targets, a label selector on Deployments.
+    pub target_selector: Option<String>,
+    /// `MAX_REMOVALS_PER_RUN`: removals across all targets of one fleet run.
+    pub max_removals: usize,
     /// `QUERY_CONTAINER`; when unset, the Deployment's name is the container's.
     pub container: Option<String>,
     /// `QUERY_MATCHERS`: extra literal label matchers of the query, in order.
@@ -45,13 +51,85 @@ pub struct Config {
     pub metrics_labels: Vec<(String, String)>,
 }
 
-/// What a live run needs beyond `Config`: where the cluster is and which Deployment.
+/// What a live run needs beyond `Config`: where the cluster is and which Deployments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
-    pub deployment: String,
-    /// The measured container: `QUERY_CONTAINER`, else the Deployment's name.
-    pub container: String,
+    pub scope: Scope,
     pub kube: kube::Endpoint,
+}
+
+/// Which Deployments a run serves.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    /// Single mode: `DEPLOYMENT_NAME`, and its measured container (`QUERY_CONTAINER`,
+    /// else the Deployment's name).
+    One { deployment: String, container: String },
+    /// Fleet mode (SPEC §13): every Deployment matching `TARGET_SELECTOR`.
+    Fleet { selector: String },
+}
+
+/// What one target runs with: the configuration, and in fleet mode its Deployment's
+/// annotations (SPEC §13 "Per-target settings").
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSettings {
+    pub container: String,
+    pub decision: plan::Settings,
+    pub dry_run: bool,
+}
+
+/// The annotations a target may carry in fleet mode, beside `plan::PAUSED`.
+pub const CONTAINER_ANNOTATION: &str = "pod-rebalancer.io/container";
+pub const THRESHOLD_ANNOTATION: &str = "pod-rebalancer.io/threshold";
+pub const MIN_PODS_ANNOTATION: &str = "pod-rebalancer.io/min-pods";
+pub const DRY_RUN_ANNOTATION: &str = "pod-rebalancer.io/dry-run";
+
+/// The settings of the target `rollout`: the configuration's, overridden in fleet mode
+/// by its annotations, each validated as §3 validates the setting it overrides. A
+/// global `DRY_RUN=true` cannot be undone by an annotation. `Err` names the annotation,
+/// its value and what was expected.
+pub fn target_settings(config: &Config, rollout: &plan::Rollout, fleet: bool) -> Result<TargetSettings, String> {
+    let mut settings = TargetSettings {
+        container: config.container.clone().unwrap_or_else(|| rollout.name.clone()),
+        decision: config.decision.clone(),
+        dry_run: config.dry_run,
+    };
+    if !fleet {
+        return Ok(settings);
+    }
+    let annotation = |key: &str| rollout.annotations.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let bad = |key: &str, v: &str, expected: &str| {
+        format!(
+            "deployment {}: annotation {key}={v:?}: expected {expected}",
+            rollout.name
+        )
+    };
+    if let Some(v) = annotation(CONTAINER_ANNOTATION) {
+        settings.container = dns_label(v).ok_or_else(|| bad(CONTAINER_ANNOTATION, v, DNS_LABEL))?;
+    }
+    if let Some(v) = annotation(THRESHOLD_ANNOTATION) {
+        settings.decision.threshold = threshold(v).ok_or_else(|| bad(THRESHOLD_ANNOTATION, v, THRESHOLD))?;
+    }
+    if let Some(v) = annotation(MIN_PODS_ANNOTATION) {
+        settings.decision.min_pods = min_pods(v).ok_or_else(|| bad(MIN_PODS_ANNOTATION, v, MIN_PODS))?;
+    }
+    if let Some(v) = annotation(DRY_RUN_ANNOTATION) {
+        settings.dry_run |= boolean(v).ok_or_else(|| bad(DRY_RUN_ANNOTATION, v, BOOLEAN))?;
+    }
+    Ok(settings)
+}
+
+const THRESHOLD: &str = "a finite number > 0 such as 0.3";
+const MIN_PODS: &str = "an integer >= 1";
+const BOOLEAN: &str = "true, false, 1, 0, yes or no";
+
+/// `CPU_VARIANCE_THRESHOLD`: finite and > 0.
+fn threshold(v: &str) -> Option<f64> {
+    v.trim().parse::<f64>().ok().filter(|t| t.is_finite() && *t > 0.0)
+}
+
+/// `MIN_PODS_REQUIRED`: an integer >= 1.
+fn min_pods(v: &str) -> Option<usize> {
+    v.trim().parse::<usize>().ok().filter(|n| *n >= 1)
 }
 
 /// Collects problems instead of stopping at the first one.
@@ -135,10 +213,15 @@ pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
         problems: Vec::new(),
     };
     let config = common(&mut c);
-    if c.value("DEPLOYMENT_NAME").is_none() {
-        c.problems.push(format!(
-            "DEPLOYMENT_NAME (--deployment-name): required, expected {DNS_LABEL}"
-        ));
+    match (c.value("DEPLOYMENT_NAME"), c.value("TARGET_SELECTOR")) {
+        (None, None) => c.problems.push(format!(
+            "DEPLOYMENT_NAME (--deployment-name): required unless TARGET_SELECTOR names the targets (fleet mode), expected {DNS_LABEL}"
+        )),
+        (Some(_), Some(_)) => c.problems.push(
+            "DEPLOYMENT_NAME and TARGET_SELECTOR: set exactly one (one Deployment, or every Deployment the selector matches)"
+                .into(),
+        ),
+        _ => {}
     }
     let kube_url = match c.value("KUBE_API_URL") {
         Some(_) => c.parsed("KUBE_API_URL", "an http(s) URL without credentials", http_url),
@@ -168,19 +251,20 @@ pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
     };
     let sa_dir = c.value("KUBE_SERVICE_ACCOUNT_DIR").map(PathBuf::from);
     let kube_timeout = c.parsed("KUBE_TIMEOUT", "a duration > 0 such as 10s", positive_duration);
-    let deployment = config.as_ref().and_then(|c| c.deployment.clone());
-    match (
-        config,
-        deployment,
-        kube_url,
-        sa_dir,
-        kube_timeout,
-        c.problems.is_empty(),
-    ) {
-        (Some(config), Some(deployment), Some(url), Some(service_account_dir), Some(timeout), true) => {
+    let scope = config.as_ref().and_then(|c| match (&c.deployment, &c.target_selector) {
+        (Some(deployment), None) => Some(Scope::One {
+            deployment: deployment.clone(),
+            container: c.container.clone().unwrap_or_else(|| deployment.clone()),
+        }),
+        (None, Some(selector)) => Some(Scope::Fleet {
+            selector: selector.clone(),
+        }),
+        _ => None,
+    });
+    match (config, scope, kube_url, sa_dir, kube_timeout, c.problems.is_empty()) {
+        (Some(config), Some(scope), Some(url), Some(service_account_dir), Some(timeout), true) => {
             let cluster = Cluster {
-                container: config.container.clone().unwrap_or_else(|| deployment.clone()),
-                deployment,
+                scope,
                 kube: kube::Endpoint {
                     url,
                     service_account_dir,
@@ -271,12 +355,25 @@ pub fn plan(raw: &Raw, args: &PlanArgs) -> Result<plan_command::Request, Vec<Str
 fn common(c: &mut Checker) -> Option<Config> {
     let prometheus = prometheus(c);
     let namespace = c.parsed("KUBE_NAMESPACE", DNS_LABEL, dns_label);
-    let selector = c.parsed(
-        "KUBE_LABEL_SELECTOR",
-        "a non-empty label selector such as app=consumer",
+    let target_selector = c.optional(
+        "TARGET_SELECTOR",
+        "a non-empty label selector on Deployments such as pod-rebalancer.io/enabled=true",
         label_selector,
     );
+    // Fleet mode lists every pod of the namespace unless KUBE_LABEL_SELECTOR narrows it.
+    let fleet = c.raw.get("TARGET_SELECTOR").is_some();
+    let selector = if fleet && c.raw.get("KUBE_LABEL_SELECTOR").is_none() {
+        Some(None)
+    } else {
+        c.parsed(
+            "KUBE_LABEL_SELECTOR",
+            "a non-empty label selector such as app=consumer",
+            label_selector,
+        )
+        .map(Some)
+    };
     let deployment = c.optional("DEPLOYMENT_NAME", DNS_LABEL, dns_label);
+    let max_removals = c.parsed("MAX_REMOVALS_PER_RUN", MIN_PODS, min_pods);
     let container = c.optional("QUERY_CONTAINER", DNS_LABEL, dns_label);
     let matchers = c.optional("QUERY_MATCHERS", MATCHERS, query_matchers);
     let partition_query = c.optional("PARTITION_QUERY", "a PromQL instant query (not only spaces)", |v| {
@@ -286,7 +383,7 @@ fn common(c: &mut Checker) -> Option<Config> {
     let decision = decision(c);
     let state = c.optional("STATE_CONFIGMAP", DNS_SUBDOMAIN, dns_subdomain);
     let memory = memory_settings(c);
-    let dry_run = c.parsed("DRY_RUN", "true, false, 1, 0, yes or no", boolean);
+    let dry_run = c.parsed("DRY_RUN", BOOLEAN, boolean);
     let log_level = c.word(
         "LOG_LEVEL",
         &[
@@ -317,6 +414,8 @@ fn common(c: &mut Checker) -> Option<Config> {
         namespace: namespace?,
         selector: selector?,
         deployment: deployment?,
+        target_selector: target_selector?,
+        max_removals: max_removals?,
         container: container?,
         matchers: matchers?.unwrap_or_default(),
         memory: memory::Settings {
@@ -357,12 +456,8 @@ fn decision(c: &mut Checker) -> Option<plan::Settings> {
             (d.subsec_nanos() == 0 && d.as_secs() <= MAX_WINDOW_SECS).then_some(d.as_secs())
         },
     );
-    let threshold = c.parsed("CPU_VARIANCE_THRESHOLD", "a finite number > 0 such as 0.3", |v| {
-        v.trim().parse::<f64>().ok().filter(|t| t.is_finite() && *t > 0.0)
-    });
-    let min_pods = c.parsed("MIN_PODS_REQUIRED", "an integer >= 1", |v| {
-        v.trim().parse::<usize>().ok().filter(|n| *n >= 1)
-    });
+    let threshold = c.parsed("CPU_VARIANCE_THRESHOLD", THRESHOLD, threshold);
+    let min_pods = c.parsed("MIN_PODS_REQUIRED", MIN_PODS, min_pods);
     let stabilization = c.parsed(
         "STABILIZATION_WINDOW",
         "a duration >= 0, at most 8784h, such as 10m",
@@ -669,7 +764,7 @@ mod tests {
         assert_eq!(c.prometheus.url, "http://localhost:9090");
         assert_eq!(c.prometheus.timeout, Duration::from_secs(30));
         assert_eq!(c.namespace, "posthog");
-        assert_eq!(c.selector, "app=consumer");
+        assert_eq!(c.selector.as_deref(), Some("app=consumer"));
         assert_eq!(
             c.decision,
             plan::Settings {
@@ -719,7 +814,7 @@ mod tests {
         assert_eq!(c.prometheus.token_file, Some(PathBuf::from("/t")));
         assert_eq!(c.prometheus.ca_file, Some(PathBuf::from("/ca")));
         assert_eq!(c.namespace, "kafka");
-        assert_eq!(c.selector, "app in (a,b),tier!=x");
+        assert_eq!(c.selector.as_deref(), Some("app in (a,b),tier!=x"));
         assert_eq!(
             c.decision,
             plan::Settings {
@@ -932,16 +1027,98 @@ mod tests {
         assert_eq!(parse_duration("1500ns"), Some(Duration::from_nanos(1500)));
     }
 
+    fn container(cluster: &Cluster) -> &str {
+        match &cluster.scope {
+            Scope::One { container, .. } => container,
+            Scope::Fleet { .. } => panic!("fleet mode"),
+        }
+    }
+
     #[test]
     fn the_container_is_the_deployments_unless_named() {
         let (c, cluster) = check(&[]).unwrap();
-        assert_eq!((c.container, cluster.container.as_str()), (None, "ingestion-consumer"));
+        assert_eq!((c.container, container(&cluster)), (None, "ingestion-consumer"));
         let (_, cluster) = check(&[("QUERY_CONTAINER", "consumer")]).unwrap();
-        assert_eq!(cluster.container, "consumer");
+        assert_eq!(container(&cluster), "consumer");
         assert!(problem(&[("QUERY_CONTAINER", "Consumer")]).contains("DNS-1123"));
         // The platform's own CONTAINER_NAME (CI runners, container platforms) is not ours.
         let (c, cluster) = check(&[("CONTAINER_NAME", "runner-7")]).unwrap();
-        assert_eq!((c.container, cluster.container.as_str()), (None, "ingestion-consumer"));
+        assert_eq!((c.container, container(&cluster)), (None, "ingestion-consumer"));
+    }
+
+    #[test]
+    fn fleet_mode_takes_a_target_selector_instead_of_a_deployment() {
+        let fleet = |extra: &[(&'static str, &str)]| {
+            let mut pairs: Vec<(&'static str, &str)> = vec![
+                ("KUBE_API_URL", "http://127.0.0.1:8001"),
+                ("TARGET_SELECTOR", "pod-rebalancer.io/enabled=true"),
+            ];
+            pairs.extend_from_slice(extra);
+            live(&raw(&pairs))
+        };
+        let (c, cluster) = fleet(&[]).unwrap();
+        assert_eq!(
+            cluster.scope,
+            Scope::Fleet {
+                selector: "pod-rebalancer.io/enabled=true".into()
+            }
+        );
+        assert_eq!((c.selector, c.max_removals), (None, 4), "no pod selector by default");
+        let (c, _) = fleet(&[("KUBE_LABEL_SELECTOR", "tier=consumer"), ("MAX_REMOVALS_PER_RUN", "2")]).unwrap();
+        assert_eq!((c.selector.as_deref(), c.max_removals), (Some("tier=consumer"), 2));
+        let both = fleet(&[("DEPLOYMENT_NAME", "a")]).unwrap_err().join("\n");
+        assert!(both.contains("set exactly one"), "{both}");
+        let neither = live(&raw(&[("KUBE_API_URL", "http://127.0.0.1:8001")]))
+            .unwrap_err()
+            .join("\n");
+        assert!(neither.contains("required unless TARGET_SELECTOR"), "{neither}");
+        assert!(fleet(&[("MAX_REMOVALS_PER_RUN", "0")]).unwrap_err()[0].contains("MAX_REMOVALS_PER_RUN"));
+    }
+
+    #[test]
+    fn a_targets_annotations_override_its_settings_as_section_3_validates_them() {
+        let (c, _) = check(&[("DRY_RUN", "false")]).unwrap();
+        let rollout = |pairs: &[(&str, &str)]| plan::Rollout {
+            name: "billing".into(),
+            annotations: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..plan::Rollout::default()
+        };
+        let plain = target_settings(&c, &rollout(&[]), true).unwrap();
+        assert_eq!((plain.container.as_str(), plain.dry_run), ("billing", false));
+        let set = rollout(&[
+            (CONTAINER_ANNOTATION, "worker"),
+            (THRESHOLD_ANNOTATION, "0.5"),
+            (MIN_PODS_ANNOTATION, "4"),
+            (DRY_RUN_ANNOTATION, "YES"),
+        ]);
+        let s = target_settings(&c, &set, true).unwrap();
+        assert_eq!(
+            (
+                s.container.as_str(),
+                s.decision.threshold,
+                s.decision.min_pods,
+                s.dry_run
+            ),
+            ("worker", 0.5, 4, true)
+        );
+        assert_eq!(
+            target_settings(&c, &set, false).unwrap().decision.threshold,
+            0.3,
+            "single mode reads only the pause"
+        );
+        for (key, bad, expected) in [
+            (CONTAINER_ANNOTATION, "Worker", "DNS-1123"),
+            (THRESHOLD_ANNOTATION, "-1", "finite number > 0"),
+            (MIN_PODS_ANNOTATION, "0", "integer >= 1"),
+            (DRY_RUN_ANNOTATION, "maybe", "true, false"),
+        ] {
+            let e = target_settings(&c, &rollout(&[(key, bad)]), true).unwrap_err();
+            assert!(e.contains(key) && e.contains(bad) && e.contains(expected), "{e}");
+        }
+        // A global DRY_RUN=true cannot be undone by an annotation.
+        let (dry, _) = check(&[("DRY_RUN", "true")]).unwrap();
+        let undo = rollout(&[(DRY_RUN_ANNOTATION, "false")]);
+        assert!(target_settings(&dry, &undo, true).unwrap().dry_run);
     }
 
     #[test]

@@ -1,26 +1,35 @@
-//! One live cycle: read the memory, the cluster and the metrics, decide, act.
+//! One live run: read the memory, the cluster and the metrics, decide for each target,
+//! act within the run's budget.
+//!
+//! A run serves its targets: one Deployment in single mode, every Deployment that
+//! `TARGET_SELECTOR` matches in fleet mode (SPEC §13). Both are the same sequence, so
+//! each rule has one copy: the reads happen once for all targets, each target is
+//! decided alone by `plan::decide` and judged by its own memory, the targets whose
+//! plans remove pods are served within one budget, one lease covers every target that
+//! acts, and one end-of-run write records them all.
 //!
 //! `cycle` is that sequence as a function of its clients and `now`, and it returns a
-//! value, `Cycle`: how far the run got (`Progress`: the pods matched, the plan, what
-//! was done, the memory) and how it ended (an `Outcome`, or the `Stage` that failed
-//! and why). `finish` turns that value into the end-of-run record of the memory, the
-//! metrics, the last log line and the exit code; `run` is both for `main`. This is
-//! the only place that sequences I/O; a failure before acting means nothing is
-//! removed, and the memory is written before anything is (the lease).
+//! value, `Cycle`: the memory, each target's part (its plan, what was done, how it
+//! ended) and the failure the targets share, if any. `finish` turns that value into
+//! the end-of-run record of the memory, the metrics, the last log line and the exit
+//! code; `run` is both for `main`. This is the only place that sequences I/O; a
+//! failure before acting means nothing is removed, and the memory is written before
+//! anything is (the lease).
 
 use crate::act::{self, Acted};
-use crate::config::{Cluster, Config};
+use crate::config::{self, Cluster, Config, Scope, TargetSettings};
 use crate::error::Error;
 use crate::http::{Client, Payload};
-use crate::kube::{self, Involved, Kube, StateObject};
+use crate::kube::{self, Involved, Kube, Route, StateObject};
 use crate::memory::{self, Breaker, Judgement, Memory};
-use crate::outcome::{self, EXIT_FAILED, EXIT_OK, Outcome, Stage};
-use crate::plan::{self, Decision, Inputs, Plan, Role};
-use crate::report::{self, Counters, Info, Labels, MemoryGauges, Run, Sheet};
+use crate::outcome::{self, EXIT_FAILED, EXIT_OK, Ended, Outcome, Stage};
+use crate::plan::{self, Decision, Inputs, Plan, Role, Rollout};
+use crate::report::{self, Counters, Exported, Info, Labels, MemoryGauges, Run, Sheet};
 use crate::{clock, partition, victoria};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
-/// The two servers a cycle talks to.
+/// The two servers a run talks to.
 pub struct Clients {
     pub kube: Client,
     pub metrics: Client,
@@ -36,8 +45,8 @@ impl Clients {
     }
 }
 
-/// Why a run failed: the stage and the error.
-#[derive(Debug)]
+/// Why a run or a target failed: the stage and the error.
+#[derive(Debug, Clone)]
 pub struct Failure {
     pub stage: Stage,
     pub error: Error,
@@ -49,24 +58,112 @@ impl Failure {
     }
 }
 
-/// One cycle: how far it got, and how it ended.
+/// One run: the memory, each target's part, and a failure they all share.
 #[derive(Debug)]
 pub struct Cycle {
-    pub progress: Progress,
-    pub ended: Result<Outcome, Failure>,
+    /// Fleet mode (SPEC §13).
+    pub fleet: bool,
+    /// The memory, once the state ConfigMap was read.
+    pub ledger: Option<Ledger>,
+    /// The targets, sorted by name: in single mode the one Deployment from the start,
+    /// in fleet mode once the Deployment list was read.
+    pub targets: Vec<Target>,
+    /// A failure of the run as a whole (the state, a shared read, the lease): every
+    /// target that had not ended ends with it.
+    pub shared: Option<Failure>,
 }
 
-/// How far a cycle got: each part is set once the cycle has it.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// How many pods the Deployment owns, once the list was read.
+/// One target's part of a run: set as far as the run got.
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    /// The Deployment, once read.
+    pub rollout: Option<Rollout>,
+    /// What it runs with, once its annotations were read.
+    pub settings: Option<TargetSettings>,
+    /// How many pods it owns, once the list was read.
     pub matched: Option<usize>,
     /// The plan, once decided (and held by the memory, when there is one).
     pub plan: Option<Plan>,
+    /// Its memory's judgement of the plan.
+    pub judgement: Option<Judgement>,
     /// What was done to the plan's pods.
     pub acted: Acted,
-    /// The memory, once the state ConfigMap was read.
-    pub ledger: Option<Ledger>,
+    /// How it ended; `None` while it has not.
+    pub ended: Option<Result<Outcome, Failure>>,
+}
+
+impl Target {
+    fn new(name: &str) -> Target {
+        Target {
+            name: name.to_string(),
+            rollout: None,
+            settings: None,
+            matched: None,
+            plan: None,
+            judgement: None,
+            acted: Acted::default(),
+            ended: None,
+        }
+    }
+
+    /// How it ended, as the labels see it.
+    pub fn outcome(&self) -> Ended {
+        match &self.ended {
+            Some(Ok(outcome)) => Ok(*outcome),
+            Some(Err(f)) => Err(f.stage),
+            // A target is always ended by `cycle`; one that is not failed nowhere.
+            None => Err(Stage::Kubernetes),
+        }
+    }
+
+    fn dry_run(&self, config: &Config) -> bool {
+        self.settings.as_ref().map_or(config.dry_run, |s| s.dry_run)
+    }
+
+    fn deployment(&self) -> Involved {
+        let uid = self.rollout.as_ref().map_or("", |r| r.uid.as_str());
+        Involved::deployment(&self.name, uid)
+    }
+}
+
+impl Cycle {
+    /// The one target of a single-mode run.
+    pub fn single(&self) -> Option<&Target> {
+        self.targets.first().filter(|_| !self.fleet)
+    }
+
+    /// How a single-mode run ended; for a fleet, its first failure or its first
+    /// target's outcome.
+    pub fn ended(&self) -> Ended {
+        if self.targets.is_empty() {
+            return Err(self.shared.as_ref().map_or(Stage::Kubernetes, |f| f.stage));
+        }
+        self.targets
+            .iter()
+            .map(Target::outcome)
+            .find(Result::is_err)
+            .unwrap_or_else(|| self.targets[0].outcome())
+    }
+
+    /// The first failure, the run's or a target's.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.shared.as_ref().or_else(|| {
+            self.targets
+                .iter()
+                .find_map(|t| t.ended.as_ref().and_then(|e| e.as_ref().err()))
+        })
+    }
+
+    /// A failure shared by all is an error run for all (SPEC §13): every target that
+    /// has not failed on its own ends with it.
+    fn end_with_shared(&mut self) {
+        if let Some(failure) = &self.shared {
+            for t in self.targets.iter_mut().filter(|t| !matches!(t.ended, Some(Err(_)))) {
+                t.ended = Some(Err(failure.clone()));
+            }
+        }
+    }
 }
 
 /// The memory as one run holds it.
@@ -76,42 +173,71 @@ pub struct Ledger {
     /// resourceVersion.
     pub object: StateObject,
     /// The document as read.
-    pub read: Memory,
-    /// The memory's judgement of this run's plan, once there is a plan.
-    pub judgement: Option<Judgement>,
+    pub doc: Doc,
     /// Whether the end of the run writes its record: not while another run's action is
     /// in progress, nor after a refused lease (SPEC §11).
     pub writes: bool,
 }
 
-impl Ledger {
-    /// The document the end of the run writes, before its counters: what the API
-    /// answered for each removal (none in a dry run), on top of the judged memory; the
-    /// memory as read when the run never judged (it failed first, or was paused).
-    /// `None` when this run must write nothing.
-    pub fn record(&self, plan: Option<&Plan>, acted: &Acted, dry_run: bool) -> Option<Memory> {
-        if !self.writes {
-            return None;
+/// A state document: single mode's, or a fleet's (one entry per target).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Doc {
+    One(Memory),
+    Fleet(memory::Fleet),
+}
+
+impl Doc {
+    /// The memory of target `name` as read, if there is one.
+    pub fn entry(&self, name: &str) -> Option<&Memory> {
+        match self {
+            Doc::One(memory) => Some(memory),
+            Doc::Fleet(fleet) => fleet.targets.get(name),
         }
-        Some(match (&self.judgement, plan) {
-            (Some(judgement), Some(plan)) => {
-                let answers = if dry_run { &[][..] } else { &acted.answers[..] };
-                judgement.settle(plan, answers)
-            }
-            _ => self.read.clone(),
-        })
     }
 
-    /// The memory as this run leaves it (for the gauges).
-    fn memory(&self) -> &Memory {
-        self.judgement.as_ref().map_or(&self.read, |j| &j.next)
+    fn in_progress(&self, now: i64, settings: &memory::Settings) -> Option<i64> {
+        match self {
+            Doc::One(memory) => memory::in_progress(memory, now, settings),
+            Doc::Fleet(fleet) => fleet.in_progress(now, settings),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Doc::One(memory) => memory::render(memory),
+            Doc::Fleet(fleet) => memory::render_fleet(fleet),
+        }
+    }
+
+    /// This document with each target's entry replaced by `entry(target)` (`None`:
+    /// left as it is), stamped in fleet mode as found a target at `now`.
+    fn with(&self, targets: &[Target], now: i64, entry: impl Fn(&Target) -> Option<Memory>) -> Doc {
+        match self {
+            Doc::One(read) => Doc::One(targets.first().and_then(&entry).unwrap_or_else(|| read.clone())),
+            Doc::Fleet(read) => {
+                let mut fleet = read.clone();
+                for t in targets {
+                    let memory = entry(t)
+                        .or_else(|| read.targets.get(&t.name).cloned())
+                        .unwrap_or_else(|| Memory {
+                            deployment: Some(t.name.clone()),
+                            ..Memory::default()
+                        });
+                    fleet.targets.insert(t.name.clone(), memory);
+                }
+                let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+                fleet.keep_recent(&names, now);
+                Doc::Fleet(fleet)
+            }
+        }
     }
 }
 
-/// The raw bodies a cycle read, by name, for `plan --save`; empty when not read.
+/// The raw bodies a run read, by name, for `plan --save`; empty when not read.
 #[derive(Debug, Default)]
 pub struct Responses {
     pub deployment: Vec<u8>,
+    pub deployment_pages: Vec<Vec<u8>>,
     pub pod_pages: Vec<Vec<u8>>,
     pub cpu: Vec<u8>,
     pub state: Vec<u8>,
@@ -136,10 +262,7 @@ pub fn run_at(config: &Config, cluster: &Cluster, now: i64) -> Finished {
     let clients = Clients::connect(config, cluster);
     let cycle = match &clients {
         Ok(clients) => cycle(clients, config, cluster, now),
-        Err(failure) => Cycle {
-            progress: Progress::default(),
-            ended: Err(Failure::at(failure.stage, failure.error.clone())),
-        },
+        Err(failure) => unconnected(cluster, failure.clone()),
     };
     let kube = clients.as_ref().ok().map(|c| &c.kube);
     let timing = Timing {
@@ -159,13 +282,19 @@ pub struct Timing {
     pub end: f64,
 }
 
-/// What `finish` made of a cycle: the metrics' view of the run, the counters it
-/// exported (`None`: none), and the exit code.
+/// What `finish` made of a run: each target's samples (the metrics' view of its run
+/// and the counters it exported, `None`: none), and the exit code.
 #[derive(Debug)]
 pub struct Finished {
-    pub run: Run,
-    pub counters: Option<Counters>,
+    pub targets: Vec<Exported>,
     pub code: u8,
+}
+
+impl Finished {
+    /// The one target of a single-mode run (the first otherwise).
+    pub fn single(&self) -> &Exported {
+        &self.targets[0]
+    }
 }
 
 /// The end of a run, in this order: the memory's end-of-run record (with the
@@ -174,65 +303,173 @@ pub struct Finished {
 /// last log line and the exit code all say so. With a memory, the counters exported
 /// are exactly those stored; a run that stored none exports none.
 pub fn finish(config: &Config, kube: Option<&Client>, cycle: Cycle, timing: Timing) -> Finished {
-    if let Err(failure) = &cycle.ended {
+    if let Some(failure) = &cycle.shared {
         log::error!(error:% = failure.error; "run failed, no further action");
     }
-    let mut run = metrics_of(&cycle, config, timing);
-    let counters = match &config.state {
-        Some(_) => record(config, kube, &cycle, &mut run),
-        None => {
-            let previous = config.metrics_file.as_deref().map(report::read_previous);
-            let deployment = config.deployment.clone().unwrap_or_default();
-            let previous = previous
-                .and_then(|mut p| p.remove(&deployment).or_else(|| p.remove("")))
-                .unwrap_or_default();
-            Some(previous)
+    for t in cycle.targets.iter().filter(|_| cycle.shared.is_none()) {
+        match &t.ended {
+            Some(Err(failure)) if cycle.fleet => {
+                log::error!(deployment = t.name.as_str(), error:% = failure.error; "target failed, no further action for it")
+            }
+            Some(Err(failure)) => log::error!(error:% = failure.error; "run failed, no further action"),
+            _ => {}
         }
+    }
+    let mut runs = metrics_of(&cycle, config, timing);
+    let stored = match &config.state {
+        Some(_) => record(config, kube, &cycle, &mut runs, timing.now),
+        None => None,
     };
-    let stateless = config.state.is_none();
-    let exported = |run: &Run| match &counters {
-        Some(previous) if stateless => Some(previous.after(run)),
-        stored => stored.clone(),
+    let previous = match &config.state {
+        Some(_) => BTreeMap::new(),
+        None => config
+            .metrics_file
+            .as_deref()
+            .map(report::read_previous)
+            .unwrap_or_default(),
     };
-    let mut text = report::render(&Sheet::single(run.clone(), exported(&run)));
+    let exported = |runs: &[Run]| -> Vec<Exported> {
+        runs.iter()
+            .map(|run| {
+                let name = run.labels.deployment.clone().unwrap_or_default();
+                let counters = match (&config.state, &stored) {
+                    (Some(_), Some(stored)) => stored.get(&name).cloned(),
+                    (Some(_), None) => None,
+                    (None, _) => {
+                        let before = previous.get(&name).or_else(|| previous.get("")).cloned();
+                        Some(before.unwrap_or_default().after(run))
+                    }
+                };
+                Exported {
+                    run: run.clone(),
+                    counters,
+                }
+            })
+            .collect()
+    };
+    let sheet = |runs: &[Run]| Sheet {
+        targets: exported(runs),
+        fleet: cycle.fleet.then(|| (fleet_labels(config), by_outcome(runs))),
+    };
+    let mut text = report::render(&sheet(&runs));
     if let Some(path) = &config.metrics_file
         && let Err(e) = report::write_atomic(path, &text)
     {
         log::error!(error:% = e; "metrics file not written");
-        if run.ok() {
+        for run in runs.iter_mut().filter(|r| r.ok()) {
             run.ended = Err(Stage::Report);
         }
-        text = report::render(&Sheet::single(run.clone(), exported(&run)));
+        text = report::render(&sheet(&runs));
     }
     push(config, &text);
-    let removed = cycle.progress.acted.removed().count();
-    log::info!(
-        outcome = outcome::label(run.ended), removed, duration_seconds = act::round(timing.duration_secs);
-        "run finished"
-    );
-    let code = if run.ok() { EXIT_OK } else { EXIT_FAILED };
-    let counters = exported(&run);
-    Finished { run, counters, code }
+    let failed = runs.iter().any(|r| !r.ok());
+    last_line(&cycle, &runs, timing);
+    Finished {
+        targets: exported(&runs),
+        code: if failed { EXIT_FAILED } else { EXIT_OK },
+    }
 }
 
-/// The end-of-run record: the memory with this run's counters, written back. The
-/// counters stored, or `None` when the run stored none (no memory read, another run's
-/// action in progress, a refused lease, a failed write: then `run` fails in the state
-/// stage).
-fn record(config: &Config, kube: Option<&Client>, cycle: &Cycle, run: &mut Run) -> Option<Counters> {
-    let ledger = cycle.progress.ledger.as_ref()?;
-    let mut memory = ledger.record(cycle.progress.plan.as_ref(), &cycle.progress.acted, config.dry_run)?;
+/// The last log line: single mode's outcome, or the fleet's targets by outcome and
+/// each failed one by name.
+fn last_line(cycle: &Cycle, runs: &[Run], timing: Timing) {
+    let removed: usize = cycle.targets.iter().map(|t| t.acted.removed().count()).sum();
+    let duration_seconds = act::round(timing.duration_secs);
+    if !cycle.fleet {
+        let ended = runs.first().map_or(Err(Stage::Kubernetes), |r| r.ended);
+        log::info!(outcome = outcome::label(ended), removed, duration_seconds; "run finished");
+        return;
+    }
+    let counts = by_outcome(runs);
+    let failed: Vec<&str> = runs
+        .iter()
+        .filter(|r| !r.ok())
+        .filter_map(|r| r.labels.deployment.as_deref())
+        .collect();
+    let summary: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(label, n)| format!("{n} {label}"))
+        .collect();
+    let outcome = if runs.iter().all(Run::ok) { "ok" } else { outcome::ERROR };
+    log::info!(
+        outcome, targets = cycle.targets.len(), removed, duration_seconds, failed = failed.join(",").as_str();
+        "run finished: {} target(s): {}{}",
+        cycle.targets.len(),
+        if summary.is_empty() { "none".to_string() } else { summary.join(", ") },
+        if failed.is_empty() { String::new() } else { format!("; failed: {}", failed.join(", ")) }
+    );
+}
+
+/// The targets of a fleet run by outcome label.
+fn by_outcome(runs: &[Run]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for run in runs.iter().filter(|r| r.labels.deployment.is_some()) {
+        *counts.entry(outcome::label(run.ended)).or_default() += 1;
+    }
+    counts
+}
+
+fn fleet_labels(config: &Config) -> Labels {
+    Labels {
+        namespace: config.namespace.clone(),
+        deployment: None,
+        extra: config.metrics_labels.clone(),
+    }
+}
+
+/// The end-of-run record: the memory with each target's counters, written back. The
+/// counters stored by target, or `None` when the run stored none (no memory read,
+/// another run's action in progress, a refused lease, no target known, a failed
+/// write: then every run fails in the state stage).
+fn record(
+    config: &Config,
+    kube: Option<&Client>,
+    cycle: &Cycle,
+    runs: &mut [Run],
+    now: i64,
+) -> Option<BTreeMap<String, Counters>> {
+    let ledger = cycle.ledger.as_ref().filter(|l| l.writes)?;
     let client = kube?;
-    memory.counters = memory.counters.after(run);
+    if cycle.targets.is_empty() {
+        return None;
+    }
+    let run_of = |name: &str| runs.iter().find(|r| r.labels.deployment.as_deref() == Some(name));
+    let doc = ledger.doc.with(&cycle.targets, now, |t| {
+        let mut memory = match (&t.judgement, &t.plan) {
+            (Some(judgement), Some(plan)) => {
+                let answers = if t.dry_run(config) {
+                    &[][..]
+                } else {
+                    &t.acted.answers[..]
+                };
+                judgement.settle(plan, answers)
+            }
+            _ => ledger.doc.entry(&t.name).cloned().unwrap_or_else(|| Memory {
+                deployment: Some(t.name.clone()),
+                ..Memory::default()
+            }),
+        };
+        if let Some(run) = run_of(&t.name) {
+            memory.counters = memory.counters.after(run);
+        }
+        Some(memory)
+    });
     let kube = Kube {
         client,
         namespace: &config.namespace,
     };
-    match kube.put_state(&ledger.object, &memory::render(&memory)) {
-        Ok(_) => Some(memory.counters),
+    match kube.put_state(&ledger.object, &doc.render()) {
+        Ok(_) => Some(
+            cycle
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), doc.entry(&t.name)?.counters.clone())))
+                .collect(),
+        ),
         Err(e) => {
-            log::error!(error:% = e; "state not written: this run's counters and evaluation are lost; a leased action stays recorded for the next run");
-            if run.ok() {
+            log::error!(error:% = e; "state not written: this run's counters and evaluations are lost; a leased action stays recorded for the next run");
+            for run in runs.iter_mut().filter(|r| r.ok()) {
                 run.ended = Err(Stage::State);
             }
             None
@@ -254,52 +491,79 @@ fn push(config: &Config, text: &str) {
     }
 }
 
-/// The metrics' view of a cycle. Pure.
-pub fn metrics_of(cycle: &Cycle, config: &Config, timing: Timing) -> Run {
-    let Progress {
-        matched,
-        plan,
-        acted,
-        ledger,
-    } = &cycle.progress;
-    let ended = cycle.ended.as_ref().map(|o| *o).map_err(|f| f.stage);
+/// The metrics' view of a run: one `Run` per target, or one labelled with the
+/// namespace only for a fleet run that failed before it knew its targets. Pure.
+pub fn metrics_of(cycle: &Cycle, config: &Config, timing: Timing) -> Vec<Run> {
+    if cycle.targets.is_empty() {
+        let failure = cycle.shared.as_ref().map_or(Stage::Kubernetes, |f| f.stage);
+        return vec![Run {
+            labels: fleet_labels(config),
+            ended: Err(failure),
+            matched: None,
+            analyzed: 0,
+            deleted_highest: 0,
+            deleted_lowest: 0,
+            stats: None,
+            threshold: config.decision.threshold,
+            duration_secs: timing.duration_secs,
+            end: timing.end,
+            refused: Vec::new(),
+            memory: None,
+            info: None,
+            partitions: None,
+        }];
+    }
+    cycle
+        .targets
+        .iter()
+        .map(|t| target_run(t, cycle, config, timing))
+        .collect()
+}
+
+fn target_run(t: &Target, cycle: &Cycle, config: &Config, timing: Timing) -> Run {
+    let dry_run = t.dry_run(config);
     // Dry-run removals were only accepted, never done, whatever the run's end.
-    let deleted = |role| match config.dry_run {
+    let deleted = |role| match dry_run {
         true => 0,
-        false => acted.removed().filter(|r| r.role == role).count(),
+        false => t.acted.removed().filter(|r| r.role == role).count(),
     };
-    let container = config
-        .container
-        .clone()
-        .or_else(|| config.deployment.clone())
-        .unwrap_or_default();
+    let settings = t.settings.clone().unwrap_or_else(|| TargetSettings {
+        container: config.container.clone().unwrap_or_else(|| t.name.clone()),
+        decision: config.decision.clone(),
+        dry_run,
+    });
+    let memory = cycle.ledger.as_ref().and_then(|l| {
+        let memory = t.judgement.as_ref().map(|j| &j.next).or_else(|| l.doc.entry(&t.name))?;
+        Some(gauges(memory, timing.now))
+    });
     Run {
         labels: Labels {
             namespace: config.namespace.clone(),
-            deployment: Some(config.deployment.clone().unwrap_or_default()),
+            deployment: Some(t.name.clone()),
             extra: config.metrics_labels.clone(),
         },
-        ended,
-        matched: *matched,
-        analyzed: plan.as_ref().map_or(0, Plan::analyzed),
+        ended: t.outcome(),
+        matched: t.matched,
+        analyzed: t.plan.as_ref().map_or(0, Plan::analyzed),
         deleted_highest: deleted(Role::HighestCpu),
         deleted_lowest: deleted(Role::LowestCpu),
-        stats: plan.as_ref().and_then(|p| p.stats),
-        threshold: config.decision.threshold,
+        stats: t.plan.as_ref().and_then(|p| p.stats),
+        threshold: settings.decision.threshold,
         duration_secs: timing.duration_secs,
         end: timing.end,
-        refused: acted.refused().collect(),
-        memory: ledger.as_ref().map(|l| gauges(l.memory(), timing.now)),
+        refused: t.acted.refused().collect(),
+        memory,
         info: Some(Info {
-            dry_run: config.dry_run,
+            dry_run,
             eviction_mode: config.mode.verb(),
-            container,
-            window_secs: config.decision.window_secs,
-            threshold: config.decision.threshold,
-            min_pods: config.decision.min_pods,
+            container: settings.container.clone(),
+            window_secs: settings.decision.window_secs,
+            threshold: settings.decision.threshold,
+            min_pods: settings.decision.min_pods,
             max_ineffective: config.memory.max_ineffective,
         }),
-        partitions: plan
+        partitions: t
+            .plan
             .as_ref()
             .and_then(|p| p.partitions.as_ref())
             .map(report::PartitionGauges::of),
@@ -321,79 +585,493 @@ pub fn gauges(memory: &Memory, now: i64) -> MemoryGauges {
     }
 }
 
-/// One cycle with these clients at `now`: read the memory, read and decide, let the
-/// memory judge, write the lease, act (as server-side dry runs under `DRY_RUN`).
-pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) -> Cycle {
-    let mut progress = Progress::default();
-    let ended = steps(clients, config, cluster, now, &mut progress);
-    Cycle { progress, ended }
+/// A run that could not build its clients (a token or CA file unreadable): it failed
+/// before any read.
+pub fn unconnected(cluster: &Cluster, failure: Failure) -> Cycle {
+    let mut cycle = empty(cluster);
+    cycle.shared = Some(failure);
+    cycle.end_with_shared();
+    cycle
 }
 
-/// The story of a run; each step records in `p` what it got.
-fn steps(
+/// A run before any read: its targets as far as the configuration names them.
+fn empty(cluster: &Cluster) -> Cycle {
+    let (fleet, targets) = match &cluster.scope {
+        Scope::One { deployment, .. } => (false, vec![Target::new(deployment)]),
+        Scope::Fleet { .. } => (true, Vec::new()),
+    };
+    Cycle {
+        fleet,
+        ledger: None,
+        targets,
+        shared: None,
+    }
+}
+
+/// One run with these clients at `now`: read and decide for every target, then the
+/// Warning Events, the budget, the lease, and the removals (as server-side dry runs
+/// for a dry target).
+pub fn cycle(clients: &Clients, config: &Config, cluster: &Cluster, now: i64) -> Cycle {
+    let mut cycle = observe(clients, config, cluster, now, None);
+    if cycle.shared.is_none() {
+        let kube = Kube {
+            client: &clients.kube,
+            namespace: &config.namespace,
+        };
+        warn(&kube, &cycle, config, now);
+        if let Err(failure) = act_within_budget(&kube, &mut cycle, config, now) {
+            cycle.shared = Some(failure);
+        }
+    }
+    cycle.end_with_shared();
+    cycle
+}
+
+/// The read-only half of a run, shared by the live run and the live `plan`: the
+/// memory, the targets, the pods and the metrics, read once for all targets, and each
+/// target decided and judged. With `keep`, the bodies read are kept. Every target that
+/// can be decided has its plan; one that cannot has ended.
+pub fn observe(clients: &Clients, config: &Config, cluster: &Cluster, now: i64, keep: Option<&mut Responses>) -> Cycle {
+    let mut cycle = empty(cluster);
+    if let Err(failure) = read(&mut cycle, clients, config, cluster, now, keep) {
+        cycle.shared = Some(failure);
+    }
+    cycle.end_with_shared();
+    cycle
+}
+
+/// The reads and the decisions of `observe`, in order.
+fn read(
+    cycle: &mut Cycle,
     clients: &Clients,
     config: &Config,
     cluster: &Cluster,
     now: i64,
-    p: &mut Progress,
-) -> Result<Outcome, Failure> {
+    mut keep: Option<&mut Responses>,
+) -> Result<(), Failure> {
     let kube = Kube {
         client: &clients.kube,
         namespace: &config.namespace,
     };
     match &config.state {
-        Some(name) => p.ledger = Some(read_state(&kube, name, Some(&cluster.deployment), config, now, None)?),
+        Some(name) => {
+            let single = cycle.single().map(|t| t.name.clone());
+            let keep = keep.as_deref_mut().map(|r| &mut r.state);
+            cycle.ledger = Some(read_state(&kube, name, single.as_deref(), config, now, keep)?);
+        }
         None => log::info!("no STATE_CONFIGMAP: no memory, every run judges the fleet alone"),
     }
-    let leased = p
+    let leased = cycle
         .ledger
         .as_ref()
-        .and_then(|l| memory::in_progress(&l.read, now, &config.memory));
-    let observed = observe(config, cluster, clients, now, leased, None, &mut p.matched)?;
-    let deployment = observed.deployment;
-    let plan = match p.ledger.as_mut() {
-        Some(ledger) => {
-            let (plan, judgement) = judged(observed.plan, Some(&ledger.read), &observed.fingerprint, config);
-            ledger.judgement = judgement;
-            plan
-        }
-        None => observed.plan,
-    };
-    log_plan(&plan, config);
-    let plan = &*p.plan.insert(plan);
-    if let Some(judgement) = p.ledger.as_ref().and_then(|l| l.judgement.as_ref())
-        && judgement.opened
-        && !config.dry_run
-    {
-        act::announce(
-            &kube,
-            &deployment,
-            "Warning",
-            "RebalancerBreakerOpen",
-            &breaker_message(judgement, plan),
+        .and_then(|l| l.doc.in_progress(now, &config.memory));
+    read_targets(cycle, &kube, config, cluster, now, keep.as_deref_mut())?;
+    let live: Vec<usize> = (0..cycle.targets.len())
+        .filter(|&i| cycle.targets[i].ended.is_none())
+        .collect();
+    if live.is_empty() {
+        return Ok(());
+    }
+    let reads = read_pods_and_metrics(cycle, &live, clients, config, keep)?;
+    for (i, (pods, partitions)) in live.into_iter().zip(reads.pods.into_iter().zip(reads.partitions)) {
+        decide_target(
+            cycle,
+            i,
+            pods,
+            partitions,
+            &reads.samples,
+            reads.ignored,
+            leased,
+            config,
             now,
         );
     }
-    let Decision::Remove { .. } = &plan.decision else {
-        return Ok(match &plan.decision {
-            Decision::Hold(hold) => hold.outcome(),
-            Decision::Remove { .. } => Outcome::Acted,
-        });
+    Ok(())
+}
+
+/// The targets and their settings: single mode's Deployment, or fleet mode's list.
+/// A target whose annotations are invalid fails alone; a paused one is decided from
+/// its Deployment alone.
+fn read_targets(
+    cycle: &mut Cycle,
+    kube: &Kube,
+    config: &Config,
+    cluster: &Cluster,
+    now: i64,
+    keep: Option<&mut Responses>,
+) -> Result<(), Failure> {
+    let rollouts = match &cluster.scope {
+        Scope::One { deployment, .. } => {
+            let keep = keep.map(|r| &mut r.deployment);
+            vec![
+                kube.deployment(deployment, keep)
+                    .map_err(|e| Failure::at(Stage::Kubernetes, e))?,
+            ]
+        }
+        Scope::Fleet { selector } => {
+            let keep = keep.map(|r| &mut r.deployment_pages);
+            let rollouts = kube
+                .deployments(selector, keep)
+                .map_err(|e| Failure::at(Stage::Kubernetes, e))?;
+            if rollouts.is_empty() {
+                return Err(Failure::at(
+                    Stage::Kubernetes,
+                    Error::refused(
+                        "list deployments",
+                        format!(
+                            "no deployment matches TARGET_SELECTOR {selector} in namespace {}",
+                            config.namespace
+                        ),
+                    ),
+                ));
+            }
+            cycle.targets = rollouts.iter().map(|r| Target::new(&r.name)).collect();
+            log::info!(targets = rollouts.len(), selector = selector.as_str(); "targets listed");
+            rollouts
+        }
     };
-    if !config.dry_run
-        && let Some(ledger) = p.ledger.as_mut()
-    {
-        lease(&kube, ledger, plan)?;
+    for (t, rollout) in cycle.targets.iter_mut().zip(rollouts) {
+        let settings = config::target_settings(config, &rollout, cycle.fleet)
+            .and_then(|s| rollout.paused().map(|paused| (s, paused)));
+        match settings {
+            Err(why) => {
+                let doing = format!("read deployment {}/{}", config.namespace, t.name);
+                t.ended = Some(Err(Failure::at(Stage::Kubernetes, Error::refused(doing, why))));
+            }
+            Ok((settings, true)) => {
+                t.plan = Some(Plan::paused(
+                    now,
+                    &config.namespace,
+                    &settings.container,
+                    &settings.decision,
+                    &t.name,
+                ));
+                t.settings = Some(settings);
+                t.ended = Some(Ok(Outcome::Paused));
+            }
+            Ok((settings, false)) => t.settings = Some(settings),
+        }
+        t.rollout = Some(rollout);
     }
-    let mode = act::Mode {
-        eviction: config.mode,
-        dry_run: config.dry_run,
+    Ok(())
+}
+
+/// What the shared reads gave the live targets: each one's pods and partition answer
+/// (in the order of `live`), the CPU samples of all, and how many listed pods no
+/// target owns.
+struct Reads {
+    pods: Vec<Vec<plan::Pod>>,
+    partitions: Vec<Option<partition::Answer>>,
+    samples: plan::Samples,
+    ignored: usize,
+}
+
+/// The pod list and the queries, once for every live target.
+fn read_pods_and_metrics(
+    cycle: &mut Cycle,
+    live: &[usize],
+    clients: &Clients,
+    config: &Config,
+    mut keep: Option<&mut Responses>,
+) -> Result<Reads, Failure> {
+    let kube = Kube {
+        client: &clients.kube,
+        namespace: &config.namespace,
     };
-    p.acted = act::execute(&kube, plan, mode, &deployment, now);
-    match p.acted.error.take() {
-        Some(error) => Err(Failure::at(Stage::Act, error)),
-        None if config.dry_run => Ok(Outcome::DryRun),
-        None => Ok(Outcome::Acted),
+    let container_of = |i: usize| cycle.targets[i].settings.as_ref().map_or("", |s| s.container.as_str());
+    // Targets are sorted by name, and so is `live`: the route's order.
+    let owners: Vec<(&str, &str)> = live
+        .iter()
+        .map(|&i| (cycle.targets[i].name.as_str(), container_of(i)))
+        .collect();
+    let listed = kube
+        .pods(
+            config.selector.as_deref(),
+            Route::Owned(&owners),
+            keep.as_deref_mut().map(|r| &mut r.pod_pages),
+        )
+        .map_err(|e| Failure::at(Stage::Kubernetes, e))?;
+    if listed.ignored > 0 {
+        log::info!(ignored = listed.ignored; "pods the selector returned that no target owns are ignored");
+    }
+    let containers: Vec<String> = owners.iter().map(|(_, c)| c.to_string()).collect();
+    drop(owners);
+    for (&i, pods) in live.iter().zip(&listed.by_target) {
+        cycle.targets[i].matched = Some(pods.len());
+        log::debug!(deployment = cycle.targets[i].name.as_str(), matched = pods.len(); "pods listed");
+    }
+    // A consumer scaled to zero has nothing to measure: no query.
+    if listed.kept() == 0 {
+        return Ok(Reads {
+            partitions: vec![None; live.len()],
+            pods: listed.by_target,
+            samples: plan::Samples::default(),
+            ignored: listed.ignored,
+        });
+    }
+    let fleet = cycle.fleet;
+    let one = (!fleet).then(|| containers[0].as_str());
+    let query = victoria::cpu_query(&config.namespace, one, &config.matchers, config.decision.window_secs);
+    log::debug!(query = query.as_str(); "querying CPU");
+    let wanted = victoria::Wanted::pods(
+        listed
+            .by_target
+            .iter()
+            .zip(&containers)
+            .flat_map(|(pods, c)| pods.iter().map(move |p| (p.name.as_str(), fleet.then_some(c.as_str())))),
+    );
+    let samples = victoria::query_cpu(
+        &clients.metrics,
+        &query,
+        &wanted,
+        keep.as_deref_mut().map(|r| &mut r.cpu),
+    )
+    .map_err(|e| Failure::at(Stage::Metrics, e))?;
+    drop(wanted);
+    let partitions = match &config.partition_query {
+        Some(query) => {
+            log::debug!(query = query.as_str(); "querying partitions");
+            let names = listed.by_target.iter().flatten().map(|p| p.name.as_str());
+            let keep = keep.map(|r| &mut r.partitions);
+            let answer = victoria::query_partitions(&clients.metrics, query, &config.partition_labels, names, keep)
+                .map_err(|e| Failure::at(Stage::Metrics, e))?;
+            let owner: BTreeMap<&str, usize> = listed
+                .by_target
+                .iter()
+                .enumerate()
+                .flat_map(|(t, pods)| pods.iter().map(move |p| (p.name.as_str(), t)))
+                .collect();
+            answer
+                .split(live.len(), |pod| owner.get(pod).copied())
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        None => vec![None; live.len()],
+    };
+    Ok(Reads {
+        pods: listed.by_target,
+        partitions,
+        samples,
+        ignored: listed.ignored,
+    })
+}
+
+/// One target decided as single mode decides (SPEC §6, §11, §12), and judged by its
+/// own memory.
+#[allow(clippy::too_many_arguments)]
+fn decide_target(
+    cycle: &mut Cycle,
+    i: usize,
+    pods: Vec<plan::Pod>,
+    partitions: Option<partition::Answer>,
+    samples: &plan::Samples,
+    ignored: usize,
+    leased: Option<i64>,
+    config: &Config,
+    now: i64,
+) {
+    let fleet = cycle.fleet;
+    let memory = cycle
+        .ledger
+        .as_ref()
+        .map(|l| l.doc.entry(&cycle.targets[i].name).cloned().unwrap_or_default());
+    let t = &mut cycle.targets[i];
+    let (Some(settings), Some(rollout)) = (&t.settings, &t.rollout) else {
+        return;
+    };
+    let decided = plan::decide(Inputs {
+        pods,
+        samples,
+        rollout: Some(rollout),
+        now,
+        settings: &settings.decision,
+        container: &settings.container,
+        namespace: &config.namespace,
+        // In fleet mode the list is the namespace's: another target's pods are not
+        // "ignored" by this one's selector.
+        ignored: if fleet { 0 } else { ignored },
+        selector: Some(config.selector.as_deref().unwrap_or("")),
+        leased,
+        partitions,
+    });
+    let plan = match decided {
+        Ok(plan) => plan,
+        Err(why) => {
+            let doing = if fleet {
+                format!("decide deployment {}", t.name)
+            } else {
+                "decide".to_string()
+            };
+            t.ended = Some(Err(Failure::at(why.stage(), Error::refused(doing, why.to_string()))));
+            return;
+        }
+    };
+    if let (Some(query), Some(e)) = (&config.partition_query, &plan.partitions) {
+        match e.verdict {
+            partition::Verdict::Missing => {
+                log::warn!(deployment = t.name.as_str(), query = query.as_str(); "partitions: {e}")
+            }
+            _ => {
+                log::info!(deployment = t.name.as_str(), verdict = e.verdict.label(), r2 = e.r2().map(act::round); "partitions: {e}")
+            }
+        }
+    }
+    let (plan, judgement) = judged(plan, memory.as_ref(), &rollout.fingerprint, config);
+    log_plan(&plan, config, settings.dry_run, fleet.then_some(t.name.as_str()));
+    t.judgement = judgement;
+    t.plan = Some(plan);
+}
+
+/// The plan as the memory allows it, and the memory's judgement (logged); the plan
+/// unchanged without a memory, or for a paused Deployment (no pods were read: nothing
+/// to judge).
+pub fn judged(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config) -> (Plan, Option<Judgement>) {
+    let Some(memory) = memory else {
+        return (plan, None);
+    };
+    if matches!(plan.decision, Decision::Hold(plan::Hold::Paused { .. })) {
+        return (plan, None);
+    }
+    let judgement = memory::judge(memory, &plan, fingerprint, &config.memory);
+    log_judgement(&judgement);
+    (judgement.apply(plan), Some(judgement))
+}
+
+/// The Warning Events on the Deployments: a breaker that opened, an imbalance found
+/// unfixable for the first time since the last action. Never for a dry target.
+fn warn(kube: &Kube, cycle: &Cycle, config: &Config, now: i64) {
+    for t in cycle.targets.iter().filter(|t| !t.dry_run(config)) {
+        let (Some(judgement), Some(plan)) = (&t.judgement, &t.plan) else {
+            continue;
+        };
+        if judgement.opened {
+            let message = breaker_message(judgement, plan);
+            act::announce(kube, &t.deployment(), "Warning", "RebalancerBreakerOpen", &message, now);
+        }
+        if judgement.warn_unfixable {
+            let message = format!(
+                "pod-rebalancer: no eviction can balance this group: {}",
+                plan.summary("evict")
+            );
+            act::announce(kube, &t.deployment(), "Warning", "RebalancerUnfixable", &message, now);
+        }
+    }
+}
+
+/// The budget, the lease and the removals. The targets whose plans remove pods are
+/// served within `MAX_REMOVALS_PER_RUN` (fleet mode; single mode has one target and no
+/// such budget); one lease covers every target that acts; then each acts in turn. A
+/// removal that fails past a refusal stops every further one: the targets not yet
+/// served are deferred.
+fn act_within_budget(kube: &Kube, cycle: &mut Cycle, config: &Config, now: i64) -> Result<(), Failure> {
+    let wanting: Vec<usize> = (0..cycle.targets.len())
+        .filter(|&i| cycle.targets[i].ended.is_none())
+        .filter(|&i| cycle.targets[i].plan.as_ref().is_some_and(|p| !p.removals().is_empty()))
+        .collect();
+    for t in cycle.targets.iter_mut().filter(|t| t.ended.is_none()) {
+        if let Some(Decision::Hold(hold)) = t.plan.as_ref().map(|p| &p.decision) {
+            t.ended = Some(Ok(hold.outcome()));
+        }
+    }
+    let budget = if cycle.fleet { config.max_removals } else { usize::MAX };
+    let asks: Vec<(String, f64, usize)> = wanting
+        .iter()
+        .map(|&i| {
+            let t = &cycle.targets[i];
+            let plan = t.plan.as_ref();
+            let ratio = plan.and_then(|p| Some(p.stats?.spread / p.threshold)).unwrap_or(0.0);
+            (t.name.clone(), ratio, plan.map_or(0, |p| p.removals().len()))
+        })
+        .collect();
+    let borrowed: Vec<(&str, f64, usize)> = asks.iter().map(|(n, r, k)| (n.as_str(), *r, *k)).collect();
+    let served = plan::serve(&borrowed, budget);
+    let mut acting: Vec<(usize, f64)> = Vec::new();
+    for ((&i, serve), ask) in wanting.iter().zip(served).zip(&asks) {
+        if serve {
+            acting.push((i, ask.1));
+        } else {
+            log::info!(deployment = cycle.targets[i].name.as_str(); "deferred: its plan does not fit in what is left of MAX_REMOVALS_PER_RUN");
+            cycle.targets[i].ended = Some(Ok(Outcome::Deferred));
+        }
+    }
+    // Served in order of spread / threshold, highest first (ties by name).
+    acting.sort_by(|a, b| {
+        b.1.total_cmp(&a.1)
+            .then_with(|| cycle.targets[a.0].name.cmp(&cycle.targets[b.0].name))
+    });
+    lease(
+        kube,
+        cycle,
+        &acting.iter().map(|a| a.0).collect::<Vec<_>>(),
+        config,
+        now,
+    )?;
+    let mut stopped = false;
+    for (i, _) in acting {
+        let t = &mut cycle.targets[i];
+        if stopped {
+            t.ended = Some(Ok(Outcome::Deferred));
+            continue;
+        }
+        let dry_run = t.dry_run(config);
+        let mode = act::Mode {
+            eviction: config.mode,
+            dry_run,
+        };
+        let deployment = t.deployment();
+        if let Some(plan) = &t.plan {
+            t.acted = act::execute(kube, plan, mode, &deployment, now);
+        }
+        t.ended = Some(match t.acted.error.take() {
+            Some(error) => {
+                stopped = true;
+                Err(Failure::at(Stage::Act, error))
+            }
+            None if dry_run => Ok(Outcome::DryRun),
+            None => Ok(Outcome::Acted),
+        });
+    }
+    Ok(())
+}
+
+/// The lease: the judged memory of every target and the intended action of every
+/// target that acts (none for a dry one), written before any removal, with the
+/// resourceVersion read; of two runs, one gets a 409 here. A refused lease fails the
+/// run with nothing removed and nothing more written.
+fn lease(kube: &Kube, cycle: &mut Cycle, acting: &[usize], config: &Config, now: i64) -> Result<(), Failure> {
+    let live: Vec<usize> = acting
+        .iter()
+        .copied()
+        .filter(|&i| !cycle.targets[i].dry_run(config))
+        .collect();
+    let Some(ledger) = cycle.ledger.as_ref() else {
+        return Ok(());
+    };
+    if live.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = live.iter().map(|&i| cycle.targets[i].name.as_str()).collect();
+    let doc = ledger.doc.with(&cycle.targets, now, |t| {
+        let judgement = t.judgement.as_ref()?;
+        match (names.contains(&t.name.as_str()), &t.plan) {
+            (true, Some(plan)) => judgement.lease(plan).or_else(|| Some(judgement.next.clone())),
+            _ => Some(judgement.next.clone()),
+        }
+    });
+    match kube.put_state(&ledger.object, &doc.render()) {
+        Ok(object) => {
+            if let Some(ledger) = cycle.ledger.as_mut() {
+                ledger.object = object;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(ledger) = cycle.ledger.as_mut() {
+                ledger.writes = false;
+            }
+            Err(Failure::at(Stage::State, e))
+        }
     }
 }
 
@@ -419,27 +1097,9 @@ fn breaker_message(judgement: &Judgement, plan: &Plan) -> String {
     )
 }
 
-/// The lease: the judged memory and the intended action written before any removal,
-/// with the resourceVersion read; of two runs, one gets a 409 here. A refused lease
-/// fails the run with nothing removed and nothing more written.
-fn lease(kube: &Kube, ledger: &mut Ledger, plan: &Plan) -> Result<(), Failure> {
-    let Some(leased) = ledger.judgement.as_ref().and_then(|j| j.lease(plan)) else {
-        return Ok(());
-    };
-    match kube.put_state(&ledger.object, &memory::render(&leased)) {
-        Ok(object) => {
-            ledger.object = object;
-            Ok(())
-        }
-        Err(e) => {
-            ledger.writes = false;
-            Err(Failure::at(Stage::State, e))
-        }
-    }
-}
-
-/// The state ConfigMap and its document for `deployment`. A missing ConfigMap, or a
-/// document that cannot be read (malformed, a newer version, another Deployment's),
+/// The state ConfigMap and its document: single mode's for `deployment`, or the
+/// fleet's (`deployment` is `None`). A missing ConfigMap, or a document that cannot be
+/// read (malformed, a newer version, another Deployment's, a fleet's in single mode),
 /// fails the run: nothing is removed and nothing is overwritten.
 pub fn read_state(
     kube: &Kube,
@@ -450,7 +1110,12 @@ pub fn read_state(
     keep: Option<&mut Vec<u8>>,
 ) -> Result<Ledger, Failure> {
     let object = kube.get_state(name, keep).map_err(|e| Failure::at(Stage::State, e))?;
-    let read = memory::parse(object.document.as_deref(), deployment).map_err(|why| {
+    let text = object.document.as_deref();
+    let doc = match deployment {
+        Some(deployment) => memory::parse(text, Some(deployment)).map(Doc::One),
+        None => memory::parse_fleet(text).map(Doc::Fleet),
+    };
+    let doc = doc.map_err(|why| {
         let doing = format!(
             "read the state document {}/{} (data.{})",
             kube.namespace,
@@ -459,31 +1124,15 @@ pub fn read_state(
         );
         Failure::at(Stage::State, Error::new(doing, crate::error::Cause::Malformed(why)))
     })?;
-    let leased = memory::in_progress(&read, now, &config.memory);
+    let leased = doc.in_progress(now, &config.memory);
     if let Some(at) = leased {
         log::info!(leased_at = clock::format_rfc3339(at).as_str(); "another run leased an action and may still be acting: this run acts on nothing and writes nothing");
     }
     Ok(Ledger {
         object,
-        read,
-        judgement: None,
+        doc,
         writes: leased.is_none(),
     })
-}
-
-/// The plan as the memory allows it, and the memory's judgement (logged); the plan
-/// unchanged without a memory, or for a paused Deployment (no pods were read: nothing
-/// to judge).
-pub fn judged(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config) -> (Plan, Option<Judgement>) {
-    let Some(memory) = memory else {
-        return (plan, None);
-    };
-    if matches!(plan.decision, Decision::Hold(plan::Hold::Paused { .. })) {
-        return (plan, None);
-    }
-    let judgement = memory::judge(memory, &plan, fingerprint, &config.memory);
-    log_judgement(&judgement);
-    (judgement.apply(plan), Some(judgement))
 }
 
 fn log_judgement(j: &Judgement) {
@@ -526,118 +1175,7 @@ fn log_judgement(j: &Judgement) {
     }
 }
 
-/// What the read-only half of a cycle saw: the plan, the template fingerprint, the
-/// Deployment (for the Events about it).
-#[derive(Debug)]
-pub struct Observed {
-    pub plan: Plan,
-    pub fingerprint: String,
-    pub deployment: Involved,
-}
-
-/// Reads the cluster and the metrics and decides: the read-only half of a cycle,
-/// shared by the live run and the live `plan`. A paused Deployment is decided from the
-/// Deployment alone. With `keep`, the bodies read are kept; `matched` is set once the
-/// pod list was read.
-pub fn observe(
-    config: &Config,
-    cluster: &Cluster,
-    clients: &Clients,
-    now: i64,
-    leased: Option<i64>,
-    mut keep: Option<&mut Responses>,
-    matched: &mut Option<usize>,
-) -> Result<Observed, Failure> {
-    let kube = Kube {
-        client: &clients.kube,
-        namespace: &config.namespace,
-    };
-    let rollout = kube
-        .deployment(&cluster.deployment, keep.as_deref_mut().map(|r| &mut r.deployment))
-        .map_err(|e| Failure::at(Stage::Kubernetes, e))?;
-    let deployment = Involved::deployment(&rollout.name, &rollout.uid);
-    let paused = rollout.paused().map_err(|why| {
-        let doing = format!("read deployment {}/{}", config.namespace, cluster.deployment);
-        Failure::at(Stage::Kubernetes, Error::refused(doing, why))
-    })?;
-    if paused {
-        return Ok(Observed {
-            plan: Plan::paused(
-                now,
-                &config.namespace,
-                &cluster.container,
-                &config.decision,
-                &rollout.name,
-            ),
-            fingerprint: rollout.fingerprint,
-            deployment,
-        });
-    }
-    let select = kube::Select {
-        deployment: Some(&cluster.deployment),
-        container: Some(&cluster.container),
-    };
-    let listed = kube
-        .pods(&config.selector, select, keep.as_deref_mut().map(|r| &mut r.pod_pages))
-        .map_err(|e| Failure::at(Stage::Kubernetes, e))?;
-    if listed.ignored > 0 {
-        log::info!(ignored = listed.ignored, deployment = cluster.deployment.as_str(); "pods the selector returned that the Deployment does not own are ignored");
-    }
-    log::debug!(matched = listed.pods.len(); "pods listed");
-    *matched = Some(listed.pods.len());
-    // A consumer scaled to zero has nothing to measure: no query.
-    let (samples, partitions) = if listed.pods.is_empty() {
-        (plan::Samples::default(), None)
-    } else {
-        let query = victoria::cpu_query(
-            &config.namespace,
-            &cluster.container,
-            &config.matchers,
-            config.decision.window_secs,
-        );
-        log::debug!(query = query.as_str(); "querying CPU");
-        let samples = victoria::query_cpu(&clients.metrics, &query, keep.as_deref_mut().map(|r| &mut r.cpu))
-            .map_err(|e| Failure::at(Stage::Metrics, e))?;
-        let partitions = match &config.partition_query {
-            Some(query) => {
-                log::debug!(query = query.as_str(); "querying partitions");
-                let names = listed.pods.iter().map(|p| p.name.as_str());
-                let keep = keep.map(|r| &mut r.partitions);
-                let answer = victoria::query_partitions(&clients.metrics, query, &config.partition_labels, names, keep);
-                Some(answer.map_err(|e| Failure::at(Stage::Metrics, e))?)
-            }
-            None => None,
-        };
-        (samples, partitions)
-    };
-    let plan = plan::decide(Inputs {
-        pods: listed.pods,
-        samples: &samples,
-        rollout: Some(&rollout),
-        now,
-        settings: &config.decision,
-        container: &cluster.container,
-        namespace: &config.namespace,
-        ignored: listed.ignored,
-        selector: Some(&config.selector),
-        leased,
-        partitions,
-    })
-    .map_err(|why| Failure::at(why.stage(), Error::refused("decide", why.to_string())))?;
-    if let (Some(query), Some(e)) = (&config.partition_query, &plan.partitions) {
-        match e.verdict {
-            partition::Verdict::Missing => log::warn!(query = query.as_str(); "partitions: {e}"),
-            _ => log::info!(verdict = e.verdict.label(), r2 = e.r2().map(act::round); "partitions: {e}"),
-        }
-    }
-    Ok(Observed {
-        plan,
-        fingerprint: rollout.fingerprint,
-        deployment,
-    })
-}
-
-fn log_plan(plan: &Plan, config: &Config) {
+fn log_plan(plan: &Plan, config: &Config, dry_run: bool, deployment: Option<&str>) {
     // A line per pod only when it is printed: at 50,000 pods the formatting alone
     // would cost a run at info level for nothing.
     if log::log_enabled!(log::Level::Debug) {
@@ -654,7 +1192,7 @@ fn log_plan(plan: &Plan, config: &Config) {
             );
         }
     }
-    let verb = if config.dry_run {
+    let verb = if dry_run {
         format!("would {}", config.mode.verb())
     } else {
         config.mode.verb().to_string()
@@ -667,7 +1205,7 @@ fn log_plan(plan: &Plan, config: &Config) {
         Decision::Hold(h) => h.outcome().label(),
     };
     log::info!(
-        decision, matched = plan.pods.len(), eligible = n, healthy = plan.healthy, budget = plan.budget,
+        deployment, decision, matched = plan.pods.len(), eligible = n, healthy = plan.healthy, budget = plan.budget,
         mean = act::round(mean), stddev = act::round(stddev), spread = act::round(spread), threshold = plan.threshold;
         "plan: {}", plan.summary(&verb)
     );

@@ -81,9 +81,10 @@ pub const PAGE_LIMIT: usize = 500;
 /// memory of a page's worth of freed objects back to the kernel after every page;
 /// BENCHMARKS.md.) The value is the continue token.
 struct PodList<'p> {
-    select: Select<'p>,
-    pods: &'p mut Vec<Pod>,
-    /// Counts the pods `select` leaves out.
+    route: Route<'p>,
+    /// One vector per target of `route`.
+    pods: &'p mut [Vec<Pod>],
+    /// Counts the pods `route` leaves out.
     ignored: &'p mut usize,
 }
 
@@ -114,7 +115,7 @@ impl<'de> serde::de::Visitor<'de> for PodList<'_> {
                 "items" if !items => {
                     items = true;
                     map.next_value_seed(Items {
-                        select: self.select,
+                        route: self.route,
                         pods: &mut *self.pods,
                         ignored: &mut *self.ignored,
                     })?;
@@ -132,11 +133,11 @@ impl<'de> serde::de::Visitor<'de> for PodList<'_> {
     }
 }
 
-/// The `items` of a page, each made into a `Pod` as it is parsed, or counted as
-/// ignored when `select` leaves it out.
+/// The `items` of a page, each made into a `Pod` of its target as it is parsed, or
+/// counted as ignored when `route` leaves it out.
 struct Items<'p> {
-    select: Select<'p>,
-    pods: &'p mut Vec<Pod>,
+    route: Route<'p>,
+    pods: &'p mut [Vec<Pod>],
     ignored: &'p mut usize,
 }
 
@@ -156,13 +157,15 @@ impl<'de> serde::de::Visitor<'de> for Items<'_> {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        let Items { select, pods, ignored } = self;
-        crate::http::each_bounded(seq, |pod: WirePod| {
-            if select.deployment.is_none_or(|d| pod.metadata.owned_by(d)) {
-                pods.push(pod.into_pod(select.container));
-            } else {
-                *ignored += 1;
+        let Items { route, pods, ignored } = self;
+        crate::http::each_bounded(seq, |pod: WirePod| match route.target_of(&pod.metadata) {
+            Some(i) => {
+                let container = route.container(i);
+                if let Some(list) = pods.get_mut(i) {
+                    list.push(pod.into_pod(container));
+                }
             }
+            None => *ignored += 1,
         })
     }
 }
@@ -261,17 +264,18 @@ struct OwnerReference<'a> {
 }
 
 impl ObjectMeta<'_> {
-    /// The pod belongs to `deployment`: its controller is the ReplicaSet the Deployment
-    /// controller names `{deployment}-{pod-template-hash}`. Another Deployment whose
-    /// name starts with ours, a bare pod, a Job's pod: none of them.
-    fn owned_by(&self, deployment: &str) -> bool {
-        let Some(hash) = self.labels.pod_template_hash.as_deref() else {
-            return false;
-        };
-        self.controller.as_ref().is_some_and(|o| {
-            o.kind == "ReplicaSet"
-                && o.name.strip_prefix(deployment).and_then(|rest| rest.strip_prefix('-')) == Some(hash)
-        })
+    /// The Deployment the pod belongs to: its controller is the ReplicaSet the
+    /// Deployment controller names `{deployment}-{pod-template-hash}`. A bare pod, a
+    /// Job's pod, a ReplicaSet named otherwise: none. (Another Deployment whose name
+    /// starts with ours has its own name here.)
+    fn owner_deployment(&self) -> Option<&str> {
+        let hash = self.labels.pod_template_hash.as_deref()?;
+        let owner = self.controller.as_ref().filter(|o| o.kind == "ReplicaSet")?;
+        owner
+            .name
+            .strip_suffix(hash)?
+            .strip_suffix('-')
+            .filter(|d| !d.is_empty())
     }
 }
 
@@ -392,6 +396,14 @@ struct Condition<'a> {
     kind: Cow<'a, str>,
     #[serde(borrow)]
     status: Cow<'a, str>,
+}
+
+/// One page of `GET …/deployments`.
+#[derive(Deserialize)]
+struct DeploymentList {
+    #[serde(default)]
+    metadata: ListMeta,
+    items: Vec<Deployment>,
 }
 
 #[derive(Deserialize)]
@@ -532,14 +544,43 @@ pub fn fingerprint(template: &serde_json::Value) -> String {
     format!("{hash:016x}")
 }
 
-/// Which pods of a list count, and which of their containers is measured.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Select<'a> {
-    /// Keep only the pods this Deployment owns; `None` keeps every pod.
-    pub deployment: Option<&'a str>,
-    /// The measured container, whose CPU request and limit are read (the only
-    /// container when the name is unknown or absent).
-    pub container: Option<&'a str>,
+/// Which pods of a list count, whose they are, and which of their containers is
+/// measured (its CPU request and limit are read; the only container when the name is
+/// unknown or absent).
+#[derive(Debug, Clone, Copy)]
+pub enum Route<'a> {
+    /// Every pod, as one target's (a saved list without a Deployment to check).
+    Every { container: Option<&'a str> },
+    /// The pods each Deployment owns (SPEC §4), each to its own target: `(name,
+    /// container)` sorted by name, one per target. Other pods are ignored.
+    Owned(&'a [(&'a str, &'a str)]),
+}
+
+impl Route<'_> {
+    /// How many targets the pods go to.
+    pub fn targets(&self) -> usize {
+        match self {
+            Route::Every { .. } => 1,
+            Route::Owned(targets) => targets.len(),
+        }
+    }
+
+    fn target_of(&self, meta: &ObjectMeta) -> Option<usize> {
+        match self {
+            Route::Every { .. } => Some(0),
+            Route::Owned(targets) => {
+                let owner = meta.owner_deployment()?;
+                targets.binary_search_by(|(name, _)| (*name).cmp(owner)).ok()
+            }
+        }
+    }
+
+    fn container(&self, target: usize) -> Option<&str> {
+        match self {
+            Route::Every { container } => *container,
+            Route::Owned(targets) => targets.get(target).map(|(_, c)| *c),
+        }
+    }
 }
 
 /// One page of a pod list: the pods kept, how many others it held, the continue token.
@@ -551,9 +592,10 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Parses a PodList body (`kubectl get pods -o json`, one API page).
-pub fn parse_pod_list(json: &str, select: Select) -> Result<Page, serde_json::Error> {
+/// Parses a PodList body (`kubectl get pods -o json`, one API page) for one target.
+pub fn parse_pod_list(json: &str, route: Route) -> Result<Page, serde_json::Error> {
     use serde::de::DeserializeSeed;
+    let mut by_target = vec![Vec::new(); route.targets()];
     let mut page = Page {
         pods: Vec::new(),
         ignored: 0,
@@ -561,26 +603,27 @@ pub fn parse_pod_list(json: &str, select: Select) -> Result<Page, serde_json::Er
     };
     let mut de = serde_json::Deserializer::from_str(json);
     page.next = PodList {
-        select,
-        pods: &mut page.pods,
+        route,
+        pods: &mut by_target,
         ignored: &mut page.ignored,
     }
     .deserialize(&mut de)?;
     de.end()?;
+    page.pods = by_target.into_iter().flatten().collect();
     Ok(page)
 }
 
 /// Why a list holds a pod twice (by name or by uid), or `None`. Such a list is
 /// malformed: counted twice, the pod would skew the budget and the statistics.
-pub fn listed_twice(pods: &[Pod]) -> Option<String> {
+pub fn listed_twice<'a>(pods: impl Iterator<Item = &'a Pod> + Clone) -> Option<String> {
     let twice = |mut keys: Vec<&str>, what: &str| {
         keys.sort_unstable();
         keys.windows(2)
             .find(|w| w[0] == w[1])
             .map(|w| format!("pod {what} {} is listed twice", w[0]))
     };
-    twice(pods.iter().map(|p| p.name.as_str()).collect(), "name").or_else(|| {
-        let uids = pods.iter().map(|p| p.uid.as_str()).filter(|u| !u.is_empty());
+    twice(pods.clone().map(|p| p.name.as_str()).collect(), "name").or_else(|| {
+        let uids = pods.map(|p| p.uid.as_str()).filter(|u| !u.is_empty());
         twice(uids.collect(), "uid")
     })
 }
@@ -594,11 +637,18 @@ pub fn parse_deployment(json: &str) -> Result<Rollout, serde_json::Error> {
 /// Kubernetes supports in a whole cluster.
 pub const MAX_PAGES: usize = 300;
 
-/// The pods a list kept, and how many others the selector returned.
+/// The pods a list kept, by target, and how many others the selector returned.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Listed {
-    pub pods: Vec<Pod>,
+    pub by_target: Vec<Vec<Pod>>,
     pub ignored: usize,
+}
+
+impl Listed {
+    /// How many pods were kept, all targets together.
+    pub fn kept(&self) -> usize {
+        self.by_target.iter().map(Vec::len).sum()
+    }
 }
 
 /// The data key of the state ConfigMap that holds the memory's document.
@@ -697,57 +747,35 @@ impl Kube<'_> {
         }
     }
 
-    /// The pods matching `selector` that `select` keeps, following `continue` page by
-    /// page. An expired continue token (410 Gone) restarts the list from the start,
-    /// once. A continue token that repeats, more than `MAX_PAGES` pages, or a pod
-    /// listed twice make the list malformed: never an endless loop or a pod counted
-    /// twice. With `pages`, a copy of every page read is kept there.
-    pub fn pods(&self, selector: &str, select: Select, mut pages: Option<&mut Vec<Vec<u8>>>) -> Result<Listed, Error> {
-        let first = format!(
-            "/api/v1/namespaces/{}/pods?labelSelector={}&limit={PAGE_LIMIT}",
-            self.namespace,
-            encode(selector)
-        );
+    /// Follows a list's `continue` tokens from `first` (a path with its query), page by
+    /// page: `read(path, restarted)` reads one page and returns its token. An expired
+    /// continue token (410 Gone) restarts the list from the start, once, and tells
+    /// `read` so (it forgets what it kept). A token that repeats, or more than
+    /// `MAX_PAGES` pages, make the list malformed: never an endless loop.
+    fn each_page(
+        &self,
+        what: &str,
+        first: &str,
+        mut read: impl FnMut(&str, bool) -> Result<Option<String>, Error>,
+    ) -> Result<(), Error> {
         let malformed = |why: String| {
             Error::new(
-                format!("list pods (GET {})", self.client.url(&first)),
+                format!("{what} (GET {})", self.client.url(first)),
                 Cause::Malformed(why),
             )
         };
         let mut restarted = false;
-        let mut listed = Listed::default();
+        let mut fresh = false;
         // The continue tokens sent since the list (re)started, in order.
         let mut sent: Vec<String> = Vec::new();
-        // One body buffer for every page: memory holds one page whatever the fleet.
-        let mut buf = Vec::new();
         loop {
             let path = match sent.last() {
                 Some(token) => format!("{first}&continue={}", encode(token)),
-                None => first.clone(),
+                None => first.to_string(),
             };
-            let mut copy = Vec::new();
-            let keep = pages.is_some().then_some(&mut copy);
-            let (before, ignored_before) = (listed.pods.len(), listed.ignored);
-            let seed = PodList {
-                select,
-                pods: &mut listed.pods,
-                ignored: &mut listed.ignored,
-            };
-            let page = self.client.get_page("list pods", &path, &mut buf, keep, seed);
-            // A page as read, parsed or not; not the Status of a refused request.
-            if let Some(pages) = pages.as_deref_mut()
-                && !copy.is_empty()
-                && page.as_ref().err().and_then(Error::status).is_none()
-            {
-                pages.push(copy);
-            }
-            match page {
+            match read(&path, std::mem::take(&mut fresh)) {
                 Ok(next) => {
-                    log::debug!(
-                        pods = listed.pods.len() - before, ignored = listed.ignored - ignored_before, more = next.is_some();
-                        "pod list page"
-                    );
-                    let Some(token) = next else { break };
+                    let Some(token) = next else { return Ok(()) };
                     if sent.contains(&token) {
                         return Err(malformed(format!(
                             "the server repeated a continue token after {} pages: the list would never end",
@@ -755,25 +783,117 @@ impl Kube<'_> {
                         )));
                     }
                     if sent.len() + 1 >= MAX_PAGES {
+                        let items = what.strip_prefix("list ").unwrap_or("items");
                         return Err(malformed(format!(
-                            "expected at most {MAX_PAGES} pages of {PAGE_LIMIT} pods, the server offers more"
+                            "expected at most {MAX_PAGES} pages of {PAGE_LIMIT} {items}, the server offers more"
                         )));
                     }
                     sent.push(token);
                 }
                 Err(e) if e.status() == Some(410) && !sent.is_empty() && !restarted => {
-                    log::warn!(error:% = e; "pod list continue token expired, listing again from the start");
+                    log::warn!(error:% = e; "{what}: continue token expired, listing again from the start");
                     restarted = true;
-                    listed = Listed::default();
+                    fresh = true;
                     sent.clear();
                 }
                 Err(e) => return Err(e),
             }
         }
-        match listed_twice(&listed.pods) {
-            Some(why) => Err(malformed(why)),
+    }
+
+    /// The pods matching `selector` (every pod of the namespace when `None`), each
+    /// kept for the target `route` gives it, following `continue` page by page (see
+    /// `each_page`). A pod listed twice makes the list malformed: counted twice, it
+    /// would skew the budget and the statistics. With `pages`, a copy of every page
+    /// read is kept there.
+    pub fn pods(
+        &self,
+        selector: Option<&str>,
+        route: Route,
+        mut pages: Option<&mut Vec<Vec<u8>>>,
+    ) -> Result<Listed, Error> {
+        let first = match selector {
+            Some(selector) => format!(
+                "/api/v1/namespaces/{}/pods?labelSelector={}&limit={PAGE_LIMIT}",
+                self.namespace,
+                encode(selector)
+            ),
+            None => format!("/api/v1/namespaces/{}/pods?limit={PAGE_LIMIT}", self.namespace),
+        };
+        let empty = || Listed {
+            by_target: vec![Vec::new(); route.targets()],
+            ignored: 0,
+        };
+        let mut listed = empty();
+        // One body buffer for every page: memory holds one page whatever the fleet.
+        let mut buf = Vec::new();
+        self.each_page("list pods", &first, |path, restarted| {
+            if restarted {
+                listed = empty();
+            }
+            let mut copy = Vec::new();
+            let keep = pages.is_some().then_some(&mut copy);
+            let (before, ignored_before) = (listed.kept(), listed.ignored);
+            let seed = PodList {
+                route,
+                pods: &mut listed.by_target,
+                ignored: &mut listed.ignored,
+            };
+            let page = self.client.get_page("list pods", path, &mut buf, keep, seed);
+            // A page as read, parsed or not; not the Status of a refused request.
+            if let Some(pages) = pages.as_deref_mut()
+                && !copy.is_empty()
+                && page.as_ref().err().and_then(Error::status).is_none()
+            {
+                pages.push(copy);
+            }
+            if let Ok(next) = &page {
+                log::debug!(
+                    pods = listed.kept() - before, ignored = listed.ignored - ignored_before, more = next.is_some();
+                    "pod list page"
+                );
+            }
+            page
+        })?;
+        let all: Vec<&Pod> = listed.by_target.iter().flatten().collect();
+        match listed_twice(all.iter().copied()) {
+            Some(why) => Err(Error::new(
+                format!("list pods (GET {})", self.client.url(&first)),
+                Cause::Malformed(why),
+            )),
             None => Ok(listed),
         }
+    }
+
+    /// The Deployments matching `selector` (fleet mode's targets, SPEC §13), sorted by
+    /// name, paged like the pod list.
+    pub fn deployments(&self, selector: &str, mut keep: Option<&mut Vec<Vec<u8>>>) -> Result<Vec<Rollout>, Error> {
+        let first = format!(
+            "/apis/apps/v1/namespaces/{}/deployments?labelSelector={}&limit={PAGE_LIMIT}",
+            self.namespace,
+            encode(selector)
+        );
+        let mut rollouts = Vec::new();
+        self.each_page("list deployments", &first, |path, restarted| {
+            if restarted {
+                rollouts.clear();
+            }
+            let mut copy = Vec::new();
+            let page: DeploymentList = self.client.get_json("list deployments", path, Some(&mut copy))?;
+            if let Some(pages) = keep.as_deref_mut() {
+                pages.push(copy);
+            }
+            rollouts.extend(page.items.into_iter().map(Deployment::into_rollout));
+            Ok(page.metadata.next.filter(|c| !c.is_empty()))
+        })?;
+        rollouts.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(twice) = rollouts.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(Error::new(
+                format!("list deployments (GET {})", self.client.url(&first)),
+                Cause::Malformed(format!("deployment {} is listed twice", twice[0].name)),
+            ));
+        }
+        Ok(rollouts)
     }
 
     /// The state ConfigMap as read: the whole object (a PUT sends it back with only
@@ -928,8 +1048,8 @@ impl Kube<'_> {
 mod tests {
     use super::*;
 
-    fn every_pod() -> Select<'static> {
-        Select::default()
+    fn every_pod() -> Route<'static> {
+        Route::Every { container: None }
     }
 
     #[test]
@@ -952,11 +1072,7 @@ mod tests {
     fn only_the_deployments_own_pods_are_kept() {
         let json = include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json");
         let check = |deployment: &str, kept: &[&str], ignored: usize| {
-            let select = Select {
-                deployment: Some(deployment),
-                container: None,
-            };
-            let page = parse_pod_list(json, select).unwrap();
+            let page = parse_pod_list(json, Route::Owned(&[(deployment, "")])).unwrap();
             let names: Vec<&str> = page.pods.iter().map(|p| p.name.as_str()).collect();
             assert_eq!((names.as_slice(), page.ignored), (kept, ignored), "{deployment}");
         };
@@ -969,10 +1085,7 @@ mod tests {
         // A real pod of a GKE cluster, owned by the ReplicaSet nginx-7fb78fb6d8.
         let pod = include_str!("../fixtures/k8s/pod_replicaset_owned_gke_k9s.json");
         let list = format!(r#"{{"kind":"PodList","items":[{pod}]}}"#);
-        let nginx = Select {
-            deployment: Some("nginx"),
-            container: None,
-        };
+        let nginx = Route::Owned(&[("nginx", "")]);
         assert_eq!(parse_pod_list(&list, nginx).unwrap().pods.len(), 1);
         let unlabelled = list.replace(
             r#""pod-template-hash": "7fb78fb6d8""#,
@@ -990,26 +1103,54 @@ mod tests {
     }
 
     #[test]
+    fn each_pod_goes_to_the_target_that_owns_it() {
+        let json = include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json");
+        let mut by_target = vec![Vec::new(), Vec::new()];
+        let mut ignored = 0;
+        use serde::de::DeserializeSeed;
+        let mut de = serde_json::Deserializer::from_str(json);
+        PodList {
+            route: Route::Owned(&[("coredns", "coredns"), ("kindnet", "kindnet-cni")]),
+            pods: &mut by_target,
+            ignored: &mut ignored,
+        }
+        .deserialize(&mut de)
+        .unwrap();
+        let names = |pods: &Vec<Pod>| pods.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&by_target[0]),
+            ["coredns-589f44dc88-4fpns", "coredns-589f44dc88-lxdzt"]
+        );
+        assert!(by_target[1].is_empty(), "kindnet is a DaemonSet's");
+        assert_eq!(ignored, 6);
+        assert_eq!(
+            by_target[0][0].cpu_request,
+            Some(0.1),
+            "the target's container is measured"
+        );
+    }
+
+    #[test]
     fn a_pod_listed_twice_is_found() {
         let json = include_str!("../fixtures/k8s/podlist_kube-system_kind-v1.36.json");
         let mut pods = parse_pod_list(json, every_pod()).unwrap().pods;
-        assert_eq!(listed_twice(&pods), None);
+        assert_eq!(listed_twice(pods.iter()), None);
         let mut again = pods[3].clone();
         again.uid = "another-uid".into();
         pods.push(again);
         assert!(
-            listed_twice(&pods).unwrap().contains("name"),
+            listed_twice(pods.iter()).unwrap().contains("name"),
             "{:?}",
-            listed_twice(&pods)
+            listed_twice(pods.iter())
         );
         let mut renamed = pods[2].clone();
         renamed.name = "another-name".into();
         pods.pop();
         pods.push(renamed);
         assert!(
-            listed_twice(&pods).unwrap().contains("uid"),
+            listed_twice(pods.iter()).unwrap().contains("uid"),
             "{:?}",
-            listed_twice(&pods)
+            listed_twice(pods.iter())
         );
     }
 
@@ -1067,11 +1208,14 @@ mod tests {
             containers.join(",")
         );
         let measuring = |container: &str| {
-            let select = Select {
-                deployment: None,
-                container: Some(container),
-            };
-            parse_pod_list(&page, select).unwrap().pods
+            parse_pod_list(
+                &page,
+                Route::Every {
+                    container: Some(container),
+                },
+            )
+            .unwrap()
+            .pods
         };
         for i in 0..6 {
             let pods = measuring(&format!("c{i}"));

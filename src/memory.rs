@@ -67,6 +67,10 @@ pub struct Memory {
     /// A Warning Event said the imbalance is unfixable since the last action.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unfixable_warned: bool,
+    /// Fleet mode: when a run last found this Deployment a target (Unix seconds); an
+    /// entry not found for `FORGET_SECS` is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_target_at: Option<i64>,
     /// The metrics' counters, carried from run to run, and the last success and
     /// failure times.
     #[serde(default)]
@@ -82,6 +86,7 @@ impl Default for Memory {
             hold_until: None,
             actions: Vec::new(),
             unfixable_warned: false,
+            last_target_at: None,
             counters: Counters::default(),
         }
     }
@@ -717,7 +722,7 @@ pub fn parse(document: Option<&str>, deployment: Option<&str>) -> Result<Memory,
         serde_json::from_str(text).map_err(|e| unreadable(format!("expected a JSON object: {e}")))?;
     let version = top.get("version").cloned().unwrap_or(serde_json::Value::Null);
     let memory = match version.as_u64() {
-        Some(2) if top.contains_key("targets") => {
+        Some(_) if top.contains_key("targets") => {
             return Err(unreadable(
                 "it holds the memory of other deployments (a fleet document, SPEC §13): a single-mode rebalancer must not share a fleet's state ConfigMap",
             ));
@@ -798,6 +803,120 @@ fn check(memory: &Memory) -> Result<(), String> {
 pub fn render(memory: &Memory) -> String {
     // Serializing plain structs of finite numbers, strings and vectors cannot fail.
     serde_json::to_string_pretty(memory).unwrap_or_default()
+}
+
+/// An entry of a fleet document not found a target for this long is dropped.
+pub const FORGET_SECS: i64 = 7 * 24 * 3600;
+
+/// The fleet's state document (SPEC §13): `{"version": 2, "targets": {NAME: ENTRY}}`,
+/// each entry the single-mode document's fields without `version`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Fleet {
+    pub targets: std::collections::BTreeMap<String, Memory>,
+}
+
+impl Fleet {
+    /// The newest lease of any entry that may still be acting: in fleet mode the lease
+    /// is the fleet's, and it holds every target.
+    pub fn in_progress(&self, now: i64, settings: &Settings) -> Option<i64> {
+        self.targets
+            .values()
+            .filter_map(|m| in_progress(m, now, settings))
+            .max()
+    }
+
+    /// The entries a run writes at `now`: those of its `targets` (stamped as found
+    /// now), and those of former targets found within `FORGET_SECS`.
+    pub fn keep_recent(&mut self, targets: &[&str], now: i64) {
+        for name in targets {
+            if let Some(entry) = self.targets.get_mut(*name) {
+                entry.last_target_at = Some(now);
+            }
+        }
+        self.targets.retain(|_, entry| {
+            entry
+                .last_target_at
+                .is_some_and(|at| now.saturating_sub(at) <= FORGET_SECS)
+        });
+    }
+}
+
+/// Reads a fleet's state document; an empty one is a fresh memory for every target.
+/// A single-mode document naming its Deployment is read as that Deployment's entry
+/// (the way from N single-mode CronJobs to one). `Err` says why it cannot be read and
+/// how to start afresh.
+pub fn parse_fleet(document: Option<&str>) -> Result<Fleet, String> {
+    let Some(text) = document.filter(|t| !t.trim().is_empty()) else {
+        return Ok(Fleet::default());
+    };
+    let top: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| unreadable(format!("expected a JSON object: {e}")))?;
+    let Some(targets) = top.get("targets") else {
+        let single = parse(Some(text), None)?;
+        let Some(name) = single.deployment.clone() else {
+            return Err(unreadable(
+                "a single-mode document that names no deployment cannot be one target's memory in a fleet",
+            ));
+        };
+        return Ok(Fleet {
+            targets: [(name, single)].into_iter().collect(),
+        });
+    };
+    match top.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(VERSION) => {}
+        Some(v) if v > u64::from(VERSION) => {
+            return Err(unreadable(format!(
+                "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
+            )));
+        }
+        _ => return Err(unreadable(format!("expected version {VERSION} beside targets"))),
+    }
+    let serde_json::Value::Object(entries) = targets else {
+        return Err(unreadable("expected targets to be an object of entries by deployment"));
+    };
+    let mut fleet = Fleet::default();
+    for (name, entry) in entries {
+        let mut entry = entry.clone();
+        let serde_json::Value::Object(fields) = &mut entry else {
+            return Err(unreadable(format!("targets.{name}: expected an object")));
+        };
+        fields.insert("version".into(), VERSION.into());
+        let memory: Memory = serde_json::from_value(entry)
+            .map_err(|e| unreadable(format!("targets.{name}: expected the fields of a state document: {e}")))?;
+        check(&memory).map_err(|why| unreadable(format!("targets.{name}: {why}")))?;
+        if memory.deployment.as_deref().is_some_and(|d| d != name) {
+            return Err(unreadable(format!(
+                "targets.{name}: it names deployment {:?}",
+                memory.deployment
+            )));
+        }
+        fleet.targets.insert(
+            name.clone(),
+            Memory {
+                deployment: Some(name.clone()),
+                ..memory
+            },
+        );
+    }
+    Ok(fleet)
+}
+
+/// The fleet document as it is written: pretty JSON, each entry without `version`.
+pub fn render_fleet(fleet: &Fleet) -> String {
+    let targets: serde_json::Map<String, serde_json::Value> = fleet
+        .targets
+        .iter()
+        .map(|(name, memory)| {
+            let mut entry = serde_json::to_value(memory).unwrap_or_default();
+            if let serde_json::Value::Object(fields) = &mut entry {
+                fields.remove("version");
+            }
+            (name.clone(), entry)
+        })
+        .collect();
+    let document = serde_json::json!({"version": VERSION, "targets": targets});
+    // Serializing plain values of finite numbers and strings cannot fail.
+    serde_json::to_string_pretty(&document).unwrap_or_default()
 }
 
 /// The version-1 document (SPEC §11 before its revision), read to be upgraded.

@@ -241,6 +241,27 @@ impl Answer {
         Ok(Answer { pods, owned })
     }
 
+    /// The answer split by target (fleet mode, SPEC §13: each sample goes to the
+    /// target that owns its pod): `target(pod)` names each owner's target among `n`,
+    /// `None` for a pod that is no target's.
+    pub fn split(self, n: usize, target: impl Fn(&str) -> Option<usize>) -> Vec<Answer> {
+        let mut out = vec![Answer::default(); n];
+        let Answer { pods, owned } = self;
+        let mut moved: Vec<Option<(usize, u32)>> = Vec::with_capacity(pods.len());
+        for pod in pods {
+            moved.push(target(&pod).filter(|t| *t < n).map(|t| {
+                out[t].pods.push(pod);
+                (t, (out[t].pods.len() - 1) as u32)
+            }));
+        }
+        for o in owned {
+            if let Some(Some((t, pod))) = moved.get(o.pod as usize) {
+                out[*t].owned.push(Owned { pod: *pod, ..o });
+            }
+        }
+        out
+    }
+
     /// Owned partitions (a partition owned by two pods counts twice).
     pub fn len(&self) -> usize {
         self.owned.len()
@@ -882,6 +903,38 @@ mod tests {
     }
 
     // The parse rules.
+
+    #[test]
+    fn an_answer_splits_by_target_and_keeps_its_order() {
+        let answer = Answer::new([
+            ("a", "t/1", 1.0),
+            ("b", "t/2", 2.0),
+            ("a", "t/3", 3.0),
+            ("c", "t/4", 4.0),
+        ])
+        .expect("an answer");
+        let target = |pod: &str| match pod {
+            "a" | "c" => Some(1),
+            "b" => Some(0),
+            _ => None,
+        };
+        let split = answer.split(2, target);
+        let triples = |a: &Answer| {
+            a.iter()
+                .map(|(p, k, l)| (p.to_string(), k.to_string(), l))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(triples(&split[0]), [("b".into(), "t/2".into(), 2.0)]);
+        assert_eq!(
+            triples(&split[1]),
+            [
+                ("a".into(), "t/3".into(), 3.0),
+                ("a".into(), "t/1".into(), 1.0),
+                ("c".into(), "t/4".into(), 4.0)
+            ]
+        );
+        assert_eq!(split[1].partitions_of("c").count(), 1);
+    }
 
     #[test]
     fn each_sample_is_a_pods_partition_keyed_by_its_labels() {

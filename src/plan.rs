@@ -970,6 +970,29 @@ fn choose(pods: &mut Pods, budget: usize, min_pods: usize) -> Decision {
     Decision::Remove { pods: removals }
 }
 
+/// Fleet mode's one budget (SPEC §13): of the targets whose plans remove pods, each
+/// `(name, spread / threshold, removals)`, which act. They are served highest ratio
+/// first (ties: the name that sorts first); each whose whole plan fits in what is left
+/// of `budget` acts, and serving goes on down the list. In the order given.
+pub fn serve(wanting: &[(&str, f64, usize)], budget: usize) -> Vec<bool> {
+    let mut order: Vec<usize> = (0..wanting.len()).collect();
+    order.sort_by(|&a, &b| {
+        wanting[b]
+            .1
+            .total_cmp(&wanting[a].1)
+            .then_with(|| wanting[a].0.cmp(wanting[b].0))
+    });
+    let mut acts = vec![false; wanting.len()];
+    let mut left = budget;
+    for i in order {
+        if wanting[i].2 <= left {
+            left -= wanting[i].2;
+            acts[i] = true;
+        }
+    }
+    acts
+}
+
 /// "1 pod", "3 pods".
 pub(crate) fn plural(n: usize, word: &str) -> String {
     if n == 1 {
@@ -1308,6 +1331,23 @@ mod tests {
             plan,
             "input order must not matter"
         );
+    }
+
+    #[test]
+    fn the_fleet_budget_serves_the_worst_spread_first_and_skips_what_does_not_fit() {
+        let wanting = [
+            ("a", 1.5, 2),
+            ("b", 3.0, 2),
+            ("c", 2.0, 1),
+            ("d", 2.0, 2),
+            ("e", 1.1, 1),
+        ];
+        // b (3.0) takes 2, c (2.0, first name of the tie) 1, d (2.0) does not fit in
+        // 1, a (1.5) does not either, e (1.1) takes the last.
+        assert_eq!(serve(&wanting, 4), [false, true, true, false, true]);
+        assert_eq!(serve(&wanting, 0), [false; 5]);
+        assert_eq!(serve(&wanting, 100), [true; 5]);
+        assert!(serve(&[], 4).is_empty());
     }
 
     #[test]

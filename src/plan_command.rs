@@ -6,7 +6,6 @@
 use crate::config::{Cluster, Config};
 use crate::cycle::{self, Clients, Responses};
 use crate::error::{Cause, Error};
-use crate::kube::Kube;
 use crate::memory::{self, Memory};
 use crate::outcome::{EXIT_FAILED, EXIT_OK};
 use crate::plan::{self, Inputs, Plan};
@@ -70,17 +69,25 @@ pub fn run(request: &Request) -> u8 {
                 state: state.as_deref(),
                 partitions: partitions.as_deref(),
             };
-            saved_plan(config, files, now.unwrap_or_else(clock::now_unix))
+            saved_plan(config, files, now.unwrap_or_else(clock::now_unix)).map(|s| Plans::One(Box::new(s)))
         }
         Source::Live { cluster, save } => live_plan(config, cluster, save.as_deref(), clock::now_unix()),
     };
     match result {
-        Ok(shown) => print_plan(&shown, config, request.output, request.all),
+        Ok(Plans::One(shown)) => print_plan(&shown, config, request.output, request.all),
+        Ok(Plans::Fleet(targets)) => print_fleet(&targets, config, request.output, request.all),
         Err(e) => {
             eprintln!("error: {e}");
             EXIT_FAILED
         }
     }
+}
+
+/// What a plan command shows: one plan, or in fleet mode each target's.
+enum Plans {
+    One(Box<Shown>),
+    /// By target name: its plan, or why it has none.
+    Fleet(Vec<(String, Result<Shown, Error>)>),
 }
 
 /// A plan and the memory that judged it (when there is one).
@@ -98,6 +105,72 @@ struct PlanDocument<'a> {
     plan: &'a Plan,
     #[serde(skip_serializing_if = "Option::is_none")]
     memory: Option<&'a memory::View>,
+}
+
+/// Fleet mode: one line per target (name, pods, spread, threshold, decision), and with
+/// `--all` each target's full plan; `--output json` is the list of plans.
+fn print_fleet(targets: &[(String, Result<Shown, Error>)], config: &Config, output: Output, all: bool) -> u8 {
+    let failed = targets.iter().any(|(_, t)| t.is_err());
+    match output {
+        Output::Json => {
+            let documents: Vec<serde_json::Value> = targets
+                .iter()
+                .map(|(name, shown)| match shown {
+                    Ok(shown) => {
+                        let mut document = serde_json::to_value(PlanDocument {
+                            version: 1,
+                            plan: &shown.plan,
+                            memory: shown.memory.as_ref(),
+                        })
+                        .unwrap_or_default();
+                        document["deployment"] = serde_json::Value::String(name.clone());
+                        document
+                    }
+                    Err(e) => serde_json::json!({"version": 1, "deployment": name, "error": e.to_string()}),
+                })
+                .collect();
+            match serde_json::to_string_pretty(&documents) {
+                Ok(json) => println!("{json}"),
+                Err(e) => {
+                    eprintln!("render plans as JSON: {e}");
+                    return EXIT_FAILED;
+                }
+            }
+        }
+        Output::Text => {
+            let width = targets.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(10);
+            println!(
+                "{:width$}  {:>5}  {:>6}  {:>9}  decision",
+                "DEPLOYMENT", "PODS", "SPREAD", "THRESHOLD"
+            );
+            for (name, shown) in targets {
+                match shown {
+                    Ok(Shown { plan, .. }) => {
+                        let spread = plan.stats.map_or("-".to_string(), |s| format!("{:.2}", s.spread));
+                        let decision = match &plan.decision {
+                            plan::Decision::Remove { pods } => format!("remove {}", pods.len()),
+                            plan::Decision::Hold(h) => h.outcome().label().to_string(),
+                        };
+                        println!(
+                            "{name:width$}  {:>5}  {spread:>6}  {:>9.2}  {decision}",
+                            plan.pods.len(),
+                            plan.threshold
+                        );
+                    }
+                    Err(e) => println!("{name:width$}  {:>5}  {:>6}  {:>9}  error: {e}", "-", "-", "-"),
+                }
+            }
+            if all {
+                for (name, shown) in targets {
+                    if let Ok(shown) = shown {
+                        println!("\n== {name}");
+                        print_plan(shown, config, Output::Text, true);
+                    }
+                }
+            }
+        }
+    }
+    if failed { EXIT_FAILED } else { EXIT_OK }
 }
 
 fn print_plan(shown: &Shown, config: &Config, output: Output, all: bool) -> u8 {
@@ -133,7 +206,7 @@ fn print_plan(shown: &Shown, config: &Config, output: Output, all: bool) -> u8 {
 /// The read-only half of a live cycle, the memory included; with `save`, the responses
 /// read are written there so the same decision can be replayed with `--pods/--cpu/
 /// --deployment/--state/--partitions`.
-fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) -> Result<Shown, Error> {
+fn live_plan(config: &Config, cluster: &Cluster, save: Option<&Path>, now: i64) -> Result<Plans, Error> {
     let clients = Clients::connect(config, cluster).map_err(|f| f.error)?;
     let mut responses = save.map(|_| Responses::default());
     let observed = live_read(config, cluster, &clients, now, responses.as_mut());
@@ -161,26 +234,33 @@ fn live_read(
     cluster: &Cluster,
     clients: &Clients,
     now: i64,
-    mut keep: Option<&mut Responses>,
-) -> Result<Shown, Error> {
-    let ledger = match &config.state {
-        Some(name) => {
-            let kube = Kube {
-                client: &clients.kube,
-                namespace: &config.namespace,
-            };
-            let keep = keep.as_deref_mut().map(|r| &mut r.state);
-            let deployment = Some(cluster.deployment.as_str());
-            Some(cycle::read_state(&kube, name, deployment, config, now, keep).map_err(|f| f.error)?)
+    keep: Option<&mut Responses>,
+) -> Result<Plans, Error> {
+    let cycle = cycle::observe(clients, config, cluster, now, keep);
+    if let Some(failure) = cycle.shared {
+        return Err(failure.error);
+    }
+    let shown = |t: cycle::Target| -> Result<Shown, Error> {
+        if let Some(Err(failure)) = t.ended {
+            return Err(failure.error);
         }
-        None => None,
+        let plan = t.plan.ok_or_else(|| Error::refused("plan", "no plan"))?;
+        Ok(Shown {
+            plan,
+            memory: t.judgement.map(|j| memory::View::of(&j, &config.memory)),
+        })
     };
-    let memory = ledger.map(|l| l.read);
-    let leased = memory
-        .as_ref()
-        .and_then(|m| memory::in_progress(m, now, &config.memory));
-    let observed = cycle::observe(config, cluster, clients, now, leased, keep, &mut None).map_err(|f| f.error)?;
-    Ok(shown(observed.plan, memory.as_ref(), &observed.fingerprint, config))
+    if cycle.fleet {
+        return Ok(Plans::Fleet(
+            cycle.targets.into_iter().map(|t| (t.name.clone(), shown(t))).collect(),
+        ));
+    }
+    let target = cycle
+        .targets
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::refused("plan", "no target"))?;
+    shown(target).map(|s| Plans::One(Box::new(s)))
 }
 
 fn shown(plan: Plan, memory: Option<&Memory>, fingerprint: &str, config: &Config) -> Shown {
@@ -203,6 +283,11 @@ fn save_responses(dir: &Path, responses: &Responses) -> Result<(), Error> {
     };
     if !responses.deployment.is_empty() {
         write("deployment.json", &responses.deployment)?;
+    }
+    if !responses.deployment_pages.is_empty() {
+        let items = pod_items(&responses.deployment_pages).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
+        let list = serde_json::json!({"apiVersion": "apps/v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items});
+        write("deployments.json", list.to_string().as_bytes())?;
     }
     if !responses.pod_pages.is_empty() {
         let items = pod_items(&responses.pod_pages).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
@@ -288,23 +373,28 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
         .clone()
         .or_else(|| rollout.as_ref().map(|r| r.name.clone()));
     let container = config.container.clone().or_else(|| deployment.clone());
-    let select = kube::Select {
-        deployment: deployment.as_deref(),
-        container: container.as_deref(),
+    let owner = deployment.as_deref().zip(container.as_deref());
+    let owners: Vec<(&str, &str)> = owner.into_iter().collect();
+    let route = match owner {
+        Some(_) => kube::Route::Owned(&owners),
+        None => kube::Route::Every {
+            container: container.as_deref(),
+        },
     };
-    let page = kube::parse_pod_list(&read_file("pods", files.pods)?, select).map_err(|e| {
+    let page = kube::parse_pod_list(&read_file("pods", files.pods)?, route).map_err(|e| {
         Error::new(
             format!("parse pods {}", files.pods.display()),
             Cause::Malformed(format!("expected a PodList: {e}")),
         )
     })?;
-    if let Some(why) = kube::listed_twice(&page.pods) {
+    if let Some(why) = kube::listed_twice(page.pods.iter()) {
         return Err(Error::new(
             format!("parse pods {}", files.pods.display()),
             Cause::Malformed(why),
         ));
     }
-    let samples = victoria::parse_answer(&read_file("CPU answer", files.cpu)?).map_err(|why| {
+    let wanted = victoria::Wanted::pods(page.pods.iter().map(|p| (p.name.as_str(), None)));
+    let samples = victoria::parse_answer_for(&read_file("CPU answer", files.cpu)?, &wanted).map_err(|why| {
         Error::new(
             format!("parse CPU answer {}", files.cpu.display()),
             Cause::Malformed(why),

@@ -14,7 +14,6 @@ use crate::partition::{self, Answer, Reading};
 use crate::plan::Samples;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,15 +89,56 @@ fn origin(url: &str) -> &str {
 ///
 /// `matchers` (`QUERY_MATCHERS`, validated by `config::query_matchers`) follow the two
 /// matchers of our own, as literal `=` matchers too.
-pub fn cpu_query(namespace: &str, container: &str, matchers: &[(String, String)], window_secs: u64) -> String {
-    let mut labels = format!("namespace=\"{namespace}\",container=\"{container}\"");
+///
+/// In fleet mode (`container` is `None`, SPEC §13) one query serves every target: it
+/// has no `container` matcher and keeps the `container` label beside `pod` in every
+/// grouping, so each pod's series of each container is the same number as above, and
+/// the program keeps, for each pod, the series of its own target's container.
+pub fn cpu_query(namespace: &str, container: Option<&str>, matchers: &[(String, String)], window_secs: u64) -> String {
+    let mut labels = format!("namespace=\"{namespace}\"");
+    if let Some(container) = container {
+        labels.push_str(&format!(",container=\"{container}\""));
+    }
     for (name, value) in matchers {
         labels.push_str(&format!(",{name}=\"{value}\""));
     }
     let selector = format!("container_cpu_usage_seconds_total{{{labels}}}");
+    let by = if container.is_some() { "pod" } else { "pod, container" };
     format!(
-        "(sum by (pod) (max by (pod, id, name) (rate({selector}[{window_secs}s]))) unless on (pod) (count by (pod) (max by (pod, id, name) (rate({selector}[{window_secs}s]))) > 1)) or sum by (pod) (max by (pod, id, name) (increase({selector}[{window_secs}s]))) / {window_secs}"
+        "(sum by ({by}) (max by ({by}, id, name) (rate({selector}[{window_secs}s]))) unless on ({by}) (count by ({by}) (max by ({by}, id, name) (rate({selector}[{window_secs}s]))) > 1)) or sum by ({by}) (max by ({by}, id, name) (increase({selector}[{window_secs}s]))) / {window_secs}"
     )
+}
+
+/// Which series of a CPU answer are read (SPEC §5): those of matched pods, and in
+/// fleet mode only the series of the pod's own target's container. Every other series
+/// is skipped unread: its value is not validated and cannot fail the run.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted<'a> {
+    /// `None`: every pod (a saved answer read without a pod list).
+    pods: Option<Vec<(&'a str, Option<&'a str>)>>,
+}
+
+impl<'a> Wanted<'a> {
+    /// Every series that names a pod.
+    pub fn every() -> Wanted<'a> {
+        Wanted { pods: None }
+    }
+
+    /// These pods; each with the container whose series is its (`None`: the answer
+    /// has no container label, the query chose the container).
+    pub fn pods(pods: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> Wanted<'a> {
+        let mut pods: Vec<(&str, Option<&str>)> = pods.into_iter().collect();
+        pods.sort_unstable();
+        Wanted { pods: Some(pods) }
+    }
+
+    fn accepts(&self, pod: &str, container: Option<&str>) -> bool {
+        let Some(pods) = &self.pods else { return true };
+        match pods.binary_search_by(|(p, _)| (*p).cmp(pod)) {
+            Ok(i) => pods[i].1.is_none_or(|c| container == Some(c)),
+            Err(_) => false,
+        }
+    }
 }
 
 /// A query answer's envelope (the Prometheus HTTP API's, which VictoriaMetrics
@@ -310,31 +350,38 @@ struct Series {
     problem: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for Series {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Series, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Series;
+/// Reads a vector's `result` into `Series`, only the series `Wanted` accepts.
+struct CpuSeries<'w, 'a>(&'w Wanted<'a>);
 
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                write!(f, "a sequence of at most {} series", crate::http::MAX_ITEMS)
-            }
+impl<'de> DeserializeSeed<'de> for CpuSeries<'_, '_> {
+    type Value = Series;
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Series, A::Error> {
-                let mut series = Series::default();
-                crate::http::each_bounded(seq, |one: VectorSample| {
-                    if series.problem.is_none() {
-                        match pod_sample(one) {
-                            Ok(Some(sample)) => series.by_pod.push(sample),
-                            Ok(None) => {}
-                            Err(why) => series.problem = Some(why),
-                        }
-                    }
-                })?;
-                Ok(series)
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Series, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CpuSeries<'_, '_> {
+    type Value = Series;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a sequence of at most {} series", crate::http::MAX_ITEMS)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Series, A::Error> {
+        let mut series = Series::default();
+        crate::http::each_bounded(seq, |one: VectorSample| {
+            let pod = one.metric.pod.as_deref().filter(|p| !p.is_empty());
+            let wanted = pod.is_some_and(|p| self.0.accepts(p, one.metric.container.as_deref()));
+            if wanted && series.problem.is_none() {
+                match pod_sample(one) {
+                    Ok(Some(sample)) => series.by_pod.push(sample),
+                    Ok(None) => {}
+                    Err(why) => series.problem = Some(why),
+                }
             }
-        }
-        deserializer.deserialize_seq(Visit)
+        })?;
+        Ok(series)
     }
 }
 
@@ -370,17 +417,25 @@ fn pod_sample(series: VectorSample) -> Result<Option<(Box<str>, f64)>, String> {
 /// The largest CPU sample, in cores, an answer may hold: far above any machine.
 pub const MAX_CORES: f64 = 1e6;
 
-/// The one label we read. Other labels are skipped as they are parsed, not kept: a
+/// The labels we read. Other labels are skipped as they are parsed, not kept: a
 /// series with a million labels costs no memory.
 #[derive(Deserialize, Default)]
 struct Labels {
     pod: Option<String>,
+    /// Only in fleet mode's answer (`sum by (pod, container)`).
+    container: Option<String>,
 }
 
-/// Parses the JSON answer of `/api/v1/query` into samples by pod name.
+/// Parses the JSON answer of `/api/v1/query` into samples by pod name, of every pod.
 /// `Err` holds why the body is not a complete instant vector of numbers.
 pub fn parse_answer(json: &str) -> Result<Samples, String> {
-    cpu_samples(parse_with(json, PhantomData::<Series>)?)
+    parse_answer_for(json, &Wanted::every())
+}
+
+/// Parses the JSON answer of `/api/v1/query` into samples by pod name, of the `wanted`
+/// series only.
+pub fn parse_answer_for(json: &str, wanted: &Wanted) -> Result<Samples, String> {
+    cpu_samples(parse_with(json, CpuSeries(wanted))?)
 }
 
 fn cpu_samples(envelope: Envelope<Series>) -> Result<Samples, String> {
@@ -391,16 +446,16 @@ fn cpu_samples(envelope: Envelope<Series>) -> Result<Samples, String> {
     Samples::new(series.by_pod).map_err(|pod| format!("pod {pod}: expected one series per pod, got several"))
 }
 
-/// POSTs the query to `{endpoint}/api/v1/query` and returns samples by pod. With
-/// `keep`, the body read is kept there.
-pub fn query_cpu(client: &Client, query: &str, keep: Keep) -> Result<Samples, Error> {
+/// POSTs the query to `{endpoint}/api/v1/query` and returns samples by pod, of the
+/// `wanted` series. With `keep`, the body read is kept there.
+pub fn query_cpu(client: &Client, query: &str, wanted: &Wanted, keep: Keep) -> Result<Samples, Error> {
     let form = format!("query={}", http::encode(query));
     client.post_form_seed(
         "query CPU",
         "/api/v1/query",
         &form,
         keep,
-        EnvelopeSeed(PhantomData::<Series>),
+        EnvelopeSeed(CpuSeries(wanted)),
         cpu_samples,
     )
 }
@@ -620,7 +675,7 @@ mod tests {
     #[test]
     fn the_query_is_literal() {
         assert_eq!(
-            cpu_query("posthog", "ingestion-consumer", &[], 300),
+            cpu_query("posthog", Some("ingestion-consumer"), &[], 300),
             concat!(
                 r#"(sum by (pod) (max by (pod, id, name) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s])))"#,
                 r#" unless on (pod) (count by (pod) (max by (pod, id, name) (rate(container_cpu_usage_seconds_total{namespace="posthog",container="ingestion-consumer"}[300s]))) > 1))"#,
@@ -714,7 +769,7 @@ mod tests {
     fn query_matchers_follow_ours() {
         let matchers = [("cluster".to_string(), "prod-eu-1".to_string())];
         assert!(
-            cpu_query("posthog", "consumer", &matchers, 120)
+            cpu_query("posthog", Some("consumer"), &matchers, 120)
                 .contains(r#"{namespace="posthog",container="consumer",cluster="prod-eu-1"}[120s]"#)
         );
     }

@@ -655,7 +655,7 @@ fn curl_args(url: &str, ca: &Path, header: &Path, n: usize) -> Vec<String> {
     common(&mut v);
     // The binary's query and form, byte for byte: the bench leaves METRICS_TIME_WINDOW
     // unset, so the window is its default, 5m.
-    let query = pod_rebalancer::victoria::cpu_query(fleet::NAMESPACE, fleet::DEPLOYMENT, &[], 300);
+    let query = pod_rebalancer::victoria::cpu_query(fleet::NAMESPACE, Some(fleet::DEPLOYMENT), &[], 300);
     v.extend([
         "--data-raw".to_string(),
         format!("query={}", encode(&query)),
@@ -860,11 +860,8 @@ fn parse_floor() {
         );
     };
     time("pod_rebalancer::kube::parse_pod_list", &|| {
-        let select = pod_rebalancer::kube::Select {
-            deployment: Some(fleet::DEPLOYMENT),
-            container: Some(fleet::DEPLOYMENT),
-        };
-        let parsed = pod_rebalancer::kube::parse_pod_list(&page, select).expect("page");
+        let route = pod_rebalancer::kube::Route::Owned(&[(fleet::DEPLOYMENT, fleet::DEPLOYMENT)]);
+        let parsed = pod_rebalancer::kube::parse_pod_list(&page, route).expect("page");
         std::hint::black_box(parsed);
     });
     time("serde_json, skipping everything (IgnoredAny)", &|| {

@@ -193,7 +193,7 @@ fn queries(dashboard: &Value) -> Vec<Query> {
 /// variables and the default METRICS_TIME_WINDOW. The one place the test takes it
 /// from.
 fn program_cpu_query() -> String {
-    pod_rebalancer::victoria::cpu_query("$namespace", "$deployment", &[], 300)
+    pod_rebalancer::victoria::cpu_query("$namespace", Some("$deployment"), &[], 300)
 }
 
 #[test]

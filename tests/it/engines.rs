@@ -218,7 +218,7 @@ impl Engines {
     /// Asks both engines `case`'s queries; one `Reading` per engine and pod.
     fn read(&self, case: &Case) -> Vec<Reading> {
         let (query, old) = (
-            cpu_query(case.namespace(), DEPLOYMENT, &[], case.window as u64),
+            cpu_query(case.namespace(), Some(DEPLOYMENT), &[], case.window as u64),
             before(case.namespace(), DEPLOYMENT, case.window),
         );
         let start = case.scrape.end_ms / 1000;

@@ -287,7 +287,7 @@ fn answers() -> &'static Answers {
         let vm = vm::shared();
         let (_, cpu) = fleet(&CPUS);
         vm.feed(NS, DEPLOYMENT, &cpu);
-        let query = pod_rebalancer::victoria::cpu_query(NS, DEPLOYMENT, &[], 300);
+        let query = pod_rebalancer::victoria::cpu_query(NS, Some(DEPLOYMENT), &[], 300);
         let selector = format!("container_cpu_usage_seconds_total{{namespace=\"{NS}\",container=\"{DEPLOYMENT}\"}}");
         let ask = |path: &str, promql: &str| -> Reply {
             let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();

@@ -230,7 +230,12 @@ const SKEWED: [f64; 5] = [1.9, 1.0, 1.0, 1.0, 0.1];
 
 #[track_caller]
 fn check(finished: &Finished, want: Result<Outcome, Stage>, code: u8) {
-    assert_eq!((finished.run.ended, finished.code), (want, code), "{:?}", finished.run);
+    assert_eq!(
+        (finished.single().run.ended, finished.code),
+        (want, code),
+        "{:?}",
+        finished.single().run
+    );
 }
 
 /// A hot partition: whichever pod gets it burns 1.9 cores. Every eviction moves it,
@@ -271,7 +276,7 @@ fn a_hot_spot_that_moves_opens_the_breaker_and_a_failed_probe_doubles_the_hold()
     );
     let memory = fleet.memory();
     assert_eq!((memory.streak, memory.hold_until), (2, Some(start + 1800 + HOUR)));
-    let gauges = held.run.memory.expect("the memory's gauges");
+    let gauges = held.single().run.memory.expect("the memory's gauges");
     assert_eq!((gauges.streak, gauges.hold_until), (2, Some(start + 1800 + HOUR)));
 
     check(&fleet.run(start + 2700, &[]), Ok(Outcome::Ineffective), 0);
@@ -445,7 +450,7 @@ fn a_state_that_cannot_be_read_or_written_removes_nothing() {
             .map_err(|f| f.error)
             .expect("clients");
         let cycle = cycle::cycle(&clients, &config, &cluster, now());
-        let failed = cycle.ended.as_ref().expect_err(namespace);
+        let failed = cycle.failure().expect(namespace).clone();
         assert_eq!(failed.stage, Stage::State, "{namespace}");
         let error = failed.error.to_string();
         assert!(error.contains(words), "{namespace}: {error}");
@@ -501,7 +506,7 @@ fn a_failed_end_of_run_write_fails_the_run_after_acting() {
     assert!(!memory.actions[0].settled, "as intended: the next run settles it");
     assert!(memory.actions[0].pods.iter().all(|p| p.result == PodResult::Intended));
     assert_eq!(memory.counters.success, 0.0, "the counters were not written");
-    assert_eq!(finished.counters, None, "and none is exported");
+    assert_eq!(finished.single().counters, None, "and none is exported");
 }
 
 /// A full memory whose next action is refused by a PodDisruptionBudget: the lease
@@ -579,7 +584,8 @@ fn two_runs_interleaved_at_every_point_act_once() {
             point.name
         );
         assert_eq!(
-            b.counters, None,
+            b.single().counters,
+            None,
             "{}: B stored no counters, so it exports none",
             point.name
         );
@@ -608,7 +614,7 @@ fn two_runs_interleaved_at_every_point_act_once() {
     check(&b, Ok(Outcome::Stabilizing), 0);
     assert_eq!(fleet.evictions().len(), 2);
     assert_eq!(fleet.memory().counters.success, 2.0);
-    assert!(b.counters.is_some());
+    assert!(b.single().counters.is_some());
 
     // B's GET lands before A's lease: both decide to act, and only the lease that
     // lands first may. A's lease, held, then carries a stale resourceVersion: 409.
@@ -625,7 +631,8 @@ fn two_runs_interleaved_at_every_point_act_once() {
     let a = a.join().expect("run A");
     check(&a, Err(Stage::State), 1);
     assert_eq!(
-        a.counters, None,
+        a.single().counters,
+        None,
         "A's lease was refused: it stores and exports no counter"
     );
     assert_eq!(fleet.evictions().len(), 2, "one action in all: {:?}", fleet.evictions());
@@ -777,7 +784,7 @@ fn no_counter_is_exported_unless_stored_and_none_ever_goes_down() {
     let mut exported: Vec<pod_rebalancer::report::Counters> = Vec::new();
     let mut ok = |finished: &Finished, what: &str| {
         let text = std::fs::read_to_string(&metrics).expect("metrics file");
-        match &finished.counters {
+        match &finished.single().counters {
             Some(c) => {
                 assert!(text.contains("rebalancer_executions_total{"), "{what}: {text}");
                 if let Some(last) = exported.last() {
@@ -835,9 +842,9 @@ fn no_counter_is_exported_unless_stored_and_none_ever_goes_down() {
         let saved = fleet.fake.lock().expect("fake").state.clone();
         broken(&mut fleet.fake.lock().expect("fake"));
         let failed = run(&fleet, at, extra);
-        assert_eq!(failed.code, 1, "{what}: {:?}", failed.run);
-        assert_eq!(failed.run.ended.err(), Some(Stage::State), "{what}");
-        assert_eq!(failed.counters, None, "{what}");
+        assert_eq!(failed.code, 1, "{what}: {:?}", failed.single().run);
+        assert_eq!(failed.single().run.ended.err(), Some(Stage::State), "{what}");
+        assert_eq!(failed.single().counters, None, "{what}");
         ok(&failed, what);
         {
             let mut fake = fleet.fake.lock().expect("fake");
@@ -852,15 +859,19 @@ fn no_counter_is_exported_unless_stored_and_none_ever_goes_down() {
         replace(&mut fleet);
         at += 900;
         let next = run(&fleet, at, &[]);
-        assert_eq!(next.run.ended, Ok(Outcome::Acted), "after {what}");
-        assert!(next.counters.is_some(), "after {what}: {:?}", next.run);
+        assert_eq!(next.single().run.ended, Ok(Outcome::Acted), "after {what}");
+        assert!(
+            next.single().counters.is_some(),
+            "after {what}: {:?}",
+            next.single().run
+        );
         ok(&next, &format!("the run after {what}"));
         replace(&mut fleet);
     }
     // An unreadable token: the run fails before it reads anything.
     std::fs::create_dir_all(fleet.dir.path().join("token")).expect("a directory where the token is");
     let failed = run(&fleet, at + 900, &[]);
-    assert_eq!((failed.code, failed.counters.clone()), (1, None));
+    assert_eq!((failed.code, failed.single().counters.clone()), (1, None));
     ok(&failed, "token unreadable");
 }
 
@@ -875,8 +886,14 @@ fn a_dry_run_counts_no_deletion_whatever_its_end() {
     );
     let finished = fleet.run(now(), &[("DRY_RUN", "true")]);
     check(&finished, Err(Stage::Act), 1);
-    assert_eq!((finished.run.deleted_highest, finished.run.deleted_lowest), (0, 0));
-    let counters = finished.counters.expect("stored");
+    assert_eq!(
+        (
+            finished.single().run.deleted_highest,
+            finished.single().run.deleted_lowest
+        ),
+        (0, 0)
+    );
+    let counters = finished.single().counters.clone().expect("stored");
     assert_eq!((counters.deleted_highest, counters.deleted_lowest), (0.0, 0.0));
     assert!(fleet.memory().actions.is_empty(), "a dry run records no action");
 }
@@ -894,7 +911,7 @@ fn the_state_is_written_before_the_metrics_file_and_the_ends_agree() {
     let stored = fleet.memory().counters;
     assert_eq!(stored.success, 1.0, "the state was written first, as a success");
     assert_eq!(
-        finished.counters,
+        finished.single().counters,
         Some(stored),
         "the counters exported are the stored ones"
     );

@@ -8,7 +8,7 @@ use crate::support::kube::Fake;
 use crate::support::server::{Reply, Server};
 use crate::support::{fixture, live_config, now};
 use pod_rebalancer::config::{Cluster, Config};
-use pod_rebalancer::cycle::{self, Clients, Cycle, Progress};
+use pod_rebalancer::cycle::{self, Clients, Cycle};
 use pod_rebalancer::outcome::{Ended, Outcome, Stage};
 use std::sync::Arc;
 
@@ -27,19 +27,16 @@ fn cycle_of(world: &World, extra: &[(&str, &str)]) -> Cycle {
 fn in_process(config: &Config, cluster: &Cluster) -> Cycle {
     match Clients::connect(config, cluster) {
         Ok(clients) => cycle::cycle(&clients, config, cluster, now()),
-        Err(failure) => Cycle {
-            progress: Progress::default(),
-            ended: Err(failure),
-        },
+        Err(failure) => cycle::unconnected(cluster, failure),
     }
 }
 
 fn ended(cycle: &Cycle) -> Ended {
-    cycle.ended.as_ref().map(|o| *o).map_err(|f| f.stage)
+    cycle.ended()
 }
 
 fn error(cycle: &Cycle) -> Option<String> {
-    cycle.ended.as_ref().err().map(|f| f.error.to_string())
+    cycle.failure().map(|f| f.error.to_string())
 }
 
 /// Runs one cycle of a fleet with these CPU numbers and checks how it ended.
@@ -50,7 +47,7 @@ fn check(namespace: &str, cpus: &[f64], fake: impl FnOnce(Fake) -> Fake, extra: 
     let (config, cluster) = configure(&world, extra);
     let result = in_process(&config, &cluster);
     assert_eq!(ended(&result), want, "{:?}", error(&result));
-    let run = cycle::metrics_of(&result, &config, TIMING);
+    let run = &cycle::metrics_of(&result, &config, TIMING)[0];
     assert_eq!(run.ended, want, "the metrics tell the same story");
     world
 }
@@ -147,7 +144,7 @@ fn every_stage_a_cycle_can_fail_in() {
     let broken = Server::http(Arc::new(|_: &_| Reply::json(503, "{}")));
     let result = cycle_of(&world, &[("PROMETHEUS_ENDPOINT", &broken.url())]);
     assert_eq!(ended(&result), Err(Stage::Metrics));
-    assert_eq!(result.progress.matched, Some(5), "the list was read");
+    assert_eq!(result.targets[0].matched, Some(5), "the list was read");
     let (pods, _) = fleet(&IMBALANCED);
     let world = World::new("s-nometrics", |f| f, &pods, &[]);
     let result = cycle_of(&world, &[]);
@@ -180,7 +177,7 @@ fn a_metrics_file_that_cannot_be_written_fails_the_run_in_the_report_stage() {
     let (config, cluster) = configure(&world, &[("METRICS_FILE", &dir.display().to_string())]);
     let finished = cycle::run_at(&config, &cluster, now());
     assert_eq!(finished.code, 1);
-    assert_eq!(finished.run.ended, Err(Stage::Report));
+    assert_eq!(finished.single().run.ended, Err(Stage::Report));
 }
 
 #[test]
@@ -195,7 +192,7 @@ fn the_metrics_view_of_a_failure_after_acting_keeps_what_was_done() {
     let world = World::new("s-partial", refuse_coldest, &pods, &cpu);
     let (config, cluster) = configure(&world, &[]);
     let result = in_process(&config, &cluster);
-    let run = cycle::metrics_of(&result, &config, TIMING);
+    let run = &cycle::metrics_of(&result, &config, TIMING)[0];
     assert_eq!(run.ended, Err(Stage::Act));
     assert_eq!((run.deleted_highest, run.deleted_lowest), (1, 0));
     assert_eq!((run.matched, run.analyzed), (Some(5), 5));

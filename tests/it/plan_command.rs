@@ -263,7 +263,12 @@ fn record_demo() {
     let vm = vm::shared();
     let ns = "demo-record";
     vm.feed(ns, DEMO_DEPLOYMENT, &cpu);
-    let answer = vm.query(&pod_rebalancer::victoria::cpu_query(ns, DEMO_DEPLOYMENT, &[], 300));
+    let answer = vm.query(&pod_rebalancer::victoria::cpu_query(
+        ns,
+        Some(DEMO_DEPLOYMENT),
+        &[],
+        300,
+    ));
     std::fs::write(dir.join("cpu.json"), answer + "\n").unwrap();
 }
 
@@ -350,7 +355,7 @@ fn a_large_fleet_folds_to_its_top_and_bottom_rows() {
         &cpu_path,
         vm.query(&pod_rebalancer::victoria::cpu_query(
             "large-fleet",
-            DEMO_DEPLOYMENT,
+            Some(DEMO_DEPLOYMENT),
             &[],
             300,
         )),

@@ -182,7 +182,7 @@ fn the_query_measures_our_container_in_our_namespace_only() {
     }
     // The product's query sees the gone pod (its series ended inside the window) and
     // nothing of the neighbour Deployment.
-    let answer = server.samples(&victoria::cpu_query(ns, DEPLOYMENT, &[], 300), "pod", None);
+    let answer = server.samples(&victoria::cpu_query(ns, Some(DEPLOYMENT), &[], 300), "pod", None);
     let mut want: Vec<String> = fed.keys().cloned().chain(scrape.gone_pods()).collect();
     want.sort();
     assert_eq!(answer.keys().cloned().collect::<Vec<_>>(), want);
@@ -381,11 +381,8 @@ fn a_thousand_pod_fleet_gets_the_decision_of_the_pure_planner() {
     let now = crate::support::now();
     let fake = Fake::new(ns, DEPLOYMENT, &pods, now);
     let list = serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": fake.pods.clone()});
-    let select = kube::Select {
-        deployment: Some(DEPLOYMENT),
-        container: Some(DEPLOYMENT),
-    };
-    let planner_pods = kube::parse_pod_list(&list.to_string(), select).expect("pod list").pods;
+    let route = kube::Route::Owned(&[(DEPLOYMENT, DEPLOYMENT)]);
+    let planner_pods = kube::parse_pod_list(&list.to_string(), route).expect("pod list").pods;
     let rollout = kube::parse_deployment(&fake.deployment.to_string()).expect("deployment");
     let samples: Samples = cpu.iter().map(|(p, c)| (p.as_str(), *c)).collect();
     let settings = Settings {
@@ -514,7 +511,7 @@ struct Recipe {
 }
 
 fn recipes() -> Vec<Recipe> {
-    let production = victoria::cpu_query("posthog", DEPLOYMENT, &[], 300);
+    let production = victoria::cpu_query("posthog", Some(DEPLOYMENT), &[], 300);
     let recipe = |file, limited, query: &str, status| Recipe {
         file,
         limited,
@@ -526,7 +523,7 @@ fn recipes() -> Vec<Recipe> {
         recipe(
             "query_empty.json",
             false,
-            &victoria::cpu_query("posthog-dev", DEPLOYMENT, &[], 300),
+            &victoria::cpu_query("posthog-dev", Some(DEPLOYMENT), &[], 300),
             200,
         ),
         recipe(
