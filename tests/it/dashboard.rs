@@ -62,6 +62,13 @@ const CONTRACT: &[(&str, &str, &str, &[&str])] = &[
     ("rebalancer_ineffective_streak", "gauge", "", &[]),
     ("rebalancer_breaker_open_until_timestamp_seconds", "gauge", "", &[]),
     ("rebalancer_last_action_hot_spot_moved", "gauge", "", &[]),
+    // SPEC §8, read by the alert rules: the breaker's allowance of
+    // PodRebalancerExcessiveDeletions, a fleet's liveness for
+    // PodRebalancerNotRunning (namespace only, no deployment), and the number
+    // PodRebalancerImbalanceUnfixable quotes.
+    ("rebalancer_max_ineffective_actions", "gauge", "", &[]),
+    ("rebalancer_targets", "gauge", "outcome", OUTCOMES),
+    ("rebalancer_best_possible_spread", "gauge", "", &[]),
 ];
 
 const OUTCOMES: &[&str] = &[
@@ -649,6 +656,12 @@ fn contract_run(namespace: &str, at_ms: i64, run: usize, outcome: &str) -> Strin
     };
     let mut text = String::new();
     for (name, _, label, values) in CONTRACT {
+        // A fleet's count of targets is about the run: namespace only.
+        let target = if *name == "rebalancer_targets" {
+            format!("namespace=\"{namespace}\"")
+        } else {
+            target.clone()
+        };
         if values.is_empty() {
             text += &format!("{name}{{{target}}} {} {at_ms}\n", value(name, "", ""));
         }
