@@ -540,9 +540,10 @@ fn rule_resources_carry_the_rules_files_groups() {
     }
 }
 
-/// The overlays the README prints: every ```yaml block whose first line is a
-/// comment naming its file (`# ingestion/kustomization.yaml`), by that path.
-fn readme_overlays() -> Vec<(String, String)> {
+/// The files the README prints: every ```yaml block whose first line is a comment
+/// naming its file (`# ingestion/kustomization.yaml`, `# install/metrics-credentials.yaml`),
+/// by that path.
+fn readme_files() -> Vec<(String, String)> {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let mut out = Vec::new();
     let mut block: Option<Vec<&str>> = None;
@@ -554,7 +555,7 @@ fn readme_overlays() -> Vec<(String, String)> {
                     .first()
                     .and_then(|l| l.strip_prefix("# "))
                     .and_then(|l| l.split_whitespace().next())
-                    .filter(|p| p.ends_with("/kustomization.yaml"));
+                    .filter(|p| p.contains('/') && p.ends_with(".yaml"));
                 if let Some(path) = path {
                     out.push((path.to_owned(), lines.join("\n") + "\n"));
                 }
@@ -567,16 +568,16 @@ fn readme_overlays() -> Vec<(String, String)> {
     out
 }
 
-/// The README overlay at `path`.
+/// The README file at `path`.
 fn readme_overlay(path: &str) -> String {
-    let overlays = readme_overlays();
+    let overlays = readme_files();
     overlays
         .iter()
         .find(|(p, _)| p == path)
         .map(|(_, text)| text.clone())
         .unwrap_or_else(|| {
             panic!(
-                "the README prints no overlay {path}; it has {:?}",
+                "the README prints no file {path}; it has {:?}",
                 overlays.iter().map(|(p, _)| p).collect::<Vec<_>>()
             )
         })
@@ -729,4 +730,134 @@ fn readme_overlays_install_two_rebalancers_in_one_namespace_without_collisions()
             ("consumers".to_owned(), "ingestion-consumer".to_owned()),
         ])
     );
+}
+
+// Fleet mode (SPEC §13, components/fleet) ------------------------------------
+
+/// What fleet mode needs of a rendering, as a list of what is wrong: the targets
+/// chosen by label, no DEPLOYMENT_NAME, no pod selector, the removal budget shown,
+/// and `list` on every Deployment instead of `get`. Empty when all is right.
+fn fleet_problems(objects: &[Value]) -> Vec<String> {
+    let (data, _) = environment(objects);
+    let mut problems = Vec::new();
+    for (name, wanted) in [
+        ("TARGET_SELECTOR", "pod-rebalancer.io/enabled=true"),
+        ("DEPLOYMENT_NAME", ""),
+        ("KUBE_LABEL_SELECTOR", ""),
+        ("MAX_REMOVALS_PER_RUN", "4"),
+    ] {
+        let got = data.get(name).and_then(Value::as_str);
+        if got != Some(wanted) {
+            problems.push(format!("{name} is {got:?}, not {wanted:?}"));
+        }
+    }
+    let on_deployments: BTreeSet<(String, String)> = grants(objects)
+        .into_iter()
+        .filter(|(group, resource, _, _)| group == "apps" && resource == "deployments")
+        .map(|(_, _, verb, name)| (verb, name))
+        .collect();
+    if on_deployments != BTreeSet::from([("list".to_owned(), "*".to_owned())]) {
+        problems.push(format!(
+            "the Role grants {on_deployments:?} on deployments, not list on every one"
+        ));
+    }
+    problems
+}
+
+/// `expected_grants` as fleet mode needs them: `list` deployments in place of `get`.
+fn expected_fleet_grants(removal: (&str, &str, &str), state: &str) -> BTreeSet<Grant> {
+    let mut out = expected_grants(removal, state);
+    let get = ("apps".into(), "deployments".into(), "get".into(), "*".into());
+    assert!(out.remove(&get));
+    out.insert(("apps".into(), "deployments".into(), "list".into(), "*".into()));
+    out
+}
+
+#[test]
+fn fleet_component_selects_targets_by_label_and_lists_deployments_instead_of_getting_one() {
+    let objects = with_components(&["fleet"]);
+    assert_eq!(fleet_problems(&objects), Vec::<String>::new());
+    assert_eq!(
+        grants(&objects),
+        expected_fleet_grants(EVICT, &state_configmap(&objects))
+    );
+
+    // The environment is the base's with the fleet's settings on top, nothing else.
+    let (data, env) = environment(&objects);
+    let (base_data, base_env) = environment(base());
+    let names: BTreeSet<&str> = data.keys().map(String::as_str).collect();
+    let mut wanted: BTreeSet<&str> = base_data.keys().map(String::as_str).collect();
+    wanted.extend(["TARGET_SELECTOR", "MAX_REMOVALS_PER_RUN"]);
+    assert_eq!(names, wanted);
+    for (name, value) in &base_data {
+        if !["DEPLOYMENT_NAME", "KUBE_LABEL_SELECTOR"].contains(&name.as_str()) {
+            assert_eq!(&data[name], value, "{name} differs from the base's");
+        }
+    }
+    assert_eq!(env, base_env, "the container's own env entries are the base's");
+
+    // The CronJob is the base's but for the name of its generated settings.
+    let settings_name =
+        |objects: &[Value]| pod_spec(objects)["containers"][0]["envFrom"][0]["configMapRef"]["name"].clone();
+    let mut fleet_cronjob = cronjob(&objects).clone();
+    let mut base_cronjob = cronjob(base()).clone();
+    assert_ne!(settings_name(&objects), settings_name(base()), "the settings changed");
+    for cronjob in [&mut fleet_cronjob, &mut base_cronjob] {
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["envFrom"] = Value::Null;
+    }
+    assert_eq!(fleet_cronjob, base_cronjob);
+}
+
+#[test]
+fn the_fleet_checks_fail_on_the_single_mode_base() {
+    let problems = fleet_problems(base());
+    for name in [
+        "TARGET_SELECTOR",
+        "DEPLOYMENT_NAME",
+        "KUBE_LABEL_SELECTOR",
+        "MAX_REMOVALS_PER_RUN",
+        "deployments",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(name)),
+            "the base passes the fleet check on {name}: {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), 5, "{problems:?}");
+}
+
+#[test]
+fn fleet_component_combines_with_delete_mode() {
+    for components in [["fleet", "delete-mode"], ["delete-mode", "fleet"]] {
+        let objects = with_components(&components);
+        assert_eq!(fleet_problems(&objects), Vec::<String>::new(), "{components:?}");
+        assert_eq!(
+            grants(&objects),
+            expected_fleet_grants(DELETE, &state_configmap(&objects)),
+            "{components:?}"
+        );
+        assert_eq!(environment(&objects).0["EVICTION_MODE"], "delete");
+    }
+}
+
+#[test]
+fn fleet_rule_resources_expect_the_namespace_without_a_deployment_in_either_order() {
+    for (components, kind) in [
+        (["fleet", "vmrule"], "VMRule"),
+        (["vmrule", "fleet"], "VMRule"),
+        (["fleet", "prometheusrule"], "PrometheusRule"),
+        (["prometheusrule", "fleet"], "PrometheusRule"),
+    ] {
+        let objects = with_components(&components);
+        let resource = the(&objects, kind);
+        assert_eq!(
+            expected_target(resource),
+            ("posthog".to_owned(), String::new()),
+            "{components:?}"
+        );
+        // Only that label differs from the rules file.
+        let mut groups = resource["spec"]["groups"].clone();
+        groups[0]["rules"][0]["labels"]["deployment"] = "CHANGE-ME".into();
+        assert_eq!(groups, rule_groups(&rules_file()), "{components:?}");
+    }
 }
