@@ -198,6 +198,7 @@ cat >"$overlay/kustomization.yaml" <<YAML
 resources: [$manifests]
 components:
   - $manifests/components/delete-mode
+  - $manifests/components/fleet
   - $manifests/components/prometheusrule
   - $manifests/components/vmrule
 YAML

@@ -540,9 +540,10 @@ fn rule_resources_carry_the_rules_files_groups() {
     }
 }
 
-/// The overlays the README prints: every ```yaml block whose first line is a
-/// comment naming its file (`# ingestion/kustomization.yaml`), by that path.
-fn readme_overlays() -> Vec<(String, String)> {
+/// The files the README prints: every ```yaml block whose first line is a comment
+/// naming its file (`# ingestion/kustomization.yaml`, `# install/metrics-credentials.yaml`),
+/// by that path.
+fn readme_files() -> Vec<(String, String)> {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let mut out = Vec::new();
     let mut block: Option<Vec<&str>> = None;
@@ -554,7 +555,7 @@ fn readme_overlays() -> Vec<(String, String)> {
                     .first()
                     .and_then(|l| l.strip_prefix("# "))
                     .and_then(|l| l.split_whitespace().next())
-                    .filter(|p| p.ends_with("/kustomization.yaml"));
+                    .filter(|p| p.contains('/') && p.ends_with(".yaml"));
                 if let Some(path) = path {
                     out.push((path.to_owned(), lines.join("\n") + "\n"));
                 }
@@ -567,16 +568,16 @@ fn readme_overlays() -> Vec<(String, String)> {
     out
 }
 
-/// The README overlay at `path`.
+/// The README file at `path`.
 fn readme_overlay(path: &str) -> String {
-    let overlays = readme_overlays();
+    let overlays = readme_files();
     overlays
         .iter()
         .find(|(p, _)| p == path)
         .map(|(_, text)| text.clone())
         .unwrap_or_else(|| {
             panic!(
-                "the README prints no overlay {path}; it has {:?}",
+                "the README prints no file {path}; it has {:?}",
                 overlays.iter().map(|(p, _)| p).collect::<Vec<_>>()
             )
         })
@@ -728,5 +729,459 @@ fn readme_overlays_install_two_rebalancers_in_one_namespace_without_collisions()
             ("consumers".to_owned(), "events-consumer".to_owned()),
             ("consumers".to_owned(), "ingestion-consumer".to_owned()),
         ])
+    );
+}
+
+// Fleet mode (SPEC §13, components/fleet) ------------------------------------
+
+/// What fleet mode needs of a rendering, as a list of what is wrong: the targets
+/// chosen by label, no DEPLOYMENT_NAME, no pod selector, the removal budget shown,
+/// and `list` on every Deployment instead of `get`. Empty when all is right.
+fn fleet_problems(objects: &[Value]) -> Vec<String> {
+    let (data, _) = environment(objects);
+    let mut problems = Vec::new();
+    for (name, wanted) in [
+        ("TARGET_SELECTOR", "pod-rebalancer.io/enabled=true"),
+        ("DEPLOYMENT_NAME", ""),
+        ("KUBE_LABEL_SELECTOR", ""),
+        ("MAX_REMOVALS_PER_RUN", "4"),
+    ] {
+        let got = data.get(name).and_then(Value::as_str);
+        if got != Some(wanted) {
+            problems.push(format!("{name} is {got:?}, not {wanted:?}"));
+        }
+    }
+    let on_deployments: BTreeSet<(String, String)> = grants(objects)
+        .into_iter()
+        .filter(|(group, resource, _, _)| group == "apps" && resource == "deployments")
+        .map(|(_, _, verb, name)| (verb, name))
+        .collect();
+    if on_deployments != BTreeSet::from([("list".to_owned(), "*".to_owned())]) {
+        problems.push(format!(
+            "the Role grants {on_deployments:?} on deployments, not list on every one"
+        ));
+    }
+    problems
+}
+
+/// `expected_grants` as fleet mode needs them: `list` deployments in place of `get`.
+fn expected_fleet_grants(removal: (&str, &str, &str), state: &str) -> BTreeSet<Grant> {
+    let mut out = expected_grants(removal, state);
+    let get = ("apps".into(), "deployments".into(), "get".into(), "*".into());
+    assert!(out.remove(&get));
+    out.insert(("apps".into(), "deployments".into(), "list".into(), "*".into()));
+    out
+}
+
+#[test]
+fn fleet_component_selects_targets_by_label_and_lists_deployments_instead_of_getting_one() {
+    let objects = with_components(&["fleet"]);
+    assert_eq!(fleet_problems(&objects), Vec::<String>::new());
+    assert_eq!(
+        grants(&objects),
+        expected_fleet_grants(EVICT, &state_configmap(&objects))
+    );
+
+    // The environment is the base's with the fleet's settings on top, nothing else.
+    let (data, env) = environment(&objects);
+    let (base_data, base_env) = environment(base());
+    let names: BTreeSet<&str> = data.keys().map(String::as_str).collect();
+    let wanted: BTreeSet<&str> = base_data.keys().map(String::as_str).collect();
+    assert_eq!(names, wanted);
+    for (name, value) in &base_data {
+        if !["DEPLOYMENT_NAME", "KUBE_LABEL_SELECTOR", "TARGET_SELECTOR"].contains(&name.as_str()) {
+            assert_eq!(&data[name], value, "{name} differs from the base's");
+        }
+    }
+    assert_eq!(env, base_env, "the container's own env entries are the base's");
+
+    // The CronJob is the base's but for the name of its generated settings.
+    let settings_name =
+        |objects: &[Value]| pod_spec(objects)["containers"][0]["envFrom"][0]["configMapRef"]["name"].clone();
+    let mut fleet_cronjob = cronjob(&objects).clone();
+    let mut base_cronjob = cronjob(base()).clone();
+    assert_ne!(settings_name(&objects), settings_name(base()), "the settings changed");
+    for cronjob in [&mut fleet_cronjob, &mut base_cronjob] {
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["envFrom"] = Value::Null;
+    }
+    assert_eq!(fleet_cronjob, base_cronjob);
+}
+
+#[test]
+fn the_fleet_checks_fail_on_the_single_mode_base() {
+    let problems = fleet_problems(base());
+    // The base carries MAX_REMOVALS_PER_RUN at its default too (it names every
+    // setting), so that check passes on it.
+    for name in [
+        "TARGET_SELECTOR",
+        "DEPLOYMENT_NAME",
+        "KUBE_LABEL_SELECTOR",
+        "deployments",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(name)),
+            "the base passes the fleet check on {name}: {problems:?}"
+        );
+    }
+    assert_eq!(problems.len(), 4, "{problems:?}");
+}
+
+#[test]
+fn fleet_component_combines_with_delete_mode() {
+    for components in [["fleet", "delete-mode"], ["delete-mode", "fleet"]] {
+        let objects = with_components(&components);
+        assert_eq!(fleet_problems(&objects), Vec::<String>::new(), "{components:?}");
+        assert_eq!(
+            grants(&objects),
+            expected_fleet_grants(DELETE, &state_configmap(&objects)),
+            "{components:?}"
+        );
+        assert_eq!(environment(&objects).0["EVICTION_MODE"], "delete");
+    }
+}
+
+#[test]
+fn fleet_rule_resources_expect_the_namespace_without_a_deployment_in_either_order() {
+    for (components, kind) in [
+        (["fleet", "vmrule"], "VMRule"),
+        (["vmrule", "fleet"], "VMRule"),
+        (["fleet", "prometheusrule"], "PrometheusRule"),
+        (["prometheusrule", "fleet"], "PrometheusRule"),
+    ] {
+        let objects = with_components(&components);
+        let resource = the(&objects, kind);
+        assert_eq!(
+            expected_target(resource),
+            ("posthog".to_owned(), String::new()),
+            "{components:?}"
+        );
+        // Only that label differs from the rules file.
+        let mut groups = resource["spec"]["groups"].clone();
+        groups[0]["rules"][0]["labels"]["deployment"] = "CHANGE-ME".into();
+        assert_eq!(groups, rule_groups(&rules_file()), "{components:?}");
+    }
+}
+
+/// Runs promtool (Debian's `prometheus` package) in `dir`.
+fn promtool(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("promtool is required by the rule tests (apt-get install prometheus): {e}"))
+}
+
+/// `promtool test rules` of `tests`, a unit-test file whose `rule_files` is
+/// `[rules.yml]`, with the rule groups `groups` (as a rule resource's `spec.groups`)
+/// written as `rules.yml` (JSON is YAML).
+fn promtool_test(groups: &Value, tests: &str) {
+    let dir = TempDir::new("promtool");
+    let rules = serde_json::json!({ "groups": groups });
+    std::fs::write(dir.path().join("rules.yml"), rules.to_string()).expect("write rules");
+    std::fs::write(dir.path().join("tests.yml"), tests).expect("write tests");
+    let out = promtool(dir.path(), &["test", "rules", "tests.yml"]);
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}\n{tests}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const NOT_RUNNING_RUNBOOK: &str =
+    "https://github.com/pod-rebalancer/pod-rebalancer/blob/main/README.md#podrebalancernotrunning";
+
+#[test]
+fn readme_fleet_overlay_renders_fleet_mode_and_its_rules_fire_once_for_a_dead_fleet() {
+    let text = readme_overlay("fleet/kustomization.yaml");
+    let tree = overlay_tree(&[("fleet/kustomization.yaml".into(), text.clone())]);
+    let objects = render(&tree.path().join("fleet"));
+    for object in &objects {
+        assert_eq!(object["metadata"]["namespace"], "consumers", "{object}");
+    }
+    assert_eq!(fleet_problems(&objects), Vec::<String>::new());
+    assert_eq!(
+        grants(&objects),
+        expected_fleet_grants(EVICT, &state_configmap(&objects))
+    );
+    let (data, _) = environment(&objects);
+    for name in ["PROMETHEUS_ENDPOINT", "METRICS_PUSH_URL"] {
+        assert_eq!(data[name], literal(&text, name), "{name}");
+    }
+    let push = data["METRICS_PUSH_URL"].as_str().expect("METRICS_PUSH_URL");
+    assert!(
+        push.split('?').next().unwrap().ends_with("/api/v1/import/prometheus"),
+        "the fleet example pushes to VictoriaMetrics' import: {push}"
+    );
+    let rules = the(&objects, "VMRule");
+    assert_eq!(expected_target(rules), ("consumers".to_owned(), String::new()));
+
+    // Its own rule resource under promtool: two targets, the fleet's CronJob dies
+    // after the run at 60 minutes; one alert, for the namespace, 20 minutes later.
+    let tests = format!(
+        r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 5m
+    input_series:
+      - series: 'rebalancer_targets{{namespace="consumers",outcome="balanced"}}'
+        values: '2x12'
+      - series: 'rebalancer_targets{{namespace="consumers",outcome="error"}}'
+        values: '0x12'
+      - series: 'rebalancer_last_run_timestamp_seconds{{namespace="consumers",deployment="orders-consumer"}}'
+        values: '0+300x12'
+      - series: 'rebalancer_last_run_timestamp_seconds{{namespace="consumers",deployment="events-consumer"}}'
+        values: '0+300x12'
+    alert_rule_test:
+      - eval_time: 80m
+        alertname: PodRebalancerNotRunning
+        exp_alerts: []
+      - eval_time: 81m
+        alertname: PodRebalancerNotRunning
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              namespace: consumers
+            exp_annotations:
+              summary: the fleet pod-rebalancer of namespace consumers has written no metrics for 20 minutes
+              description: 'No run of the rebalancer of the Deployments labelled with its TARGET_SELECTOR in namespace consumers has pushed its metrics in the last 20 minutes, or none ever has. Look at its CronJob and Jobs: suspended, image pull, exit 2 on the configuration, OOM, deadline, or the push to METRICS_PUSH_URL failing.'
+              runbook_url: {NOT_RUNNING_RUNBOOK}
+"#
+    );
+    promtool_test(&rules["spec"]["groups"], &tests);
+}
+
+// Several clusters in one store (METRICS_LABELS) ------------------------------
+
+/// The `(name, value)` pairs of a `METRICS_LABELS` value: `cluster="prod-eu-1",…`.
+fn metrics_labels(value: &str) -> Vec<(String, String)> {
+    value
+        .split(',')
+        .map(|pair| {
+            let (name, quoted) = pair.split_once('=').expect("name=\"value\"");
+            let value = quoted
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .expect("a quoted value");
+            (name.trim().to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn readme_cluster_overlay_expects_its_rebalancer_with_the_cluster_its_metrics_carry() {
+    let text = readme_overlay("prod-eu-1/kustomization.yaml");
+    let tree = overlay_tree(&[("prod-eu-1/kustomization.yaml".into(), text)]);
+    let objects = render(&tree.path().join("prod-eu-1"));
+    let (data, _) = environment(&objects);
+    let labels = metrics_labels(data["METRICS_LABELS"].as_str().expect("METRICS_LABELS"));
+    assert_eq!(labels, [("cluster".to_owned(), "prod-eu-1".to_owned())]);
+    let rules = the(&objects, "VMRule");
+    let expected = &rules["spec"]["groups"][0]["rules"][0];
+    assert_eq!(expected["record"], "pod_rebalancer:expected");
+    assert_eq!(expected["labels"]["cluster"], "prod-eu-1");
+    assert_eq!(
+        expected_target(rules),
+        ("ingestion".to_owned(), "ingestion-consumer".to_owned())
+    );
+
+    // Under promtool: its own rebalancer running with the label is not
+    // NotRunning, whatever another cluster does; the same rebalancer without the
+    // label (METRICS_LABELS forgotten) is.
+    let tests = format!(
+        r#"rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 5m
+    input_series:
+      - series: 'rebalancer_last_run_timestamp_seconds{{cluster="prod-eu-1",namespace="ingestion",deployment="ingestion-consumer"}}'
+        values: '0+300x24'
+      - series: 'rebalancer_last_run_timestamp_seconds{{cluster="prod-us-1",namespace="ingestion",deployment="ingestion-consumer"}}'
+        values: '0'
+    alert_rule_test:
+      - eval_time: 2h
+        alertname: PodRebalancerNotRunning
+        exp_alerts: []
+  - interval: 5m
+    input_series:
+      - series: 'rebalancer_last_run_timestamp_seconds{{namespace="ingestion",deployment="ingestion-consumer"}}'
+        values: '0+300x24'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: PodRebalancerNotRunning
+        exp_alerts:
+          - exp_labels:
+              severity: warning
+              cluster: prod-eu-1
+              namespace: ingestion
+              deployment: ingestion-consumer
+            exp_annotations:
+              summary: pod-rebalancer for ingestion/ingestion-consumer has written no metrics for 20 minutes
+              description: 'No run of the rebalancer of Deployment ingestion-consumer in namespace ingestion has pushed its metrics in the last 20 minutes, or none ever has. Look at its CronJob and Jobs: suspended, image pull, exit 2 on the configuration, OOM, deadline, or the push to METRICS_PUSH_URL failing.'
+              runbook_url: {NOT_RUNNING_RUNBOOK}
+"#
+    );
+    promtool_test(&rules["spec"]["groups"], &tests);
+}
+
+/// Every `by (…)`/`on (…)` list of the alert expressions that does not start with
+/// `cluster, namespace`, and every `without`/`ignoring`; and every annotation query
+/// that does not select `cluster`.
+fn key_problems(rules: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    for group in rule_groups(rules).as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let Some(expr) = rule["expr"].as_str() else { continue };
+            let name = rule["alert"].as_str().or(rule["record"].as_str()).unwrap_or("?");
+            for keyword in ["without", "ignoring"] {
+                if expr.contains(keyword) {
+                    problems.push(format!("{name}: {keyword}"));
+                }
+            }
+            for keyword in ["by (", "on ("] {
+                for (i, _) in expr.match_indices(keyword) {
+                    let list = &expr[i + keyword.len()..];
+                    let list = &list[..list.find(')').expect("a closing parenthesis")];
+                    if !list.starts_with("cluster, namespace") {
+                        problems.push(format!("{name}: {keyword}{list})"));
+                    }
+                }
+            }
+            for text in rule["annotations"].as_object().into_iter().flat_map(|a| a.values()) {
+                let text = text.as_str().unwrap_or_default();
+                for (i, _) in text.match_indices("{namespace=") {
+                    problems.push(format!("{name}: a query without cluster at {i}"));
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_aggregation_and_match_of_the_rules_keeps_the_cluster_label() {
+    let rules = rules_file();
+    assert_eq!(key_problems(&rules), Vec::<String>::new());
+    // The check finds a rule that drops it.
+    let dropped = rules.replacen(
+        "by (cluster, namespace, deployment) (last_over_time(rebalancer_pods_matched[10m]))",
+        "by (namespace, deployment) (last_over_time(rebalancer_pods_matched[10m]))",
+        1,
+    );
+    assert_ne!(
+        dropped, rules,
+        "the rules no longer have the expression this test changes"
+    );
+    assert_eq!(key_problems(&dropped).len(), 1, "{:?}", key_problems(&dropped));
+}
+
+/// The rules file and its promtool tests, as files in a new directory, after `edit`.
+fn rules_and_tests(edit: impl Fn(&str) -> String) -> TempDir {
+    let dir = TempDir::new("rules");
+    for name in ["pod-rebalancer.rules.yml", "pod-rebalancer.rules.test.yml"] {
+        let text = std::fs::read_to_string(manifests().join("alerts").join(name)).expect("rules");
+        std::fs::write(dir.path().join(name), edit(&text)).expect("write rules");
+    }
+    dir
+}
+
+#[test]
+fn the_rules_pass_their_promtool_tests_and_still_do_with_the_cluster_label_renamed() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    assert_contains(
+        &readme,
+        "sed 's/cluster/k8s_cluster/g' manifests/alerts/pod-rebalancer.rules.yml",
+    );
+    for (what, dir) in [
+        ("as shipped", rules_and_tests(str::to_owned)),
+        (
+            "renamed as the README says",
+            rules_and_tests(|text| text.replace("cluster", "k8s_cluster")),
+        ),
+    ] {
+        let out = promtool(dir.path(), &["test", "rules", "pod-rebalancer.rules.test.yml"]);
+        assert!(
+            out.status.success(),
+            "the rules {what} fail their tests:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+// The README's install (issue 21) ----------------------------------------------
+
+#[test]
+fn readme_install_overlay_mounts_the_metrics_credentials_read_only_and_pins_the_image_by_digest() {
+    let files = ["install/kustomization.yaml", "install/metrics-credentials.yaml"]
+        .map(|path| (path.to_owned(), readme_overlay(path)));
+    let text = files[0].1.clone();
+    let tree = overlay_tree(&files);
+    let objects = render(&tree.path().join("install"));
+    for object in &objects {
+        assert_eq!(object["metadata"]["namespace"], "ingestion", "{object}");
+    }
+    assert_eq!(grants(&objects), expected_grants(EVICT, &state_configmap(&objects)));
+
+    // The image by digest, in place of the base's tag.
+    let pod = pod_spec(&objects);
+    let container = &pod["containers"][0];
+    let image = container["image"].as_str().expect("image");
+    let digest = image
+        .strip_prefix("registry.internal/pod-rebalancer@sha256:")
+        .unwrap_or_else(|| panic!("{image} is not pinned by digest"));
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{image}"
+    );
+
+    // One volume, the Secret, mounted read-only where the settings look.
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0]["secret"]["secretName"], "pod-rebalancer-metrics");
+    assert_eq!(volumes[0]["secret"]["defaultMode"], 0o444);
+    let mounts = container["volumeMounts"].as_array().expect("volumeMounts");
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts[0]["name"], volumes[0]["name"]);
+    assert_eq!(mounts[0]["readOnly"], true);
+    let mount = mounts[0]["mountPath"].as_str().expect("mountPath");
+    let (data, _) = environment(&objects);
+    for name in ["PROMETHEUS_CA_FILE", "PROMETHEUS_BEARER_TOKEN_FILE"] {
+        let path = data[name].as_str().expect(name);
+        assert_eq!(path, literal(&text, name));
+        assert!(
+            path.starts_with(&format!("{mount}/")),
+            "{name}={path} is not in the mounted Secret {mount}"
+        );
+    }
+
+    // The hardened security context is the base's, untouched.
+    let base_pod = pod_spec(base());
+    assert_eq!(pod["securityContext"], base_pod["securityContext"]);
+    assert_eq!(
+        container["securityContext"],
+        base_pod["containers"][0]["securityContext"]
+    );
+    assert_eq!(container["resources"], base_pod["containers"][0]["resources"]);
+
+    // A Pushgateway overwrites the labels of its grouping key in every sample:
+    // they must be this install's namespace and DEPLOYMENT_NAME.
+    let push = data["METRICS_PUSH_URL"].as_str().expect("METRICS_PUSH_URL");
+    let key = push.split_once("/metrics/").expect("a Pushgateway URL").1;
+    let segments: Vec<&str> = key.split('/').collect();
+    assert_eq!(
+        segments,
+        [
+            "job",
+            "pod-rebalancer",
+            "namespace",
+            "ingestion",
+            "deployment",
+            data["DEPLOYMENT_NAME"].as_str().expect("DEPLOYMENT_NAME"),
+        ]
+    );
+    assert_eq!(
+        expected_target(the(&objects, "PrometheusRule")),
+        ("ingestion".to_owned(), "ingestion-consumer".to_owned())
     );
 }
