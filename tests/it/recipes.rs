@@ -1,4 +1,4 @@
-//! The partition signal's recipes (`docs-recipes.md`, SPEC §12) on both real engines.
+//! The partition signal's recipes (README.md, "Recipes for `PARTITION_QUERY`", SPEC §12) on both real engines.
 //!
 //! Each recipe is read from the document as written there and asked, as an instant
 //! query at a fixed instant and at each second of the scrape interval after it, of the
@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Where the recipes are written: the tests run the queries found there.
-const RECIPES: &str = "docs-recipes.md";
+const RECIPES: &str = "README.md";
 const PARTITIONS: usize = 12;
 const PODS: usize = 6;
 /// How far back every history goes from its instant.
