@@ -34,7 +34,19 @@ fuzz_target!(|data: &[u8]| {
         Ok(cli::Command::Run(raw)) => config::live(&raw).map(|(c, cluster)| {
             assert!(cluster.kube.url.starts_with("http://") || cluster.kube.url.starts_with("https://"));
             assert!(!cluster.kube.timeout.is_zero());
-            assert!(config::dns_label(&cluster.deployment).is_some());
+            match &cluster.scope {
+                config::Scope::One { deployment, container } => {
+                    assert!(config::dns_label(deployment).is_some() && config::dns_label(container).is_some());
+                    assert!(
+                        c.target_selector.is_none(),
+                        "one of DEPLOYMENT_NAME and TARGET_SELECTOR"
+                    );
+                }
+                config::Scope::Fleet { selector } => {
+                    assert!(!selector.is_empty() && c.deployment.is_none());
+                }
+            }
+            assert!(c.max_removals >= 1);
             c
         }),
         Ok(cli::Command::Plan(raw, args)) => config::plan(&raw, &args).map(|request| request.config),
@@ -67,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
             let authority = c.prometheus.url.split("://").nth(1).and_then(|r| r.split('/').next());
             assert!(!authority.is_some_and(|a| a.contains('@')), "no credentials in a URL");
             assert!(config::dns_label(&c.namespace).is_some());
-            assert!(!c.selector.is_empty());
+            assert!(c.selector.as_deref().is_none_or(|s| !s.is_empty()));
         }
         Err(problems) => {
             assert!(!problems.is_empty(), "a refusal says why");

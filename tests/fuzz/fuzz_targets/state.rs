@@ -1,4 +1,5 @@
-//! `memory::parse` on arbitrary text, then the memory's whole protocol against a fixed
+//! `memory::parse_fleet` on arbitrary text (what it accepts reads back), and
+//! `memory::parse` on it, then the memory's whole protocol against a fixed
 //! plan: no panic; what it accepts is version 2 with at most ten actions and reads
 //! back the same once rendered; and so does every document the protocol writes from
 //! it (the judged memory, the lease, the end-of-run record with any answers). Judging
@@ -46,6 +47,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // The same text as a fleet's document (SPEC §13): what it accepts reads back.
+    if let Ok(fleet) = memory::parse_fleet(Some(text)) {
+        let rendered = memory::render_fleet(&fleet);
+        assert_eq!(
+            memory::parse_fleet(Some(&rendered)).as_ref(),
+            Ok(&fleet),
+            "a fleet document does not read back:\n{rendered}"
+        );
+    }
     let Ok(state) = memory::parse(Some(text), None) else {
         return;
     };
