@@ -1783,6 +1783,86 @@ mod tests {
     }
 
     #[test]
+    fn the_words_and_labels_are_the_documents_own() {
+        for v in [Verdict::Effective, Verdict::Partial, Verdict::Ineffective] {
+            assert_eq!(serde_json::to_value(v).ok(), Some(serde_json::Value::from(v.label())));
+        }
+        assert_eq!(Dropped::Rollout.words(), "the pod template changed since (a rollout)");
+        assert!(Dropped::NothingRemoved.words().contains("no pod"));
+        // An action without `settled` (written by hand) is a settled one: it blocks
+        // nothing.
+        let text = r#"{"version": 2, "actions": [{"at": 1, "pods": []}]}"#;
+        assert!(parse(Some(text), None).expect("a document").actions[0].settled);
+        // The newest fingerprint an action was taken under.
+        let mut memory = pending(0.5, 4);
+        assert_eq!(memory.last_fingerprint(), Some(TEMPLATE));
+        memory.actions[0].fingerprint = None;
+        assert_eq!(memory.last_fingerprint(), None);
+        // A judged memory is of this program's version, whatever it was given.
+        let old = Memory {
+            version: 1,
+            ..Memory::default()
+        };
+        let plan = plan_of(&borrowed(&balanced()), NOW);
+        assert_eq!(judge(&old, &plan, TEMPLATE, &settings()).next.version, VERSION);
+    }
+
+    #[test]
+    fn a_settled_actions_unasked_pod_is_not_settled_again() {
+        // The hottest's eviction got no answer and the coldest was never asked (the
+        // pair rule). Both are gone now: only the hottest's answer was open.
+        let mut memory = pending(0.9, 8);
+        memory.actions[0].pods = vec![
+            ActionPod {
+                name: "hot".into(),
+                uid: "uid-hot".into(),
+                role: Role::HighestCpu,
+                result: PodResult::Unknown,
+                cpu: Some(2.0),
+            },
+            ActionPod {
+                name: "cold".into(),
+                uid: "uid-cold".into(),
+                role: Role::LowestCpu,
+                result: PodResult::Intended,
+                cpu: Some(0.1),
+            },
+        ];
+        let plan = plan_of(&borrowed(&spread_of(0.5)), NOW);
+        let j = judge(&memory, &plan, TEMPLATE, &settings());
+        assert_eq!(j.resolved, vec![("hot".to_string(), PodResult::Removed)]);
+        assert_eq!(j.next.actions[0].pods[1].result, PodResult::Intended);
+    }
+
+    #[test]
+    fn without_its_hottest_removed_an_action_names_no_hot_spot() {
+        // Settled from the cluster: the hottest still there, the coldest gone.
+        let mut memory = pending(0.9, 8);
+        memory.actions[0].pods = vec![
+            ActionPod {
+                name: "hot".into(),
+                uid: "uid-hot".into(),
+                role: Role::HighestCpu,
+                result: PodResult::Intended,
+                cpu: Some(2.0),
+            },
+            ActionPod {
+                name: "cold".into(),
+                uid: "uid-cold".into(),
+                role: Role::LowestCpu,
+                result: PodResult::Removed,
+                cpu: Some(0.1),
+            },
+        ];
+        let mut cpus = spread_of(0.5);
+        cpus[1].1 = 1.9;
+        let e = judge(&memory, &plan_of(&borrowed(&cpus), NOW), TEMPLATE, &settings())
+            .evaluation
+            .expect("evaluated: a pod went");
+        assert_eq!(e.hot_spot, None, "the coldest's CPU is no hot spot's");
+    }
+
+    #[test]
     fn a_document_reads_back_as_the_same_numbers_once_rendered() {
         // Found by the fuzz target: serde_json's default float parser put this long
         // literal one unit in the last place away from what its rendering parses to.
