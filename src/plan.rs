@@ -664,7 +664,9 @@ impl fmt::Display for Undecidable {
                 namespace,
                 ignored,
             } => {
-                let listed = match selector {
+                let listed = match selector.as_deref() {
+                    // Fleet mode without KUBE_LABEL_SELECTOR lists the whole namespace.
+                    Some("") => return write!(f, "no pod in namespace {namespace} is the Deployment's"),
                     Some(selector) => format!("the label selector {selector} in namespace {namespace}"),
                     None => "the saved pod list".to_string(),
                 };
@@ -1621,6 +1623,25 @@ mod tests {
                 "{verdict}"
             );
         }
+    }
+
+    #[test]
+    fn no_pods_in_a_whole_namespace_says_so() {
+        let e = decide(Inputs {
+            pods: Vec::new(),
+            samples: &Samples::default(),
+            rollout: None,
+            now: NOW,
+            settings: &settings(),
+            container: "c",
+            namespace: "ns",
+            ignored: 0,
+            selector: Some(""),
+            leased: None,
+            partitions: None,
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "no pod in namespace ns is the Deployment's");
     }
 
     #[test]
