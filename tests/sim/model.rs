@@ -466,9 +466,12 @@ impl Case {
         let mut words = match self.rates {
             Rates::Sloped { p } => format!("P = {p}, C = {c}; partition p at (0.5 − 0.4·p/{}) cores ±10 %", p - 1),
             Rates::Even { p, cores, jitter, hot } => {
-                let mut s = format!("P = {p}, C = {c}; partitions at {cores} cores ±{:.0} %", 100.0 * jitter);
+                let mut s = format!(
+                    "P = {p}, C = {c}; partitions at {cores:?} cores ±{:.0} %",
+                    100.0 * jitter
+                );
                 if let Some((h, factor)) = hot {
-                    s.push_str(&format!(", partition {h} at {} cores ({factor}×)", cores * factor));
+                    s.push_str(&format!(", partition {h} at {:?} cores ({factor}×)", cores * factor));
                 }
                 s
             }

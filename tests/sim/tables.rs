@@ -412,8 +412,14 @@ pub fn near_threshold(opts: &Options) -> String {
     let reports = week_of(opts, &cases);
     let mut out = String::new();
     let _ = writeln!(out, "{} days, {}; {}.\n", opts.days, seeds_words(opts), opts.settings());
-    for (case, _) in cases.iter().filter(|(c, _)| c.rollouts.is_none() && c.wobble == 0.10) {
-        let _ = writeln!(out, "- {} {}: {}.", case.label, case.name, case.parameters());
+    for case in [Case::eleven_on_twelve(0.0), Case::hot_three(0.0)] {
+        let _ = writeln!(
+            out,
+            "- {} {}: {}; ±10 % or ±20 % noise a window.",
+            case.label,
+            case.name,
+            case.parameters()
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(
