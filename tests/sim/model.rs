@@ -576,8 +576,6 @@ impl Verdicts {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub days: i64,
-    /// The seconds simulated (less than `days` when the run stopped once balanced).
-    pub simulated: i64,
     /// Pods removed, in all and by day.
     pub removals: usize,
     pub removals_by_day: Vec<usize>,
@@ -608,14 +606,10 @@ pub struct Report {
     pub swing_decided: usize,
     /// Pending actions a rollout dropped.
     pub dropped_by_rollout: usize,
-    /// Verdicts that said "the hot spot moved" (and of those, the effective ones), the
-    /// cycles the breaker held, probes.
+    /// Verdicts that said "the hot spot moved", the cycles the breaker held, probes.
     pub hot_spots: usize,
-    pub hot_spots_effective: usize,
     pub held: usize,
     pub probes: usize,
-    /// Spread after / spread before, of each evaluated action.
-    pub ratios: Vec<f64>,
     /// The breaker as each cycle's judgement left it: open until (seconds), when open.
     pub open_until: Vec<(i64, Option<i64>)>,
     /// Each action: when, and how many pods it removed.
@@ -1288,7 +1282,6 @@ pub fn simulate(run: Run) -> Report {
         t += TICK;
     }
     let r = &mut sim.report;
-    r.simulated = t.min(end);
     r.rebalances = sim.group.rebalances[Cause::Removal as usize];
     r.rounds = sim.group.rounds[Cause::Removal as usize];
     r.other_rebalances = sim.group.rebalances[Cause::Deployment as usize];
@@ -1412,8 +1405,6 @@ impl Sim {
         if let Some(e) = &judgement.evaluation {
             r.verdicts.count(e.verdict);
             r.hot_spots += usize::from(e.hot_spot.is_some());
-            r.hot_spots_effective += usize::from(e.hot_spot.is_some() && e.verdict == Verdict::Effective);
-            r.ratios.push(e.ratio);
             // The same protocol on the same fleet without noise, and without noise with the
             // rates as they were at the action: what noise, and what the rates' change,
             // made of the verdict.

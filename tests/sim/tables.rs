@@ -5,8 +5,7 @@
 //! policy added there joins every table.
 
 use super::model::{
-    Assignor, BALANCED_SECS, Case, DAY, HOUR, Policy, Report, Run, SEED, Sticky, decision_settings, memory_settings,
-    simulate,
+    Assignor, Case, DAY, HOUR, Policy, Report, Run, SEED, Sticky, decision_settings, memory_settings, simulate,
 };
 use std::fmt::Write;
 
@@ -752,6 +751,5 @@ pub fn week(opts: &Options) -> String {
             );
         }
     }
-    let _ = BALANCED_SECS;
     out
 }
