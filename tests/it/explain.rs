@@ -466,4 +466,32 @@ fn a_run_with_the_partition_query_holds_an_imbalance_no_eviction_can_fix() {
     assert_contains(&broken.stderr, "query partitions");
     assert_contains(&world.metrics(), "rebalancer_errors_total{stage=\"metrics\"} 1\n");
     assert_eq!(world.removals().len(), asked, "nothing asked after the failed query");
+    // With a memory, the first run to find it unfixable says so on the Deployment, as
+    // a Warning; the next one does not repeat it.
+    let remembering = [
+        ("PARTITION_QUERY", query.as_str()),
+        ("STATE_CONFIGMAP", crate::support::kube::STATE),
+    ];
+    let unfixable = |world: &World| -> Vec<serde_json::Value> {
+        world
+            .events_on("Deployment")
+            .iter()
+            .map(|r| r.json())
+            .filter(|e| e["reason"] == "RebalancerUnfixable")
+            .collect()
+    };
+    let first = world.run(&remembering);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let said = unfixable(&world);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0]["type"], "Warning");
+    assert_eq!(said[0]["involvedObject"]["name"], crate::cycle::DEPLOYMENT);
+    assert!(
+        said[0]["message"].as_str().is_some_and(|m| m.contains("(key skew)")),
+        "{}",
+        said[0]
+    );
+    let second = world.run(&remembering);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(unfixable(&world).len(), 1, "said once until the next action");
 }
