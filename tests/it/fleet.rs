@@ -745,6 +745,29 @@ fn a_target_without_cpu_metrics_for_its_container_fails_alone() {
     assert_contains(last_line(&out), "; failed: bravo, charlie");
 }
 
+#[test]
+fn a_target_without_pods_fails_alone_and_says_so() {
+    // empty wants three replicas and owns no pod of the namespace; zero wants none.
+    let specs = [
+        target("alpha", &IMBALANCED),
+        target("empty", &[]).replicas(3),
+        target("zero", &[]).replicas(0),
+    ];
+    let world = World::new("fleet-nopods", &specs);
+    let out = check(
+        &world,
+        &[],
+        1,
+        &[("alpha", "acted"), ("empty", "error"), ("zero", "idle")],
+    );
+    assert_eq!(world.removals(), [specs[0].pod(1), specs[0].pod(3)]);
+    assert_contains(
+        &logged(&out),
+        "decide deployment empty: no pod of namespace fleet-nopods is the Deployment's",
+    );
+    assert!(!out.stderr.contains("label selector  in"), "{}", out.stderr);
+}
+
 /// A world of two imbalanced targets whose run fails in a read they share.
 #[track_caller]
 fn check_shared_failure(
