@@ -1030,6 +1030,29 @@ fn a_fleet_run_adopts_a_single_mode_document_as_its_deployments_entry() {
 }
 
 #[test]
+fn an_adopted_single_mode_document_of_a_deployment_not_yet_a_target_is_kept() {
+    // The way from N single-mode CronJobs to one: the memory of a Deployment not yet
+    // labelled for the fleet is not lost on the fleet's first run.
+    let specs = [target("alpha", &BALANCED), target("bravo", &BALANCED).unselected()];
+    let world = World::new("fleet-adopt-later", &specs);
+    let document = json!({"version": 2, "deployment": "bravo", "streak": 2, "hold_until": 1_700_000_000});
+    world.remember(&document);
+    let before = now();
+    check(&world, &[], 0, &[("alpha", "balanced")]);
+    let state = world.state();
+    let bravo = &state["targets"]["bravo"];
+    assert_eq!(bravo["streak"], 2, "{state}");
+    assert!(
+        bravo["last_target_at"].as_i64().is_some_and(|at| at >= before),
+        "kept for FORGET_SECS from now: {bravo}"
+    );
+    // Labelled later, it carries its memory on.
+    world.fake.lock().expect("fake").deployments[1]["metadata"]["labels"]["pod-rebalancer.io/enabled"] = json!("true");
+    check(&world, &[], 0, &[("alpha", "balanced"), ("bravo", "balanced")]);
+    assert_eq!(world.state()["targets"]["bravo"]["streak"], 2);
+}
+
+#[test]
 fn a_single_mode_run_refuses_a_fleet_document() {
     let specs = [target("alpha", &IMBALANCED)];
     let world = World::new("fleet-refused", &specs);
