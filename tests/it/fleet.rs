@@ -768,6 +768,69 @@ fn a_target_without_pods_fails_alone_and_says_so() {
     assert!(!out.stderr.contains("label selector  in"), "{}", out.stderr);
 }
 
+#[test]
+fn each_target_reads_the_partitions_its_own_pods_own() {
+    // Two consumer groups read the same topic, partitions events/0 to events/15 each.
+    // skewed is SPEC §12's first example (events/0 alone is two fair shares): no
+    // eviction can balance it. fair's p0 owns four partitions and p1 none: evicting
+    // both can. Read as one group, every partition would be owned twice: "moving".
+    let ns = "fleet-partitions";
+    let skewed: Vec<(usize, usize, f64)> = [(0, 0, 1.25), (0, 1, 0.25)]
+        .into_iter()
+        .chain((1..8).flat_map(|i| [(i, 2 * i, 0.25), (i, 2 * i + 1, 0.25)]))
+        .collect();
+    let fair: Vec<(usize, usize, f64)> = (0..4)
+        .map(|k| (0, k, 0.25))
+        .chain((2..8).flat_map(|i| [(i, 2 * i, 0.25), (i, 2 * i + 1, 0.25)]))
+        .collect();
+    let cpu = |owned: &[(usize, usize, f64)]| {
+        let mut loads = [0.01; 8];
+        for (pod, _, load) in owned {
+            loads[*pod] += load;
+        }
+        loads
+    };
+    let specs = [target("fair", &cpu(&fair)), target("skewed", &cpu(&skewed))];
+    let world = World::new(ns, &specs);
+    let vm = vm::shared();
+    let at = vm::now_ms() - 15_000;
+    let mut text = String::new();
+    for (spec, owned) in [(&specs[0], &fair), (&specs[1], &skewed)] {
+        for (pod, partition, load) in owned {
+            text.push_str(&format!(
+                "kafka_partition_rate{{namespace=\"{ns}\",pod=\"{}\",topic=\"events\",partition=\"{partition}\"}} {load} {at}\n",
+                spec.pod(*pod)
+            ));
+        }
+    }
+    vm.import(&text);
+    vm.get("/internal/force_flush").expect("flush");
+    let query = format!("kafka_partition_rate{{namespace=\"{ns}\"}}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let count = format!("count({query})");
+    while vm.samples(&count, "", None).get("").copied() != Some((fair.len() + skewed.len()) as f64) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partition series never became searchable"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = check(
+        &world,
+        &[("PARTITION_QUERY", &query)],
+        0,
+        &[("fair", "acted"), ("skewed", "unfixable")],
+    );
+    assert_eq!(world.removals(), [specs[0].pod(0), specs[0].pod(1)], "{}", out.stderr);
+    assert_contains(&out.stderr, "partition events/0 alone burns");
+    assert_eq!(world.queries().len(), 2, "one CPU query, one partition query");
+    let text = world.metrics_text();
+    assert_contains(
+        &text,
+        &format!("rebalancer_best_possible_spread{{namespace=\"{ns}\",deployment=\"skewed\"}} 0.37"),
+    );
+}
+
 /// A world of two imbalanced targets whose run fails in a read they share.
 #[track_caller]
 fn check_shared_failure(
@@ -809,6 +872,12 @@ fn a_failure_shared_by_all_targets_fails_every_one_and_removes_nothing() {
         &text,
         "rebalancer_cycle_outcome{namespace=\"fleet-shared-list\",outcome=\"error\"} 1",
     );
+    for outcome in OUTCOMES {
+        assert_contains(
+            &text,
+            &format!("rebalancer_targets{{namespace=\"fleet-shared-list\",outcome=\"{outcome}\"}} 0\n"),
+        );
+    }
     assert!(
         world.reads().iter().all(|r| !r.ends_with("/pods")),
         "no pod list without targets"
@@ -847,6 +916,18 @@ fn a_failure_shared_by_all_targets_fails_every_one_and_removes_nothing() {
         "state ConfigMap pod-rebalancer-state not found in namespace fleet-shared-state",
     );
     assert_eq!(world.state_puts(), 0);
+    // The lease, refused with 409: another writer moved the state on meanwhile.
+    let world = check_shared_failure(
+        "fleet-shared-lease",
+        |mut f| {
+            f.bump_after_get = true;
+            f
+        },
+        &[],
+        "another run wrote the state ConfigMap pod-rebalancer-state meanwhile (409",
+    );
+    assert_eq!(world.outcomes(), both_failed);
+    assert_eq!(world.state_puts(), 1, "the refused lease, and no end-of-run write");
 }
 
 #[test]
