@@ -307,6 +307,30 @@ impl World {
         serde_json::from_str(&text).expect("a JSON state document")
     }
 
+    /// Kubernetes between runs: the pods of `spec` that an eviction terminated are gone,
+    /// replaced by new ones (an hour old, named on from `next`) burning `cores`.
+    fn replace_terminated(&self, spec: &Spec, next: usize, cores: &[f64]) {
+        let mut fake = self.fake.lock().expect("fake");
+        let ours = format!("{}-{HASH}-", spec.name);
+        let before = fake.pods.len();
+        fake.pods.retain(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap_or_default();
+            !(name.starts_with(&ours) && p["metadata"].get("deletionTimestamp").is_some())
+        });
+        assert_eq!(before - fake.pods.len(), cores.len(), "{}: pods terminated", spec.name);
+        let cpu: Vec<(String, f64)> = cores
+            .iter()
+            .enumerate()
+            .map(|(k, c)| (spec.pod(next + k), *c))
+            .collect();
+        vm::shared().feed_more(&self.namespace, &spec.container, &cpu);
+        for (name, _) in &cpu {
+            let mut p = pod_json(&self.namespace, &spec.name, &pod(name), now());
+            p["spec"]["containers"][0]["name"] = json!(spec.container);
+            fake.pods.push(p);
+        }
+    }
+
     /// Writes `document` into the state ConfigMap.
     fn remember(&self, document: &Value) {
         let mut fake = self.fake.lock().expect("fake");
@@ -717,6 +741,34 @@ fn a_removal_answered_500_stops_the_run_and_defers_the_targets_not_yet_served() 
         ),
     );
     assert_contains(last_line(&out), "; failed: mid");
+    // The memory: one lease covered all three, the end-of-run record keeps what
+    // happened. mid's hottest may have gone (unknown, settled by the next run); wide
+    // removed nothing and low was never asked: no action is recorded for them.
+    assert_eq!(world.state_puts(), 2);
+    let state = world.state();
+    let results = |name: &str| -> Vec<String> {
+        state["targets"][name]["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .flat_map(|a| a["pods"].as_array().cloned().unwrap_or_default())
+            .map(|p| p["result"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    assert_eq!(results("mid"), ["unknown", "intended"], "{state}");
+    assert_eq!(results("wide"), Vec::<String>::new(), "{state}");
+    assert_eq!(results("low"), Vec::<String>::new(), "{state}");
+    let lease: Value = world
+        .kube
+        .mutations()
+        .iter()
+        .find(|r| r.method == "PUT")
+        .map(|r| serde_json::from_str(r.json()["data"]["state.json"].as_str().unwrap_or("{}")).expect("a document"))
+        .expect("a lease");
+    for name in ["low", "mid", "wide"] {
+        let action = &lease["targets"][name]["actions"][0];
+        assert_eq!(action["settled"], false, "{name} is in the lease: {lease}");
+    }
 }
 
 #[test]
@@ -1108,6 +1160,55 @@ fn a_fleet_run_adopts_a_single_mode_document_as_its_deployments_entry() {
         &world.metrics_text(),
         "rebalancer_executions_total{namespace=\"fleet-adopt\",deployment=\"alpha\",status=\"success\"} 42",
     );
+}
+
+#[test]
+fn each_target_is_judged_by_its_own_memory() {
+    // Both act; then alpha's replacements even it out and bravo's hot spot moves to a
+    // replacement. The second run judges each action by its own target's numbers.
+    let specs = [target("alpha", &WIDE), target("bravo", &IMBALANCED)];
+    let world = World::new("fleet-judged", &specs);
+    let (config, cluster) = live_config(&world.env(&[]));
+    let start = now();
+    let first = cycle::run_at(&config, &cluster, start);
+    assert_eq!(first.code, 0);
+    assert_eq!(world.outcomes(), map(&[("alpha", "acted"), ("bravo", "acted")]));
+    world.replace_terminated(&specs[0], 5, &[1.0, 1.0]);
+    world.replace_terminated(&specs[1], 5, &[1.9, 0.12]);
+    let second = cycle::run_at(&config, &cluster, start + 900);
+    assert_eq!(second.code, 0);
+    assert_eq!(world.outcomes(), map(&[("alpha", "balanced"), ("bravo", "acted")]));
+    let state = world.state();
+    let entry = |name: &str| state["targets"][name].clone();
+    let verdict = |name: &str| entry(name)["actions"][0]["evaluation"]["verdict"].clone();
+    assert_eq!(
+        (verdict("alpha"), entry("alpha")["streak"].clone()),
+        (json!("effective"), json!(0)),
+        "{state}"
+    );
+    assert_eq!(
+        (verdict("bravo"), entry("bravo")["streak"].clone()),
+        (json!("ineffective"), json!(1)),
+        "{state}"
+    );
+    assert!(
+        entry("bravo")["actions"][0]["evaluation"]["hot_spot"].is_object(),
+        "{state}"
+    );
+    assert_eq!(
+        entry("bravo")["actions"].as_array().map(Vec::len),
+        Some(2),
+        "bravo acted again"
+    );
+    let gauges = |name: &str| {
+        second
+            .targets
+            .iter()
+            .find(|e| e.run.labels.deployment.as_deref() == Some(name))
+            .and_then(|e| e.run.memory)
+            .map(|m| m.streak)
+    };
+    assert_eq!((gauges("alpha"), gauges("bravo")), (Some(0), Some(1)));
 }
 
 #[test]
