@@ -551,11 +551,15 @@ fn decided(plan: &pod_rebalancer::plan::Plan) -> Value {
     rounded(v)
 }
 
+/// A target, the variables single mode needs to decide its Deployment alike, and the
+/// decision both must come to.
+type Case = (Spec, Vec<(&'static str, &'static str)>, &'static str);
+
 #[test]
 fn each_target_is_decided_as_single_mode_decides_its_deployment() {
     // Each target, and the variables a single-mode run needs to decide alike (single
     // mode reads no annotation but `paused`).
-    let cases: Vec<(Spec, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (target("acts", &IMBALANCED), vec![], "remove"),
         (target("even", &BALANCED), vec![], "balanced"),
         (
