@@ -716,6 +716,22 @@ fn the_budget_breaks_a_tie_by_name() {
 }
 
 #[test]
+fn a_target_held_by_its_breaker_takes_no_budget() {
+    // held's breaker is open for another hour: its plan would act, the breaker holds
+    // it, and the two removals left go to calm's lower ratio.
+    let specs = [target("held", &WIDE), target("calm", &IMBALANCED)];
+    let world = World::new("fleet-held", &specs);
+    world.remember(&json!({"version": 2, "targets": {"held": {"streak": 3, "hold_until": now() + 3600}}}));
+    check(
+        &world,
+        &[("MAX_REMOVALS_PER_RUN", "2")],
+        0,
+        &[("calm", "acted"), ("held", "ineffective")],
+    );
+    assert_eq!(world.removals(), [specs[1].pod(1), specs[1].pod(3)]);
+}
+
+#[test]
 fn a_removal_answered_500_stops_the_run_and_defers_the_targets_not_yet_served() {
     // Served in order wide, mid, low. wide's hottest is refused by a disruption budget
     // (no failure: its coldest is kept by the pair rule); mid's hottest answers 500.
@@ -1465,6 +1481,46 @@ fn per_target_annotations_override_the_settings_and_an_invalid_one_fails_that_ta
             format!("{} (dry run)", undo[0].pod(1)),
             format!("{} (dry run)", undo[0].pod(3))
         ]
+    );
+    assert_eq!(
+        world.state_puts(),
+        1,
+        "a dry run takes no lease: only the end-of-run record"
+    );
+    assert_eq!(
+        world.state()["targets"]["undo"]["actions"],
+        json!([]),
+        "and records no action"
+    );
+}
+
+#[test]
+fn without_an_annotation_a_targets_container_is_query_container_else_its_name() {
+    let specs = [
+        target("shared", &WIDE).running("worker"),
+        target("own", &IMBALANCED).annotated("container", "own"),
+    ];
+    let world = World::new("fleet-query-container", &specs);
+    let fleet = world.observe(&world.env(&[("QUERY_CONTAINER", "worker")]), now());
+    let hottest = |name: &str| {
+        let t = fleet.targets.iter().find(|t| t.name == name).expect("a target");
+        let plan = t.plan.as_ref().unwrap_or_else(|| panic!("{name}: {:?}", t.ended));
+        let top = plan.pods.iter().next().expect("a pod");
+        (plan.container.clone(), top.sample.map(|c| (c * 100.0).round() / 100.0))
+    };
+    assert_eq!(hottest("shared"), ("worker".to_string(), Some(3.0)));
+    assert_eq!(hottest("own"), ("own".to_string(), Some(1.9)));
+    // Without QUERY_CONTAINER, shared's container is its name, which no series has.
+    let fleet = world.observe(&world.env(&[]), now());
+    let shared = fleet.targets.iter().find(|t| t.name == "shared").expect("a target");
+    assert!(
+        shared
+            .ended
+            .as_ref()
+            .and_then(|e| e.as_ref().err())
+            .is_some_and(|f| f.error.to_string().contains("no CPU metrics for container shared")),
+        "{:?}",
+        shared.ended
     );
 }
 
