@@ -761,6 +761,10 @@ fn a_removal_answered_500_stops_the_run_and_defers_the_targets_not_yet_served() 
         ),
     );
     assert_contains(last_line(&out), "; failed: mid");
+    assert_contains(
+        &out.stderr,
+        "deferred: a removal of this run failed, so no further pod is removed deployment=low",
+    );
     // The memory: one lease covered all three, the end-of-run record keeps what
     // happened. mid's hottest may have gone (unknown, settled by the next run); wide
     // removed nothing and low was never asked: no action is recorded for them.
