@@ -1065,6 +1065,17 @@ fn the_metrics_have_a_sample_set_per_target_and_the_targets_by_outcome() {
     );
     assert_contains(&text, "deployment=\"bravo\",dry_run=\"false\"");
     assert_contains(&text, "container=\"bravo\"");
+    // METRICS_LABELS go on every sample, the fleet's count of targets included.
+    world.run(&[("METRICS_LABELS", "cluster=\"prod-eu-1\"")]);
+    let text = world.metrics_text();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        assert!(line.contains("cluster=\"prod-eu-1\""), "{line}");
+        assert_eq!(
+            line.contains("deployment="),
+            !line.starts_with("rebalancer_targets{"),
+            "{line}"
+        );
+    }
 }
 
 #[test]
