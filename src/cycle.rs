@@ -1011,6 +1011,7 @@ fn act_within_budget(kube: &Kube, cycle: &mut Cycle, config: &Config, now: i64) 
     for (i, _) in acting {
         let t = &mut cycle.targets[i];
         if stopped {
+            log::info!(deployment = t.name.as_str(); "deferred: a removal of this run failed, so no further pod is removed");
             t.ended = Some(Ok(Outcome::Deferred));
             continue;
         }

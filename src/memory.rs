@@ -826,7 +826,10 @@ impl Fleet {
     }
 
     /// The entries a run writes at `now`: those of its `targets` (stamped as found
-    /// now), and those of former targets found within `FORGET_SECS`.
+    /// now), and those of former targets found within `FORGET_SECS`. An entry no
+    /// fleet run has stamped (a single-mode document adopted for a Deployment not yet
+    /// a target, an entry written by hand) starts its `FORGET_SECS` now: dropping it
+    /// at once would lose a memory on the way from N single-mode CronJobs to one.
     pub fn keep_recent(&mut self, targets: &[&str], now: i64) {
         for name in targets {
             if let Some(entry) = self.targets.get_mut(*name) {
@@ -834,9 +837,8 @@ impl Fleet {
             }
         }
         self.targets.retain(|_, entry| {
-            entry
-                .last_target_at
-                .is_some_and(|at| now.saturating_sub(at) <= FORGET_SECS)
+            let at = *entry.last_target_at.get_or_insert(now);
+            now.saturating_sub(at) <= FORGET_SECS
         });
     }
 }
@@ -1860,6 +1862,40 @@ mod tests {
             .evaluation
             .expect("evaluated: a pod went");
         assert_eq!(e.hot_spot, None, "the coldest's CPU is no hot spot's");
+    }
+
+    #[test]
+    fn a_fleet_forgets_a_former_target_after_seven_days_and_an_unstamped_entry_from_now() {
+        let now = 1_800_000_000;
+        let entry = |at: Option<i64>| Memory {
+            last_target_at: at,
+            ..Memory::default()
+        };
+        let mut fleet = Fleet {
+            targets: [
+                ("current", entry(Some(now - 30 * 24 * 3600))),
+                ("recent", entry(Some(now - FORGET_SECS))),
+                ("old", entry(Some(now - FORGET_SECS - 1))),
+                ("adopted", entry(None)),
+            ]
+            .into_iter()
+            .map(|(n, m)| (n.to_string(), m))
+            .collect(),
+        };
+        fleet.keep_recent(&["current"], now);
+        let kept: Vec<(&str, Option<i64>)> = fleet
+            .targets
+            .iter()
+            .map(|(n, m)| (n.as_str(), m.last_target_at))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("adopted", Some(now)),
+                ("current", Some(now)),
+                ("recent", Some(now - FORGET_SECS))
+            ]
+        );
     }
 
     #[test]

@@ -664,9 +664,15 @@ impl fmt::Display for Undecidable {
                 namespace,
                 ignored,
             } => {
-                let listed = match selector.as_deref() {
-                    // Fleet mode without KUBE_LABEL_SELECTOR lists the whole namespace.
-                    Some("") => return write!(f, "no pod in namespace {namespace} is the Deployment's"),
+                // Fleet mode without KUBE_LABEL_SELECTOR lists every pod of the
+                // namespace: there is no selector to name.
+                if selector.as_deref() == Some("") {
+                    return write!(
+                        f,
+                        "no pod of namespace {namespace} is the Deployment's (its controller would be a ReplicaSet named after it)"
+                    );
+                }
+                let listed = match selector {
                     Some(selector) => format!("the label selector {selector} in namespace {namespace}"),
                     None => "the saved pod list".to_string(),
                 };
@@ -1626,25 +1632,6 @@ mod tests {
     }
 
     #[test]
-    fn no_pods_in_a_whole_namespace_says_so() {
-        let e = decide(Inputs {
-            pods: Vec::new(),
-            samples: &Samples::default(),
-            rollout: None,
-            now: NOW,
-            settings: &settings(),
-            container: "c",
-            namespace: "ns",
-            ignored: 0,
-            selector: Some(""),
-            leased: None,
-            partitions: None,
-        })
-        .unwrap_err();
-        assert_eq!(e.to_string(), "no pod in namespace ns is the Deployment's");
-    }
-
-    #[test]
     fn no_pods_names_the_selector_and_the_namespace() {
         let e = check(&[], &BTreeMap::new(), None, &settings()).unwrap_err();
         assert_eq!(
@@ -1670,6 +1657,25 @@ mod tests {
             e.to_string()
                 .starts_with("the label selector app=c in namespace ns matched 8 pods, none of them the Deployment's"),
             "{e}"
+        );
+        // Fleet mode lists the whole namespace when KUBE_LABEL_SELECTOR is unset.
+        let e = decide(Inputs {
+            pods: Vec::new(),
+            samples: &Samples::default(),
+            rollout: None,
+            now: NOW,
+            settings: &settings(),
+            container: "c",
+            namespace: "ns",
+            ignored: 0,
+            selector: Some(""),
+            leased: None,
+            partitions: None,
+        })
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no pod of namespace ns is the Deployment's (its controller would be a ReplicaSet named after it)"
         );
     }
 }

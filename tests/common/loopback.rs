@@ -166,7 +166,7 @@ impl Request {
 
 /// Percent- and plus-decodes a query value; an escape that is not two hex digits
 /// gives `?`.
-fn decode(v: &str) -> String {
+pub(crate) fn decode(v: &str) -> String {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

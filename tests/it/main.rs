@@ -9,6 +9,7 @@ mod dashboard;
 mod engines;
 mod explain;
 mod faults;
+mod fleet;
 mod manifests;
 mod memory;
 mod outcomes;

@@ -1,7 +1,8 @@
-//! A fake Kubernetes API for one namespace: it serves a Deployment and pods derived
-//! from recorded objects (a real kind v1.36 pod and Deployment, with their managed
-//! fields, probes and volumes), pages the list, and answers evictions, deletions and
-//! events. Any answer can be replaced per route to inject a fault.
+//! A fake Kubernetes API for one namespace: it serves a Deployment (or, for fleet mode,
+//! a list of many, paged and filtered by a label selector) and pods derived from
+//! recorded objects (a real kind v1.36 pod and Deployment, with their managed fields,
+//! probes and volumes), pages the list, and answers evictions, deletions and events.
+//! Any answer can be replaced per route to inject a fault.
 
 use super::fixture;
 use super::server::{Handler, Reply, Request};
@@ -168,19 +169,72 @@ pub fn deployment_json(namespace: &str, name: &str, replicas: i64) -> Value {
     d
 }
 
+/// A Deployment of a fleet (SPEC §13): `deployment_json` with its own uid, `labels`
+/// and `annotations` added to the recorded ones.
+pub fn fleet_deployment_json(
+    namespace: &str,
+    name: &str,
+    replicas: i64,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> Value {
+    let mut d = deployment_json(namespace, name, replicas);
+    d["metadata"]["uid"] = json!(uid_of(&format!("deployment/{name}")));
+    for (k, v) in labels {
+        d["metadata"]["labels"][*k] = json!(v);
+    }
+    for (k, v) in annotations {
+        d["metadata"]["annotations"][*k] = json!(v);
+    }
+    d
+}
+
+/// Whether `labels` (an object) match an equality-based label selector, as the API
+/// server reads one: terms separated by commas, each `k=v`, `k==v`, `k!=v`, `k` (the
+/// label exists) or `!k` (it does not). A set-based term is not served: the fake
+/// panics rather than answer something the real server would not.
+pub fn selector_matches(selector: &str, labels: &Value) -> bool {
+    let label = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .all(|term| {
+            assert!(
+                !term.contains(" in ") && !term.contains(" notin ") && !term.contains('('),
+                "fake API: set-based selector term {term:?} not served"
+            );
+            if let Some((k, v)) = term.split_once("!=") {
+                label(k) != Some(v.trim())
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                label(k) == Some(v.trim())
+            } else if let Some(k) = term.strip_prefix('!') {
+                label(k).is_none()
+            } else {
+                label(term).is_some()
+            }
+        })
+}
+
 /// The state and the scripted answers of the fake API.
 pub struct Fake {
     pub namespace: String,
     pub deployment_name: String,
     pub deployment: Value,
+    /// Fleet mode: the namespace's Deployments, listed (paged, filtered by the
+    /// `labelSelector` on their `metadata.labels`) and each served by name too.
+    pub deployments: Vec<Value>,
+    /// The server's page size for the Deployment list.
+    pub deployments_page_size: usize,
     pub pods: Vec<Value>,
     /// The server's page size; the smaller of this and the client's `limit` is used.
     pub page_size: usize,
     /// How many continue requests are answered 410 Gone before paging works.
     pub expire_continue: usize,
     /// Replaces the answer to a route: "deployment", "list" (every page), "list:continue"
-    /// (pages after the first), "event", "evict:NAME"/"delete:NAME", "state" (a GET of
-    /// the state ConfigMap) or "state:put".
+    /// (pages after the first), "deployments" (every page of the Deployment list),
+    /// "deployments:continue" (its pages after the first), "event",
+    /// "evict:NAME"/"delete:NAME", "state" (a GET of the state ConfigMap) or "state:put".
     pub replies: HashMap<String, Reply>,
     /// The state ConfigMap, when there is one; its `metadata.resourceVersion` goes up
     /// with every write, and a PUT with another one is a 409, as on a real API server.
@@ -208,6 +262,8 @@ impl Fake {
             namespace: namespace.to_string(),
             deployment_name: deployment.to_string(),
             deployment: deployment_json(namespace, deployment, pods.len() as i64),
+            deployments: Vec::new(),
+            deployments_page_size: 500,
             pods: pods.iter().map(|p| pod_json(namespace, deployment, p, now)).collect(),
             page_size: 500,
             expire_continue: 0,
@@ -215,6 +271,18 @@ impl Fake {
             state: Some(state_configmap(namespace)),
             bump_after_get: false,
             state_puts_left: None,
+        }
+    }
+
+    /// Fleet mode's API: these Deployments (listed and served by name) and pods, and
+    /// no single Deployment of its own.
+    pub fn fleet(namespace: &str, deployments: Vec<Value>, pods: Vec<Value>) -> Fake {
+        Fake {
+            deployment_name: String::new(),
+            deployment: Value::Null,
+            deployments,
+            pods,
+            ..Fake::new(namespace, "unused", &[], 0)
         }
     }
 
@@ -248,6 +316,15 @@ impl Fake {
                 .get("deployment")
                 .cloned()
                 .unwrap_or_else(|| Reply::json(200, self.deployment.to_string()));
+        }
+        let deployments_path = format!("/apis/apps/v1{ns}deployments");
+        if req.method == "GET" && path == deployments_path {
+            return self.list_deployments(req);
+        }
+        if let (Some(name), "GET") = (path.strip_prefix(&format!("{deployments_path}/")), req.method.as_str())
+            && let Some(d) = self.deployments.iter().find(|d| d["metadata"]["name"] == name)
+        {
+            return Reply::json(200, d.to_string());
         }
         if req.method == "GET" && path == pods_path {
             return self.list(req);
@@ -351,6 +428,46 @@ impl Fake {
                 r#"{"kind":"Status","code":405,"message":"fake: method not allowed"}"#,
             ),
         }
+    }
+
+    /// The Deployment list: those whose labels match `labelSelector`, in pages of the
+    /// smaller of `limit` and the server's page size.
+    fn list_deployments(&mut self, req: &Request) -> Reply {
+        if let Some(reply) = self.replies.get("deployments") {
+            return reply.clone();
+        }
+        if req.query("continue").is_some()
+            && let Some(reply) = self.replies.get("deployments:continue")
+        {
+            return reply.clone();
+        }
+        let selector = req.query("labelSelector").unwrap_or_default();
+        let matching: Vec<&Value> = self
+            .deployments
+            .iter()
+            .filter(|d| selector_matches(&selector, &d["metadata"]["labels"]))
+            .collect();
+        let limit = req
+            .query("limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+            .min(self.deployments_page_size);
+        let offset = req
+            .query("continue")
+            .and_then(|t| t.strip_prefix("deployments-").and_then(|o| o.parse::<usize>().ok()))
+            .unwrap_or(0);
+        let end = (offset + limit).min(matching.len());
+        let items: Vec<&Value> = matching[offset.min(end)..end].to_vec();
+        let mut metadata = json!({"resourceVersion": "554"});
+        if end < matching.len() {
+            metadata["continue"] = json!(format!("deployments-{end}"));
+            metadata["remainingItemCount"] = json!(matching.len() - end);
+        }
+        Reply::json(
+            200,
+            json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": metadata, "items": items})
+                .to_string(),
+        )
     }
 
     fn list(&mut self, req: &Request) -> Reply {

@@ -26,6 +26,14 @@ impl Request {
         self.method != "GET"
     }
 
+    /// A field of a form-encoded body (`query=…&time=…`), percent-decoded.
+    pub fn form(&self, name: &str) -> Option<String> {
+        String::from_utf8_lossy(&self.body).split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| loopback::decode(v))
+        })
+    }
+
     /// The pod a removal names: `…/pods/NAME/eviction` or `…/pods/NAME`.
     pub fn pod(&self) -> String {
         let path = self.path();

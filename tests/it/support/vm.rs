@@ -188,10 +188,33 @@ impl Vm {
         self.feed_with(scrape, "", &|chunk| self.import(chunk));
     }
 
+    /// Feeds several Deployments of one namespace (fleet mode, SPEC §13): each
+    /// `(container, fleet)` as `feed` feeds one, every pod's own container named
+    /// `container`, beside its sidecar, pod cgroup and pause container; then waits
+    /// until every series of all of them is searchable.
+    pub fn feed_containers(&self, namespace: &str, fleets: &[(String, Vec<(String, f64)>)]) {
+        let scrapes: Vec<Scrape> = fleets
+            .iter()
+            .map(|(container, fleet)| Scrape::production(namespace, container, fleet))
+            .collect();
+        self.feed_all(&scrapes, "", &|chunk| self.import(chunk));
+    }
+
     /// Imports a scrape history through `import` and waits until every series of it,
     /// with the extra `matchers`, is searchable.
     fn feed_with(&self, scrape: &Scrape, matchers: &str, import: &dyn Fn(&str)) {
-        let counts = scrape.render(Format::Prometheus, &mut |chunk| import(&chunk));
+        self.feed_all(std::slice::from_ref(scrape), matchers, import);
+    }
+
+    /// `feed_with` for several histories, waiting once for all of their series.
+    fn feed_all(&self, scrapes: &[Scrape], matchers: &str, import: &dyn Fn(&str)) {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for scrape in scrapes {
+            for (namespace, n) in scrape.render(Format::Prometheus, &mut |chunk| import(&chunk)) {
+                *counts.entry(namespace).or_default() += n;
+            }
+        }
+        let end_ms = scrapes.iter().map(|s| s.end_ms).max().unwrap_or_else(now_ms);
         self.get("/internal/force_flush").expect("force flush");
         let deadline = Instant::now() + Duration::from_secs(20);
         // Node cgroups (namespace "") are shared by every feed: nothing to count there.
@@ -201,8 +224,8 @@ impl Vm {
             let target = format!(
                 "/api/v1/series?match[]={}&start={}&end={}",
                 encode(&selector),
-                scrape.end_ms / 1000 - 3600,
-                scrape.end_ms / 1000 + 60
+                end_ms / 1000 - 3600,
+                end_ms / 1000 + 60
             );
             loop {
                 let got = self
@@ -220,6 +243,21 @@ impl Vm {
             }
         }
     }
+}
+
+/// A loopback server in front of `vm` that forwards every request as it came and
+/// records it, so a test can count the queries a run sends and read each one.
+pub fn recording_proxy(vm: &'static Vm) -> super::server::Server {
+    use super::server::{Handler, Reply, Request, Server};
+    let port = vm.port;
+    let handler: Handler = std::sync::Arc::new(move |req: &Request| {
+        let content_type = req.header("content-type").unwrap_or("text/plain").to_string();
+        match exchange(port, &req.method, &req.target, &req.body, &content_type) {
+            Some((status, body)) => Reply::json(status, body),
+            None => Reply::json(502, r#"{"status":"error","error":"proxy: no answer"}"#),
+        }
+    });
+    Server::http(handler)
 }
 
 /// One plain HTTP exchange with a server on loopback; `None` when it does not answer.
