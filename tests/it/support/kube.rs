@@ -178,9 +178,11 @@ pub struct Fake {
     pub page_size: usize,
     /// How many continue requests are answered 410 Gone before paging works.
     pub expire_continue: usize,
-    /// Replaces the answer to a route: "deployment", "list" (every page), "list:continue"
-    /// (pages after the first), "event", "evict:NAME"/"delete:NAME", "state" (a GET of
-    /// the state ConfigMap) or "state:put".
+    /// The Deployments the list route serves after `deployment` (fleet mode, SPEC §13).
+    pub more_deployments: Vec<Value>,
+    /// Replaces the answer to a route: "deployment", "deployments" (the list), "list"
+    /// (every page), "list:continue" (pages after the first), "event",
+    /// "evict:NAME"/"delete:NAME", "state" (a GET of the state ConfigMap) or "state:put".
     pub replies: HashMap<String, Reply>,
     /// The state ConfigMap, when there is one; its `metadata.resourceVersion` goes up
     /// with every write, and a PUT with another one is a 409, as on a real API server.
@@ -209,6 +211,7 @@ impl Fake {
             deployment_name: deployment.to_string(),
             deployment: deployment_json(namespace, deployment, pods.len() as i64),
             pods: pods.iter().map(|p| pod_json(namespace, deployment, p, now)).collect(),
+            more_deployments: Vec::new(),
             page_size: 500,
             expire_continue: 0,
             replies: HashMap::new(),
@@ -248,6 +251,13 @@ impl Fake {
                 .get("deployment")
                 .cloned()
                 .unwrap_or_else(|| Reply::json(200, self.deployment.to_string()));
+        }
+        if req.method == "GET" && path == format!("/apis/apps/v1{ns}deployments") {
+            return self
+                .replies
+                .get("deployments")
+                .cloned()
+                .unwrap_or_else(|| self.deployments());
         }
         if req.method == "GET" && path == pods_path {
             return self.list(req);
@@ -292,6 +302,20 @@ impl Fake {
             }
         }
         Reply::json(404, fixture("k8s/status_404_notfound_pod.json"))
+    }
+
+    /// The Deployment list of fleet mode (SPEC §13): `deployment` and
+    /// `more_deployments`, on one page, whatever the label selector (as the pod list
+    /// serves every pod).
+    fn deployments(&self) -> Reply {
+        let items: Vec<&Value> = std::iter::once(&self.deployment)
+            .chain(&self.more_deployments)
+            .collect();
+        Reply::json(
+            200,
+            json!({"kind": "DeploymentList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "85783"}, "items": items})
+                .to_string(),
+        )
     }
 
     /// Marks a pod as terminating, as a graceful deletion does.
