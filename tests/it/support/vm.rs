@@ -170,17 +170,32 @@ impl Vm {
     /// neighbours, restarts or gone pods, which the first feed brought), waiting for
     /// exactly those to be searchable.
     pub fn feed_more(&self, namespace: &str, container: &str, fleet: &[(String, f64)]) {
-        let scrape = Scrape {
-            elsewhere: None,
-            neighbour: None,
-            restarts: Vec::new(),
-            gones: Vec::new(),
-            ..Scrape::production(namespace, container, fleet)
-        };
         let pods: Vec<&str> = fleet.iter().map(|(pod, _)| pod.as_str()).collect();
-        self.feed_with(&scrape, &format!(",pod=~\"{}\"", pods.join("|")), &|chunk| {
-            self.import(chunk)
-        });
+        self.feed_with(
+            &Scrape::more(namespace, container, fleet),
+            &format!(",pod=~\"{}\"", pods.join("|")),
+            &|chunk| self.import(chunk),
+        );
+    }
+
+    /// `feed_more`, with one more label on every series (`feed_labelled`).
+    pub fn feed_more_labelled(
+        &self,
+        namespace: &str,
+        container: &str,
+        fleet: &[(String, f64)],
+        (name, value): (&str, &str),
+    ) {
+        let target = format!(
+            "/api/v1/import/prometheus?extra_label={}",
+            encode(&format!("{name}={value}"))
+        );
+        let pods: Vec<&str> = fleet.iter().map(|(pod, _)| pod.as_str()).collect();
+        self.feed_with(
+            &Scrape::more(namespace, container, fleet),
+            &format!(",{name}=\"{value}\",pod=~\"{}\"", pods.join("|")),
+            &|chunk| self.import_to(&target, chunk),
+        );
     }
 
     /// Imports a scrape history and waits until every series of it is searchable.
@@ -512,6 +527,18 @@ impl Scrape {
                 secs_ago: 120,
             }],
             born: Vec::new(),
+        }
+    }
+
+    /// A fleet alone, for a namespace fed before: no neighbours, restarts or gone
+    /// pods, which the first feed brought.
+    fn more(namespace: &str, container: &str, fleet: &[(String, f64)]) -> Scrape {
+        Scrape {
+            elsewhere: None,
+            neighbour: None,
+            restarts: Vec::new(),
+            gones: Vec::new(),
+            ..Scrape::production(namespace, container, fleet)
         }
     }
 
