@@ -65,11 +65,15 @@ pub fn execute(kube: &Kube, plan: &Plan, mode: Mode, deployment: &Involved, now:
         }
         match kube.remove(mode.eviction, &pod.name, &pod.uid, mode.dry_run) {
             Ok(()) if mode.dry_run => {
-                log::info!(pod = pod.name.as_str(), role = pod.role.label(), cpu = round(pod.cpu); "dry run: pod {} would be {}", pod.name, mode.eviction.done());
+                log::info!(
+                    namespace = kube.namespace, deployment = deployment.name.as_str(), pod = pod.name.as_str(),
+                    role = pod.role.label(), cpu = round(pod.cpu);
+                    "dry run: pod {} would be {}", pod.name, mode.eviction.done()
+                );
                 acted.answers.push((pod.clone(), Answer::Removed));
             }
             Ok(()) => {
-                removed(kube, plan, pod, mode.eviction, now);
+                removed(kube, plan, pod, mode.eviction, deployment, now);
                 acted.answers.push((pod.clone(), Answer::Removed));
             }
             Err(e) => match e.status().and_then(Refusal::of_status) {
@@ -96,11 +100,12 @@ pub fn execute(kube: &Kube, plan: &Plan, mode: Mode, deployment: &Involved, now:
     acted
 }
 
-/// Logs a removal and records it as an Event on the pod.
-fn removed(kube: &Kube, plan: &Plan, pod: &Removal, mode: EvictionMode, now: i64) {
+/// Logs a removal (with its namespace and Deployment, for a log query that lists the
+/// pods removed) and records it as an Event on the pod.
+fn removed(kube: &Kube, plan: &Plan, pod: &Removal, mode: EvictionMode, deployment: &Involved, now: i64) {
     let (mean, spread) = plan.stats.map_or((0.0, 0.0), |s| (s.mean, s.spread));
     log::info!(
-        pod = pod.name.as_str(), uid = pod.uid.as_str(), node = pod.node.as_deref().unwrap_or(""),
+        namespace = kube.namespace, deployment = deployment.name.as_str(), pod = pod.name.as_str(), uid = pod.uid.as_str(), node = pod.node.as_deref().unwrap_or(""),
         role = pod.role.label(), cpu = round(pod.cpu), mean = round(mean), spread = round(spread),
         threshold = plan.threshold, mode = mode.verb();
         "pod removed"

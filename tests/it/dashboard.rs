@@ -373,7 +373,7 @@ fn every_query_is_filtered_by_the_cluster_namespace_and_deployment_variables() {
                     wrong.push(format!("{title}: the stream selector lacks {label}"));
                 }
             }
-            if !query.expr.contains("removed=~\"$deployment-") {
+            if !query.expr.contains("deployment=\"$deployment\"") {
                 wrong.push(format!("{title}: the lines are not those of $deployment"));
             }
             continue;
