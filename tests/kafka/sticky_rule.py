@@ -225,7 +225,9 @@ def check(paths: list[Path]) -> bool:
                 # owned then, does assign() give what it gave?
                 state = dict(before)
                 for run_ in step.get("assignor_runs", []):
-                    owned_k = {m: state.get(m, []) for m in run_["owned_counts"]}
+                    # a member that reports owning nothing owns nothing (one that rejoined
+                    # before its last assignment reached it reports the older, empty list)
+                    owned_k = {m: state.get(m, []) if c else [] for m, c in run_["owned_counts"].items()}
                     line["runs"] += 1
                     if any(len(owned_k[m]) != c for m, c in run_["owned_counts"].items()):
                         line["runs_stale"] += 1  # the leader saw other owned partitions than we know of
