@@ -99,6 +99,8 @@ pub struct Expected {
     pub outcomes: Vec<(&'static str, usize)>,
     /// Fleet mode: each target that wants removals, worst first, with its spread.
     pub wanting: Vec<(String, f64)>,
+    /// Fleet mode: the largest spread of a target that wants none.
+    pub calm: f64,
 }
 
 /// splitmix64: a deterministic stream of numbers, so every run serves the same fleet.
@@ -402,11 +404,12 @@ fn spread(values: &[f64]) -> f64 {
 /// each (`per_target >= 10`), every pod as single mode's. Each target's main
 /// container bears its name (the default container, no annotation). Its pods burn
 /// `1 + a·d` cores: `d` drawn from [-0.5, 0.5], its pod `P/3` at -0.6 (the coldest)
-/// and `2P/3` at 2.5 (the hottest); `a` from [0.1, 0.5] (spread about 0.04 to 0.2,
-/// balanced) except for every fourth target, `a` from [1.0, 1.5] (spread 0.35 and
-/// more, wanting the hottest and the coldest pod removed). The budget serves the
-/// worst of those first (spread / threshold; all at the default threshold): the
-/// first `MAX_REMOVALS / 2` act, the others are deferred.
+/// and `2P/3` at 2.5 (the hottest); `a` from [0.1, 0.5] (balanced: spread 0.19 at
+/// most at 100 × 100) except for every fourth target, `a` from [1.0, 1.5] (spread
+/// 0.37 to 0.56 at 100 × 100, wanting the hottest and the coldest pod removed); none
+/// within 0.05 of the threshold, which is asserted. The budget serves the worst of
+/// those first (spread / threshold; all at the default threshold): the first
+/// `MAX_REMOVALS / 2` act, the others are deferred.
 ///
 /// The answer is that of the query without a container matcher (`sum by (pod,
 /// container)`), per pod three series as cAdvisor on containerd gives them: the main
@@ -419,6 +422,7 @@ pub fn build_targets(targets: usize, per_target: usize, now: i64) -> Fleet {
     let mut deployments = Items::with_capacity(targets, 7000);
     let mut series = Vec::with_capacity(3 * targets * per_target);
     let mut wanting: Vec<(String, f64, [String; 2])> = Vec::new();
+    let mut calm = 0.0_f64;
     let (cold, hot) = (per_target / 3, 2 * per_target / 3);
     for t in 0..targets {
         let name = target_name(t);
@@ -469,6 +473,8 @@ pub fn build_targets(targets: usize, per_target: usize, now: i64) -> Fleet {
         );
         if s > THRESHOLD {
             wanting.push((name, s, [owner.pod_name(hot), owner.pod_name(cold)]));
+        } else {
+            calm = calm.max(s);
         }
     }
     // Worst first (spread / threshold, one threshold for all); ties by name.
@@ -494,6 +500,7 @@ pub fn build_targets(targets: usize, per_target: usize, now: i64) -> Fleet {
             deferred,
             outcomes,
             wanting: wanting.into_iter().map(|w| (w.0, w.1)).collect(),
+            calm,
         },
     }
 }

@@ -210,7 +210,7 @@ pub fn print(row: &FleetRow) {
     );
     println!();
     println!(
-        "Pods' JSON {} bytes each in single mode, {} in fleet mode (container and Deployment names are longer); CPU answer {:.2} MB ({} series, one per pod) and {:.2} MB ({} series, three per pod: the main container, the sidecar, the pod's cgroup). {} of {t} targets want removals; MAX_REMOVALS_PER_RUN={}: {} act (dry run), {} deferred.",
+        "Pods' JSON {} bytes each in single mode, {} in fleet mode (container and Deployment names are longer); CPU answer {:.2} MB ({} series, one per pod) and {:.2} MB ({} series, three per pod: the main container, the sidecar, the pod's cgroup). {} of {t} targets want removals (spread {:.2} to {:.2}; the others' at most {:.2}); MAX_REMOVALS_PER_RUN={}: {} act (dry run), {} deferred.",
         row.pod_bytes.0,
         row.pod_bytes.1,
         row.answer_bytes.0 as f64 / 1e6,
@@ -218,6 +218,9 @@ pub fn print(row: &FleetRow) {
         row.answer_bytes.1 as f64 / 1e6,
         3 * t * p,
         row.expected.wanting.len(),
+        row.expected.wanting.last().map_or(f64::NAN, |w| w.1),
+        row.expected.wanting.first().map_or(f64::NAN, |w| w.1),
+        row.expected.calm,
         fleet::MAX_REMOVALS,
         row.expected.wanting.len() - row.expected.deferred.len(),
         row.expected.deferred.len(),
