@@ -2,16 +2,22 @@
 //! and real paging, against a loopback Kubernetes API and VictoriaMetrics serving N
 //! realistic pods, beside two references on the same server: the floor (`curl`
 //! fetching the same responses over one kept-alive connection) and the peer
-//! (`kubectl get pods -o json`). A measurement, not a test: it asserts no time.
+//! (`kubectl get pods -o json`). Then fleet mode (SPEC §13): one run over 100
+//! Deployments of 100 pods beside one single-mode run over one Deployment of 10,000,
+//! round by round on the same server. A measurement, not a test: it asserts no time.
 //!
 //!     cargo bench --bench cycle                   # N = 100, 1000, 10000, 50000; 7 runs each;
-//!                                                 # the glibc build and the image's musl build
-//!     cargo bench --bench cycle -- --smoke        # N = 1000 once; checks the decision (CI)
+//!                                                 # the glibc build and the image's musl build;
+//!                                                 # then fleet mode, 100 × 100 beside 10000
+//!     cargo bench --bench cycle -- --smoke        # N = 1000 once, fleet 10 × 100 beside 1000
+//!                                                 # once; checks the decisions (CI)
+//!     cargo bench --bench cycle -- --fleet-only --fleet 100x100 --runs 9
 //!     cargo bench --bench cycle -- --sizes 10000 --runs 5 --no-kubectl
 //!     cargo bench --bench cycle -- --bin A --bin B  # two builds, round by round
 //!     cargo bench --bench cycle -- --no-musl      # the glibc build only
 //!     cargo bench --bench cycle -- --parse-floor  # one page: our parser vs serde_json skipping it
 //!     cargo bench --bench cycle -- --serve 10000  # keep a fleet up (for perf, heaptrack)
+//!     cargo bench --bench cycle -- --serve 100x100  # the same in fleet mode
 //!
 //! It needs GNU `time` at /usr/bin/time (Debian package `time`) for the child's CPU
 //! time and peak RSS, and `curl` and `kubectl` on PATH unless told to skip them. The
@@ -21,6 +27,7 @@
 #[path = "../common/files.rs"]
 mod files;
 mod fleet;
+mod fleet_mode;
 mod measure;
 mod server;
 
@@ -42,14 +49,23 @@ struct Args {
     verbose: bool,
     dump_pod: bool,
     parse_floor: bool,
-    serve: Option<usize>,
+    /// Pods to serve until killed: single mode's count, or fleet mode's shape.
+    serve: Option<Serve>,
+    /// Fleet mode's case: targets × pods per target, beside single mode over as many
+    /// pods; `None`: not run.
+    fleet: Option<(usize, usize)>,
+    /// The fleet case alone (no single-mode sizes, no curl, no kubectl).
+    fleet_only: bool,
     /// Beside the glibc build Cargo made, the static musl build the image ships.
     musl: bool,
     /// Binaries to measure instead of those two (A/B comparisons).
     bins: Vec<PathBuf>,
 }
 
-const USAGE: &str = "usage: cargo bench --bench cycle -- [--smoke] [--runs N] [--sizes N,N,..] [--no-curl] [--no-kubectl] [--no-musl] [--verbose] [--dump-pod] [--parse-floor] [--serve N] [--bin PATH]..";
+const USAGE: &str = "usage: cargo bench --bench cycle -- [--smoke] [--runs N] [--sizes N,N,..] [--fleet TxP | --no-fleet | --fleet-only] [--no-curl] [--no-kubectl] [--no-musl] [--verbose] [--dump-pod] [--parse-floor] [--serve N | --serve TxP] [--bin PATH]..";
+
+/// Fleet mode's case by default: SPEC §13's 100 targets of 100 pods.
+const FLEET: (usize, usize) = (100, 100);
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -62,6 +78,8 @@ fn parse_args() -> Result<Args, String> {
         dump_pod: false,
         parse_floor: false,
         serve: None,
+        fleet: Some(FLEET),
+        fleet_only: false,
         musl: true,
         bins: Vec::new(),
     };
@@ -77,18 +95,28 @@ fn parse_args() -> Result<Args, String> {
             "--verbose" => args.verbose = true,
             "--dump-pod" => args.dump_pod = true,
             "--parse-floor" => args.parse_floor = true,
+            "--no-fleet" => args.fleet = None,
+            "--fleet-only" => args.fleet_only = true,
+            "--fleet" => {
+                let v = it.next().unwrap_or_default();
+                args.fleet = Some(shape(&v).ok_or(format!(
+                    "--fleet: expected targets x pods (pods >= 10) such as 100x100, got {v:?}"
+                ))?);
+            }
             "--bin" => args.bins.push(
                 it.next()
                     .ok_or("--bin: expected the path of a pod-rebalancer binary")?
                     .into(),
             ),
             "--serve" => {
-                args.serve = Some(
-                    it.next()
-                        .and_then(|v| v.parse().ok())
-                        .filter(|&n| n >= 10)
-                        .ok_or("--serve: expected a pod count >= 10")?,
-                );
+                let v = it.next().unwrap_or_default();
+                let serve = match v.contains('x') {
+                    true => shape(&v).map(|(t, p)| Serve::Fleet(t, p)),
+                    false => v.parse().ok().filter(|&n| n >= 10).map(Serve::Single),
+                };
+                args.serve = Some(serve.ok_or(format!(
+                    "--serve: expected a pod count >= 10, or targets x pods (pods >= 10), got {v:?}"
+                ))?);
             }
             "--runs" => {
                 args.runs = it
@@ -114,8 +142,33 @@ fn parse_args() -> Result<Args, String> {
         args.runs = 1;
         args.curl = false;
         args.kubectl = false;
+        args.fleet = Some((10, 100));
+    }
+    if args.fleet_only {
+        if args.fleet.is_none() {
+            return Err("--fleet-only and --no-fleet: nothing to run".into());
+        }
+        args.sizes.clear();
+        args.curl = false;
+        args.kubectl = false;
     }
     Ok(args)
+}
+
+/// What `--serve` keeps up.
+#[derive(Clone, Copy)]
+enum Serve {
+    /// One Deployment of this many pods.
+    Single(usize),
+    /// Fleet mode: targets × pods.
+    Fleet(usize, usize),
+}
+
+/// `TxP`, targets × pods per target (at least 1 × 10).
+fn shape(v: &str) -> Option<(usize, usize)> {
+    let (t, p) = v.split_once('x')?;
+    let (t, p): (usize, usize) = (t.parse().ok()?, p.parse().ok()?);
+    (t >= 1 && p >= 10).then_some((t, p))
 }
 
 /// The runs of one fleet size, round by round.
@@ -172,7 +225,7 @@ fn main() {
     if args.dump_pod {
         // One generated pod, to see what the server sends.
         let fleet = fleet::build(10, 1_790_000_000);
-        println!("{}", String::from_utf8_lossy(fleet.slice(0, 1)));
+        println!("{}", String::from_utf8_lossy(fleet.pods.slice(0, 1)));
         return;
     }
     if args.parse_floor {
@@ -245,9 +298,12 @@ struct Bench {
     token: String,
     /// Unix seconds: the fleets' ages are relative to it.
     now: i64,
-    /// Ours at info (the dry-run lines the decision check reads) and at warn (timed).
+    /// Ours at info (the dry-run lines the decision check reads) and at warn (timed),
+    /// in single mode and in fleet mode.
     ours_info: Vec<(String, String)>,
     ours_warn: Vec<(String, String)>,
+    fleet_info: Vec<(String, String)>,
+    fleet_warn: Vec<(String, String)>,
     kubectl_args: Vec<String>,
     kubectl_env: Vec<(String, String)>,
 }
@@ -261,8 +317,8 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let programs = programs(args)?;
     let bench = Bench::start()?;
-    if let Some(n) = args.serve {
-        bench.serve_forever(n);
+    if let Some(serve) = args.serve {
+        bench.serve_forever(serve);
     }
     print_header(args, &programs.bins)?;
     let mut rows = Vec::new();
@@ -270,8 +326,17 @@ fn run(args: &Args) -> Result<(), String> {
     for &n in &args.sizes {
         rows.push(bench.size(args, &programs, n, &mut problems)?);
     }
-    print_table(&rows);
-    print_targets(&rows);
+    let fleet = match args.fleet {
+        Some(shape) => Some(bench.fleet_case(args.runs, &programs, shape, &mut problems)?),
+        None => None,
+    };
+    if !rows.is_empty() {
+        print_table(&rows);
+        print_targets(&rows);
+    }
+    if let Some(fleet) = &fleet {
+        fleet_mode::print(fleet);
+    }
     for p in &problems {
         println!("- PROBLEM: {p}");
     }
@@ -326,19 +391,32 @@ impl Bench {
                 fleet::NAMESPACE
             ),
         )?;
-        let ours_env = |level: &str| -> Vec<(String, String)> {
+        // Single mode names its Deployment and pod selector; fleet mode its targets'
+        // selector and the run's removal budget, and lists the namespace's pods.
+        let max_removals = fleet::MAX_REMOVALS.to_string();
+        let single: &[(&str, &str)] = &[
+            ("KUBE_LABEL_SELECTOR", fleet::SELECTOR),
+            ("DEPLOYMENT_NAME", fleet::DEPLOYMENT),
+        ];
+        let many: &[(&str, &str)] = &[
+            ("TARGET_SELECTOR", fleet::TARGET_SELECTOR),
+            ("MAX_REMOVALS_PER_RUN", &max_removals),
+        ];
+        let env = |mode: &[(&str, &str)], level: &str| -> Vec<(String, String)> {
+            let (sa, ca) = (dir.join("sa").display().to_string(), ca.display().to_string());
             [
                 ("KUBE_API_URL", url.as_str()),
-                ("KUBE_SERVICE_ACCOUNT_DIR", &dir.join("sa").display().to_string()),
+                ("KUBE_SERVICE_ACCOUNT_DIR", &sa),
                 ("KUBE_NAMESPACE", fleet::NAMESPACE),
-                ("KUBE_LABEL_SELECTOR", fleet::SELECTOR),
-                ("DEPLOYMENT_NAME", fleet::DEPLOYMENT),
-                ("PROMETHEUS_ENDPOINT", url.as_str()),
-                ("PROMETHEUS_CA_FILE", &ca.display().to_string()),
-                ("DRY_RUN", "true"),
-                ("LOG_LEVEL", level),
             ]
             .iter()
+            .chain(mode)
+            .chain(&[
+                ("PROMETHEUS_ENDPOINT", url.as_str()),
+                ("PROMETHEUS_CA_FILE", &ca),
+                ("DRY_RUN", "true"),
+                ("LOG_LEVEL", level),
+            ])
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
         };
@@ -362,8 +440,10 @@ impl Bench {
             ("PATH".to_string(), std::env::var("PATH").unwrap_or_default()),
         ];
         Ok(Bench {
-            ours_info: ours_env("info"),
-            ours_warn: ours_env("warn"),
+            ours_info: env(single, "info"),
+            ours_warn: env(single, "warn"),
+            fleet_info: env(many, "info"),
+            fleet_warn: env(many, "warn"),
             kubectl_args,
             kubectl_env,
             now: SystemTime::now()
@@ -378,13 +458,19 @@ impl Bench {
         })
     }
 
-    /// For profiling by hand: serves one fleet of `n` pods until killed.
-    fn serve_forever(&self, n: usize) -> ! {
+    /// For profiling by hand: serves one fleet of pods until killed, and prints the
+    /// environment a run of ours needs.
+    fn serve_forever(&self, serve: Serve) -> ! {
+        let (fleet, env) = match serve {
+            Serve::Single(n) => (fleet::build(n, self.now), &self.ours_warn),
+            Serve::Fleet(t, p) => (fleet::build_targets(t, p, self.now), &self.fleet_warn),
+        };
+        let n = fleet.pods.n();
         self.server.serve_content(Content {
-            fleet: fleet::build(n, self.now),
+            fleet,
             token: self.token.clone(),
         });
-        for (k, v) in &self.ours_warn {
+        for (k, v) in env {
             println!("export {k}='{v}'");
         }
         println!("export KUBECONFIG='{}'", self.dir.join("kubeconfig").display());
@@ -401,15 +487,15 @@ impl Bench {
     /// One fleet size: the decision checked, the warm-ups, then `args.runs` rounds.
     fn size(&self, args: &Args, programs: &Programs, n: usize, problems: &mut Vec<String>) -> Result<Row, String> {
         let fleet = fleet::build(n, self.now);
-        let (hottest, coldest) = (fleet.hottest.clone(), fleet.coldest.clone());
-        let pod_bytes = fleet.mean_pod_bytes();
+        let evicted = fleet.expected.evicted.clone();
+        let pod_bytes = fleet.pods.mean_bytes();
         let pages = n.div_ceil(PAGE_LIMIT);
         self.server.serve_content(Content {
             fleet,
             token: self.token.clone(),
         });
         eprintln!("N={n}: {pod_bytes} bytes of JSON per pod, {pages} pages of {PAGE_LIMIT}");
-        self.check_decisions(programs, n, (&hottest, &coldest), problems)?;
+        self.check_decisions(programs, n, &evicted, problems)?;
         let curl_args = curl_args(&self.url, &self.ca, &self.dir.join("auth.header"), n);
         self.warm_up(programs, &curl_args, args.verbose)?;
         let rounds = self.rounds(args.runs, programs, &curl_args, n)?;
@@ -421,14 +507,14 @@ impl Bench {
         &self,
         programs: &Programs,
         n: usize,
-        (hottest, coldest): (&str, &str),
+        evicted: &[String],
         problems: &mut Vec<String>,
     ) -> Result<(), String> {
         for (_, bin) in &programs.bins {
             self.server.take();
             let (_, out) = measure::run(bin, &[], &self.ours_info, &self.dir);
             let counts = self.server.take();
-            check_ours(&out, hottest, coldest)?;
+            check_ours(&out, evicted)?;
             if counts.connections > 2 {
                 problems.push(format!(
                     "N={n}: {} opened {} connections; expected 2 (one kept alive per server)",
@@ -437,8 +523,10 @@ impl Bench {
                 ));
             }
             eprintln!(
-                "N={n}: decision right (would evict {hottest} and {coldest}), {} connections, {} requests",
-                counts.connections, counts.requests
+                "N={n}: decision right (would evict {}), {} connections, {} requests",
+                evicted.join(" and "),
+                counts.connections,
+                counts.requests
             );
         }
         Ok(())
@@ -679,8 +767,8 @@ fn check_exit(program: &Path, out: &Output) -> Result<(), String> {
 }
 
 /// The binary must exit 0 and log "dry run: pod X would be evicted" for exactly the
-/// hottest and the coldest pod of the fleet.
-fn check_ours(out: &Output, hottest: &str, coldest: &str) -> Result<(), String> {
+/// `expected` pods (sorted): in single mode the hottest and the coldest of the fleet.
+fn check_ours(out: &Output, expected: &[String]) -> Result<(), String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(format!("pod-rebalancer exited with {}: {}", out.status, stderr.trim()));
@@ -695,11 +783,9 @@ fn check_ours(out: &Output, hottest: &str, coldest: &str) -> Result<(), String> 
         .filter_map(|rest| rest.split_whitespace().next())
         .collect();
     named.sort_unstable();
-    let mut expected = vec![hottest, coldest];
-    expected.sort_unstable();
     if named != expected {
         return Err(format!(
-            "expected the dry run to name {hottest} (hottest) and {coldest} (coldest), it named {named:?}:\n{stderr}"
+            "expected the dry run to name {expected:?} (hottest and coldest), it named {named:?}:\n{stderr}"
         ));
     }
     Ok(())
@@ -840,7 +926,7 @@ fn print_targets_of(rows: &[Row], i: usize) {
 fn parse_floor() {
     use std::time::Instant;
     let fleet = fleet::build(PAGE_LIMIT, 1_790_000_000);
-    let page = String::from_utf8(server::page(&fleet, 0, PAGE_LIMIT).concat()).expect("UTF-8 page");
+    let page = String::from_utf8(server::page(&fleet, server::List::Pods, 0, PAGE_LIMIT).concat()).expect("UTF-8 page");
     let time = |what: &str, f: &dyn Fn()| {
         f();
         let rounds = 200;

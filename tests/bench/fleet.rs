@@ -1,9 +1,11 @@
-//! The workload: N pods of one Deployment, shaped like the recorded kind v1.36 pod
-//! (managed fields, probes, volumes, env, two containers, about 6 KB of JSON each),
-//! the Deployment itself and a VictoriaMetrics answer for the pods. Everything is
-//! serialized once, up front, so the server only copies bytes. A pod's keys come out
-//! sorted (serde_json's map), which none of the three clients cares about; the
-//! metrics answer is written by hand because its key order does matter (see there).
+//! The workload: N pods of one Deployment (single mode), or T Deployments of P pods
+//! each (fleet mode, SPEC §13), shaped like the recorded kind v1.36 pod (managed
+//! fields, probes, volumes, env, two containers, about 6 KB of JSON each), the
+//! Deployment or the Deployment list, and a VictoriaMetrics answer for the pods.
+//! Everything is serialized once, up front, so the server only copies bytes. A pod's
+//! keys come out sorted (serde_json's map), which none of the three clients cares
+//! about; the metrics answer is written by hand because its key order does matter
+//! (see there).
 
 use crate::files::fixture;
 // A benchmark may use the product's own formatter (tests keep an independent one).
@@ -14,36 +16,91 @@ pub const NAMESPACE: &str = "posthog";
 pub const DEPLOYMENT: &str = "consumer";
 pub const SELECTOR: &str = "app=consumer";
 const HASH: &str = "5f7c9d8b4d";
+/// Fleet mode's targets: every Deployment of the namespace so labelled.
+pub const TARGET_SELECTOR: &str = "pod-rebalancer.io/enabled=true";
+/// Fleet mode's removal budget (`MAX_REMOVALS_PER_RUN`, its default, set explicitly).
+pub const MAX_REMOVALS: usize = 4;
+/// The default `CPU_VARIANCE_THRESHOLD`, which every target keeps.
+const THRESHOLD: f64 = 0.3;
+/// The log shipper beside every pod's main container.
+const SIDECAR: &str = "vector";
 
-/// The serialized fleet and the decision it must lead to.
-pub struct Fleet {
-    /// Every pod's compact JSON, each followed by a comma: a page is one slice.
-    pub items: Vec<u8>,
-    /// Where pod `i` starts in `items`; `starts[n]` is the end (so `n + 1` entries).
-    pub starts: Vec<usize>,
-    pub deployment: Vec<u8>,
-    pub vm_answer: Vec<u8>,
-    pub hottest: String,
-    pub coldest: String,
+/// Serialized list items, each followed by a comma: a page is one slice.
+#[derive(Default)]
+pub struct Items {
+    bytes: Vec<u8>,
+    /// Where item `i` starts in `bytes`; `starts[n]` is the end (so `n + 1` entries).
+    starts: Vec<usize>,
 }
 
-impl Fleet {
-    /// The number of pods.
-    pub fn n(&self) -> usize {
-        self.starts.len() - 1
+impl Items {
+    fn with_capacity(n: usize, bytes_each: usize) -> Items {
+        let mut starts = Vec::with_capacity(n + 1);
+        starts.push(0);
+        Items {
+            bytes: Vec::with_capacity(n * bytes_each),
+            starts,
+        }
     }
 
-    /// The items of pods `from..to`, comma-separated, without the trailing comma.
+    fn push(&mut self, item: &Value) {
+        serde_json::to_writer(&mut self.bytes, item).expect("serialize item");
+        self.bytes.push(b',');
+        self.starts.push(self.bytes.len());
+    }
+
+    /// The number of items.
+    pub fn n(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// The items `from..to`, comma-separated, without the trailing comma.
     pub fn slice(&self, from: usize, to: usize) -> &[u8] {
         if from >= to {
             return &[];
         }
-        &self.items[self.starts[from]..self.starts[to] - 1]
+        &self.bytes[self.starts[from]..self.starts[to] - 1]
     }
 
-    pub fn mean_pod_bytes(&self) -> usize {
-        self.items.len() / self.n().max(1)
+    pub fn mean_bytes(&self) -> usize {
+        self.bytes.len() / self.n().max(1)
     }
+}
+
+/// The serialized workload and the decision it must lead to.
+pub struct Fleet {
+    pub pods: Items,
+    /// The `labelSelector` the pod list is asked with: single mode's `SELECTOR`;
+    /// none in fleet mode, which lists the namespace (`KUBE_LABEL_SELECTOR` unset).
+    pub pod_selector: Option<&'static str>,
+    /// Single mode's Deployment (empty in fleet mode).
+    pub deployment: Vec<u8>,
+    /// Fleet mode's Deployments, listed with `TARGET_SELECTOR` (none in single mode).
+    pub deployments: Items,
+    pub vm_answer: Vec<u8>,
+    pub expected: Expected,
+}
+
+impl Fleet {
+    /// Fleet mode (SPEC §13): the server lists Deployments, not one.
+    pub fn fleet_mode(&self) -> bool {
+        self.deployments.n() > 0
+    }
+}
+
+/// What a dry run over the workload must do.
+#[derive(Debug, Default, Clone)]
+pub struct Expected {
+    /// The pods named "would be evicted", sorted.
+    pub evicted: Vec<String>,
+    /// Fleet mode: the targets whose plans did not fit in the budget, sorted.
+    pub deferred: Vec<String>,
+    /// Fleet mode: how many targets end in each outcome (the last log line's words).
+    pub outcomes: Vec<(&'static str, usize)>,
+    /// Fleet mode: each target that wants removals, worst first, with its spread.
+    pub wanting: Vec<(String, f64)>,
+    /// Fleet mode: the largest spread of a target that wants none.
+    pub calm: f64,
 }
 
 /// splitmix64: a deterministic stream of numbers, so every run serves the same fleet.
@@ -66,15 +123,16 @@ impl Mix {
 /// The ReplicaSet's five-character suffix alphabet (no vowels, no look-alikes).
 const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// A unique pod name for index `i` (27^5 names, scrambled so neighbours differ).
-pub fn pod_name(i: usize) -> String {
+/// A unique pod name of `deployment` for index `i` (27^5 names, scrambled so
+/// neighbours differ).
+fn pod_name(deployment: &str, hash: &str, i: usize) -> String {
     let mut k = (i as u64).wrapping_mul(2_654_435_761) % 14_348_907;
     let mut suffix = [0u8; 5];
     for s in suffix.iter_mut().rev() {
         *s = ALPHABET[(k % 27) as usize];
         k /= 27;
     }
-    format!("{DEPLOYMENT}-{HASH}-{}", std::str::from_utf8(&suffix).expect("ascii"))
+    format!("{deployment}-{hash}-{}", std::str::from_utf8(&suffix).expect("ascii"))
 }
 
 fn uid(mix: &mut Mix) -> String {
@@ -98,10 +156,10 @@ fn read_json(path: &str) -> Value {
     serde_json::from_str(&fixture(path)).unwrap_or_else(|e| panic!("parse fixtures/{path}: {e}"))
 }
 
-/// The recorded coredns pod turned into the template of a two-container consumer pod.
-fn template() -> Value {
-    let list = read_json("k8s/podlist_kube-system_kind-v1.36.json");
-    let mut pod = list["items"][0].clone();
+/// The recorded coredns pod (`recorded`) turned into the template of a two-container
+/// pod of `deployment`, whose main container has the Deployment's name.
+fn template(recorded: &Value, deployment: &str) -> Value {
+    let mut pod = recorded.clone();
     let spec = pod["spec"].as_object_mut().expect("spec");
     spec.remove("affinity");
     spec.remove("priorityClassName");
@@ -109,14 +167,14 @@ fn template() -> Value {
         {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
         {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
     ]);
-    spec["serviceAccountName"] = json!(DEPLOYMENT);
-    spec["serviceAccount"] = json!(DEPLOYMENT);
+    spec["serviceAccountName"] = json!(deployment);
+    spec["serviceAccount"] = json!(deployment);
     spec["volumes"][0] = json!({"name": "config", "configMap": {"name": "consumer-config", "defaultMode": 420}});
 
     // The main container: the recorded one (probes, security context, mounts), renamed,
     // with the env and resources of an application pod.
     let mut main = spec["containers"][0].clone();
-    main["name"] = json!(DEPLOYMENT);
+    main["name"] = json!(deployment);
     main["image"] = json!("ghcr.io/posthog/consumer:2026.06.1");
     main["args"] = json!(["--config", "/etc/consumer/config.yaml"]);
     main["ports"] = json!([
@@ -135,7 +193,7 @@ fn template() -> Value {
     main["readinessProbe"]["httpGet"]["port"] = json!("http");
     // A log shipper sidecar: small, no probes.
     let sidecar = json!({
-        "name": "vector",
+        "name": SIDECAR,
         "image": "timberio/vector:0.46.1-distroless-libc",
         "resources": {"limits": {"memory": "128Mi"}, "requests": {"cpu": "50m", "memory": "64Mi"}},
         "volumeMounts": [{"name": "config", "readOnly": true, "mountPath": "/etc/vector"}],
@@ -148,11 +206,17 @@ fn template() -> Value {
     // Managed fields: the controller-manager's entry is the recorded one shortened to
     // the containers' keys; the scheduler's and the kubelet's status entries are kept.
     let managed = pod["metadata"]["managedFields"].as_array_mut().expect("managedFields");
+    let mut containers = serde_json::Map::new();
+    containers.insert(
+        format!("k:{{\"name\":\"{deployment}\"}}"),
+        json!({".": {}, "f:args": {}, "f:env": {}, "f:image": {}, "f:livenessProbe": {}, "f:name": {}, "f:ports": {}, "f:readinessProbe": {}, "f:resources": {}, "f:volumeMounts": {}}),
+    );
+    containers.insert(
+        format!("k:{{\"name\":\"{SIDECAR}\"}}"),
+        json!({".": {}, "f:image": {}, "f:name": {}, "f:resources": {}, "f:volumeMounts": {}}),
+    );
     managed[0]["fieldsV1"]["f:spec"] = json!({
-        "f:containers": {
-            "k:{\"name\":\"consumer\"}": {".": {}, "f:args": {}, "f:env": {}, "f:image": {}, "f:livenessProbe": {}, "f:name": {}, "f:ports": {}, "f:readinessProbe": {}, "f:resources": {}, "f:volumeMounts": {}},
-            "k:{\"name\":\"vector\"}": {".": {}, "f:image": {}, "f:name": {}, "f:resources": {}, "f:volumeMounts": {}}
-        },
+        "f:containers": containers,
         "f:dnsPolicy": {}, "f:restartPolicy": {}, "f:serviceAccountName": {}, "f:tolerations": {}, "f:volumes": {}
     });
     managed[0]["fieldsV1"]["f:metadata"]["f:labels"] = json!({".": {}, "f:app": {}, "f:pod-template-hash": {}});
@@ -172,13 +236,13 @@ fn template() -> Value {
 
     let status = &mut pod["status"];
     let mut statuses = status["containerStatuses"][0].clone();
-    statuses["name"] = json!(DEPLOYMENT);
+    statuses["name"] = json!(deployment);
     statuses["image"] = json!("ghcr.io/posthog/consumer:2026.06.1");
     for field in ["volumeMounts", "user", "allocatedResources", "resources"] {
         statuses.as_object_mut().expect("status").remove(field);
     }
     let mut vector = statuses.clone();
-    vector["name"] = json!("vector");
+    vector["name"] = json!(SIDECAR);
     vector["image"] = json!("docker.io/timberio/vector:0.46.1-distroless-libc");
     status["containerStatuses"] = json!([statuses, vector]);
     for field in ["allocatedResources", "resources"] {
@@ -187,36 +251,49 @@ fn template() -> Value {
     pod
 }
 
-/// Builds a fleet of `n` pods, all Running, Ready and an hour or more old, whose CPU
-/// spread is far above the default threshold: pod `n/3` is made the coldest and pod
-/// `2n/3` the hottest, so the decision is known in advance. Callers ask for `n >= 10`
-/// (two pods at least keep the two apart).
-pub fn build(n: usize, now: i64) -> Fleet {
-    let template = template();
-    let mut mix = Mix(0x5eed_0000 + n as u64);
-    let (cold, hot) = (n / 3, 2 * n / 3);
-    let rs_uid = uid(&mut mix);
-    let mut items = Vec::with_capacity(n * 6200);
-    let mut starts = Vec::with_capacity(n + 1);
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        let name = pod_name(i);
-        let created = now - 3600 - (i as i64 % 86_400);
-        let node = format!("ip-10-{}-{}-{}.ec2.internal", i % 7, (i / 7) % 250, 10 + i % 200);
-        let ip = format!("10.{}.{}.{}", 100 + i % 50, (i / 50) % 250, 2 + i % 250);
-        let host_ip = format!("10.0.{}.{}", (i / 30) % 250, 10 + i % 200);
-        let mut pod = template.clone();
+/// One Deployment's pod factory: its names, its ReplicaSet and its pod template.
+struct Owner {
+    deployment: String,
+    hash: String,
+    rs_uid: String,
+    template: Value,
+}
+
+impl Owner {
+    fn new(recorded: &Value, deployment: &str, hash: &str, mix: &mut Mix) -> Owner {
+        Owner {
+            deployment: deployment.to_string(),
+            hash: hash.to_string(),
+            rs_uid: uid(mix),
+            template: template(recorded, deployment),
+        }
+    }
+
+    fn pod_name(&self, i: usize) -> String {
+        pod_name(&self.deployment, &self.hash, i)
+    }
+
+    /// Pod `i` of this Deployment, Running, Ready and an hour or more old; `unique`
+    /// numbers it among every pod served (its node, IPs and timestamps).
+    fn pod(&self, i: usize, unique: usize, now: i64, mix: &mut Mix) -> Value {
+        let (deployment, hash) = (&self.deployment, &self.hash);
+        let u = unique;
+        let created = now - 3600 - (u as i64 % 86_400);
+        let node = format!("ip-10-{}-{}-{}.ec2.internal", u % 7, (u / 7) % 250, 10 + u % 200);
+        let ip = format!("10.{}.{}.{}", 100 + u % 50, (u / 50) % 250, 2 + u % 250);
+        let host_ip = format!("10.0.{}.{}", (u / 30) % 250, 10 + u % 200);
+        let mut pod = self.template.clone();
         let meta = &mut pod["metadata"];
-        meta["name"] = json!(name);
-        meta["generateName"] = json!(format!("{DEPLOYMENT}-{HASH}-"));
+        meta["name"] = json!(self.pod_name(i));
+        meta["generateName"] = json!(format!("{deployment}-{hash}-"));
         meta["namespace"] = json!(NAMESPACE);
-        meta["uid"] = json!(uid(&mut mix));
-        meta["resourceVersion"] = json!((90_000_000 + i * 7).to_string());
+        meta["uid"] = json!(uid(mix));
+        meta["resourceVersion"] = json!((90_000_000 + u * 7).to_string());
         meta["creationTimestamp"] = json!(rfc3339(created));
-        meta["labels"] = json!({"app": DEPLOYMENT, "pod-template-hash": HASH});
+        meta["labels"] = json!({"app": deployment, "pod-template-hash": hash});
         meta["ownerReferences"] = json!([{
-            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{DEPLOYMENT}-{HASH}"),
-            "uid": rs_uid, "controller": true, "blockOwnerDeletion": true
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": format!("{deployment}-{hash}"),
+            "uid": self.rs_uid, "controller": true, "blockOwnerDeletion": true
         }]);
         for m in meta["managedFields"].as_array_mut().expect("managedFields") {
             m["time"] = json!(rfc3339(created + 2));
@@ -232,43 +309,198 @@ pub fn build(n: usize, now: i64) -> Fleet {
             c["lastTransitionTime"] = json!(rfc3339(created + 3));
         }
         for c in status["containerStatuses"].as_array_mut().expect("containerStatuses") {
-            c["containerID"] = json!(format!("containerd://{}", hex64(&mut mix)));
+            c["containerID"] = json!(format!("containerd://{}", hex64(mix)));
             c["state"]["running"]["startedAt"] = json!(rfc3339(created + 2));
         }
-        starts.push(items.len());
-        serde_json::to_writer(&mut items, &pod).expect("serialize pod");
-        items.push(b',');
+        pod
+    }
 
+    /// The recorded coredns Deployment as this one, finished rolling out `n` pods.
+    fn deployment(&self, recorded: &Value, n: usize) -> Value {
+        let mut deployment = recorded.clone();
+        deployment["metadata"]["name"] = json!(self.deployment);
+        deployment["metadata"]["namespace"] = json!(NAMESPACE);
+        deployment["metadata"]["generation"] = json!(3);
+        deployment["spec"]["replicas"] = json!(n);
+        for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
+            deployment["status"][k] = json!(n);
+        }
+        deployment["status"]["observedGeneration"] = json!(3);
+        deployment
+    }
+}
+
+fn recorded_pod() -> Value {
+    read_json("k8s/podlist_kube-system_kind-v1.36.json")["items"][0].clone()
+}
+
+fn recorded_deployment() -> Value {
+    read_json("k8s/deploymentlist_coredns_kind-v1.36.json")["items"][0].clone()
+}
+
+/// A VictoriaMetrics answer holding `series`. Written by hand to keep VictoriaMetrics'
+/// key order (`resultType` before `result`); serde_json's map would sort the keys.
+fn vm_answer(series: &[String]) -> Vec<u8> {
+    format!(
+        r#"{{"status":"success","isPartial":false,"data":{{"resultType":"vector","result":[{}]}},"stats":{{"seriesFetched":"{}","executionTimeMsec":12}}}}"#,
+        series.join(","),
+        series.len()
+    )
+    .into_bytes()
+}
+
+/// Single mode: a fleet of `n` pods of one Deployment, all Running, Ready and an hour
+/// or more old, whose CPU spread is far above the default threshold: pod `n/3` is
+/// made the coldest and pod `2n/3` the hottest, so the decision is known in advance.
+/// Callers ask for `n >= 10` (two pods at least keep the two apart). The answer has
+/// one series per pod, as the query names the container (`sum by (pod)`).
+pub fn build(n: usize, now: i64) -> Fleet {
+    let recorded = recorded_pod();
+    let mut mix = Mix(0x5eed_0000 + n as u64);
+    let owner = Owner::new(&recorded, DEPLOYMENT, HASH, &mut mix);
+    let (cold, hot) = (n / 3, 2 * n / 3);
+    let mut pods = Items::with_capacity(n, 6200);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        pods.push(&owner.pod(i, i, now, &mut mix));
         let cpu = match i {
             _ if i == hot => 3.5,
             _ if i == cold => 0.01,
             _ => 0.2 + 1.6 * mix.unit(),
         };
+        let name = owner.pod_name(i);
         samples.push(format!(r#"{{"metric":{{"pod":"{name}"}},"value":[{now},"{cpu}"]}}"#));
     }
-    starts.push(items.len());
-
-    let mut deployment = read_json("k8s/deploymentlist_coredns_kind-v1.36.json")["items"][0].clone();
-    deployment["metadata"]["name"] = json!(DEPLOYMENT);
-    deployment["metadata"]["namespace"] = json!(NAMESPACE);
-    deployment["metadata"]["generation"] = json!(3);
-    deployment["spec"]["replicas"] = json!(n);
-    for k in ["replicas", "updatedReplicas", "readyReplicas", "availableReplicas"] {
-        deployment["status"][k] = json!(n);
-    }
-    deployment["status"]["observedGeneration"] = json!(3);
-    // Written by hand to keep VictoriaMetrics' key order (`resultType` before
-    // `result`); serde_json's map would sort the keys.
-    let vm = format!(
-        r#"{{"status":"success","isPartial":false,"data":{{"resultType":"vector","result":[{}]}},"stats":{{"seriesFetched":"{n}","executionTimeMsec":12}}}}"#,
-        samples.join(",")
-    );
+    let mut evicted = vec![owner.pod_name(hot), owner.pod_name(cold)];
+    evicted.sort_unstable();
     Fleet {
-        items,
-        starts,
-        deployment: serde_json::to_vec(&deployment).expect("deployment"),
-        vm_answer: vm.into_bytes(),
-        hottest: pod_name(hot),
-        coldest: pod_name(cold),
+        pods,
+        pod_selector: Some(SELECTOR),
+        deployment: serde_json::to_vec(&owner.deployment(&recorded_deployment(), n)).expect("deployment"),
+        deployments: Items::default(),
+        vm_answer: vm_answer(&samples),
+        expected: Expected {
+            evicted,
+            ..Expected::default()
+        },
+    }
+}
+
+/// The name of fleet target `t`.
+pub fn target_name(t: usize) -> String {
+    format!("{DEPLOYMENT}-{t:02}")
+}
+
+/// A population coefficient of variation, the spread SPEC §6 compares with the
+/// threshold; written out here so that the check does not lean on the code it checks.
+fn spread(values: &[f64]) -> f64 {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+    variance.sqrt() / mean
+}
+
+/// Fleet mode: `targets` Deployments labelled `TARGET_SELECTOR`, `per_target` pods
+/// each (`per_target >= 10`), every pod as single mode's. Each target's main
+/// container bears its name (the default container, no annotation). Its pods burn
+/// `1 + a·d` cores: `d` drawn from [-0.5, 0.5], its pod `P/3` at -0.6 (the coldest)
+/// and `2P/3` at 2.5 (the hottest); `a` from [0.1, 0.5] (balanced: spread 0.19 at
+/// most at 100 × 100) except for every fourth target, `a` from [1.0, 1.5] (spread
+/// 0.37 to 0.56 at 100 × 100, wanting the hottest and the coldest pod removed); none
+/// within 0.05 of the threshold, which is asserted. The budget serves the worst of
+/// those first (spread / threshold; all at the default threshold): the first
+/// `MAX_REMOVALS / 2` act, the others are deferred.
+///
+/// The answer is that of the query without a container matcher (`sum by (pod,
+/// container)`), per pod three series as cAdvisor on containerd gives them: the main
+/// container, the sidecar, and one without a `container` label (the pod's cgroup and
+/// its pause container, whose `container` is empty).
+pub fn build_targets(targets: usize, per_target: usize, now: i64) -> Fleet {
+    let (recorded, recorded_deployment) = (recorded_pod(), recorded_deployment());
+    let mut mix = Mix(0xf1ee_7000 + (targets * per_target) as u64);
+    let mut pods = Items::with_capacity(targets * per_target, 6200);
+    let mut deployments = Items::with_capacity(targets, 7000);
+    let mut series = Vec::with_capacity(3 * targets * per_target);
+    let mut wanting: Vec<(String, f64, [String; 2])> = Vec::new();
+    let mut calm = 0.0_f64;
+    let (cold, hot) = (per_target / 3, 2 * per_target / 3);
+    for t in 0..targets {
+        let name = target_name(t);
+        let hash: String = (0..10)
+            .map(|_| ALPHABET[(mix.next() % ALPHABET.len() as u64) as usize] as char)
+            .collect();
+        let owner = Owner::new(&recorded, &name, &hash, &mut mix);
+        let mut deployment = owner.deployment(&recorded_deployment, per_target);
+        deployment["metadata"]["uid"] = json!(uid(&mut mix));
+        deployment["metadata"]["labels"] = json!({"app": name, "pod-rebalancer.io/enabled": "true"});
+        deployment["spec"]["selector"] = json!({"matchLabels": {"app": name}});
+        deployment["spec"]["template"]["metadata"]["labels"] = json!({"app": name});
+        deployment["spec"]["template"]["spec"]["containers"][0]["name"] = json!(name);
+        deployments.push(&deployment);
+        let a = if t % 4 == 1 {
+            1.0 + 0.5 * mix.unit()
+        } else {
+            0.1 + 0.4 * mix.unit()
+        };
+        let mut cpus = Vec::with_capacity(per_target);
+        for i in 0..per_target {
+            pods.push(&owner.pod(i, t * per_target + i, now, &mut mix));
+            let d = match i {
+                _ if i == hot => 2.5,
+                _ if i == cold => -0.6,
+                _ => mix.unit() - 0.5,
+            };
+            let cpu = 1.0 + a * d;
+            let sidecar = 0.02 + 0.04 * mix.unit();
+            let pod = owner.pod_name(i);
+            series.push(format!(
+                r#"{{"metric":{{"container":"{name}","pod":"{pod}"}},"value":[{now},"{cpu}"]}}"#
+            ));
+            series.push(format!(
+                r#"{{"metric":{{"container":"{SIDECAR}","pod":"{pod}"}},"value":[{now},"{sidecar}"]}}"#
+            ));
+            series.push(format!(
+                r#"{{"metric":{{"pod":"{pod}"}},"value":[{now},"{}"]}}"#,
+                cpu + sidecar + 0.0005
+            ));
+            cpus.push(cpu);
+        }
+        let s = spread(&cpus);
+        // The workload must be unambiguous: no target near the threshold.
+        assert!(
+            (s - THRESHOLD).abs() > 0.05,
+            "target {name}: spread {s} too near {THRESHOLD}"
+        );
+        if s > THRESHOLD {
+            wanting.push((name, s, [owner.pod_name(hot), owner.pod_name(cold)]));
+        } else {
+            calm = calm.max(s);
+        }
+    }
+    // Worst first (spread / threshold, one threshold for all); ties by name.
+    wanting.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let acting = (MAX_REMOVALS / 2).min(wanting.len());
+    let mut evicted: Vec<String> = wanting[..acting].iter().flat_map(|w| w.2.clone()).collect();
+    evicted.sort_unstable();
+    let mut deferred: Vec<String> = wanting[acting..].iter().map(|w| w.0.clone()).collect();
+    deferred.sort_unstable();
+    let outcomes = vec![
+        ("balanced", targets - wanting.len()),
+        ("deferred", deferred.len()),
+        ("dry_run", acting),
+    ];
+    Fleet {
+        pods,
+        pod_selector: None,
+        deployment: Vec::new(),
+        deployments,
+        vm_answer: vm_answer(&series),
+        expected: Expected {
+            evicted,
+            deferred,
+            outcomes,
+            wanting: wanting.into_iter().map(|w| (w.0, w.1)).collect(),
+            calm,
+        },
     }
 }

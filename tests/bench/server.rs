@@ -1,12 +1,13 @@
-//! A loopback HTTPS server that plays the Kubernetes API (discovery, the Deployment,
-//! the paged pod list) and VictoriaMetrics (`/api/v1/query`) from pre-serialized
-//! bytes. One thread per connection, keep-alive, no JSON work per request, so what
-//! is measured is the client. It counts connections, requests and bytes sent.
+//! A loopback HTTPS server that plays the Kubernetes API (discovery, the Deployment or
+//! fleet mode's paged Deployment list, the paged pod list, dry-run evictions) and
+//! VictoriaMetrics (`/api/v1/query`) from pre-serialized bytes. One thread per
+//! connection, keep-alive, no JSON work per request, so what is measured is the
+//! client. It counts connections, requests (and among them evictions) and bytes sent.
 
 #[path = "../common/loopback.rs"]
 mod loopback;
 
-use crate::fleet::{DEPLOYMENT, Fleet, NAMESPACE, SELECTOR};
+use crate::fleet::{DEPLOYMENT, Fleet, Items, NAMESPACE, TARGET_SELECTOR};
 use loopback::{Listener, Request, read_request};
 use std::borrow::Cow;
 use std::io::{BufReader, Write};
@@ -22,17 +23,27 @@ pub use loopback::Pki;
 pub struct Counts {
     pub connections: u64,
     pub requests: u64,
+    /// Of the requests, the (dry-run) evictions: what a run reads is the rest.
+    pub evictions: u64,
     pub bytes: u64,
+}
+
+impl Counts {
+    /// The requests that read: the Deployment(s), the pod pages, the queries.
+    pub fn reads(&self) -> u64 {
+        self.requests - self.evictions
+    }
 }
 
 #[derive(Default)]
 struct Counters {
     connections: AtomicU64,
     requests: AtomicU64,
+    evictions: AtomicU64,
     bytes: AtomicU64,
 }
 
-/// The bodies the server answers with; swapped between fleet sizes.
+/// The bodies the server answers with; swapped between fleet sizes and modes.
 pub struct Content {
     pub fleet: Fleet,
     pub token: String,
@@ -93,7 +104,12 @@ impl Server {
     }
 
     pub fn serve_content(&self, content: Content) {
-        *self.content.lock().expect("content") = Some(Arc::new(content));
+        self.serve(Arc::new(content));
+    }
+
+    /// Serves `content` from the next connection on (a run opens its own).
+    pub fn serve(&self, content: Arc<Content>) {
+        *self.content.lock().expect("content") = Some(content);
     }
 
     /// The counts since the previous call, and zero again.
@@ -101,6 +117,7 @@ impl Server {
         Counts {
             connections: self.counters.connections.swap(0, Ordering::SeqCst),
             requests: self.counters.requests.swap(0, Ordering::SeqCst),
+            evictions: self.counters.evictions.swap(0, Ordering::SeqCst),
             bytes: self.counters.bytes.swap(0, Ordering::SeqCst),
         }
     }
@@ -112,10 +129,35 @@ pub fn continue_token(offset: usize) -> String {
     format!("eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6OTAwMDAwMDAsInN0YXJ0Ijoi{offset}In0")
 }
 
-/// The PodList of pods `from..to`, as the API server pages it (a continue token and
+/// Which list a page is of.
+#[derive(Clone, Copy)]
+pub enum List {
+    Pods,
+    Deployments,
+}
+
+impl List {
+    fn items(self, fleet: &Fleet) -> &Items {
+        match self {
+            List::Pods => &fleet.pods,
+            List::Deployments => &fleet.deployments,
+        }
+    }
+
+    /// `kind` and `apiVersion` of the list.
+    fn kind(self) -> (&'static str, &'static str) {
+        match self {
+            List::Pods => ("PodList", "v1"),
+            List::Deployments => ("DeploymentList", "apps/v1"),
+        }
+    }
+}
+
+/// The list of items `from..to`, as the API server pages it (a continue token and
 /// the remaining count when more follow), in parts so that the items are not copied.
-pub fn page(fleet: &Fleet, from: usize, to: usize) -> Vec<Cow<'_, [u8]>> {
-    let n = fleet.n();
+pub fn page(fleet: &Fleet, list: List, from: usize, to: usize) -> Vec<Cow<'_, [u8]>> {
+    let items = list.items(fleet);
+    let n = items.n();
     let more = if to < n {
         format!(
             ",\"continue\":\"{}\",\"remainingItemCount\":{}",
@@ -125,12 +167,13 @@ pub fn page(fleet: &Fleet, from: usize, to: usize) -> Vec<Cow<'_, [u8]>> {
     } else {
         String::new()
     };
+    let (kind, api_version) = list.kind();
     let head = format!(
-        "{{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{{\"resourceVersion\":\"90000000\"{more}}},\"items\":["
+        "{{\"kind\":\"{kind}\",\"apiVersion\":\"{api_version}\",\"metadata\":{{\"resourceVersion\":\"90000000\"{more}}},\"items\":["
     );
     vec![
         Cow::Owned(head.into_bytes()),
-        Cow::Borrowed(fleet.slice(from, to)),
+        Cow::Borrowed(items.slice(from, to)),
         Cow::Borrowed(b"]}".as_slice()),
     ]
 }
@@ -164,6 +207,9 @@ fn serve(
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let answer = route(&request, authorized, content);
+        if let Answer::Eviction = answer {
+            counters.evictions.fetch_add(1, Ordering::SeqCst);
+        }
         if let Answer::NotFound = answer {
             unknown
                 .lock()
@@ -197,7 +243,13 @@ fn serve(
 enum Answer {
     Static(&'static str, String),
     Deployment,
-    Page { from: usize, to: usize },
+    Page {
+        list: List,
+        from: usize,
+        to: usize,
+    },
+    /// A dry-run eviction, accepted.
+    Eviction,
     Query,
     Unauthorized,
     NotFound,
@@ -210,7 +262,13 @@ impl Answer {
             Answer::Static(status, body) => (status, vec![Owned(body.clone().into_bytes())]),
             Answer::Deployment => ("200 OK", vec![Borrowed(&c.fleet.deployment)]),
             Answer::Query => ("200 OK", vec![Borrowed(&c.fleet.vm_answer)]),
-            Answer::Page { from, to } => ("200 OK", page(&c.fleet, *from, *to)),
+            Answer::Page { list, from, to } => ("200 OK", page(&c.fleet, *list, *from, *to)),
+            Answer::Eviction => (
+                "201 Created",
+                vec![Borrowed(
+                    br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}"#.as_slice(),
+                )],
+            ),
             Answer::Unauthorized => (
                 "401 Unauthorized",
                 vec![Borrowed(
@@ -236,42 +294,20 @@ fn route(request: &Request, authorized: bool, c: &Content) -> Answer {
         return Answer::Unauthorized;
     }
     let pods = format!("/api/v1/namespaces/{NAMESPACE}/pods");
-    let deployment = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{DEPLOYMENT}");
+    let deployments = format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments");
+    let deployment = format!("{deployments}/{DEPLOYMENT}");
+    let fleet_mode = c.fleet.fleet_mode();
     match (method, path) {
-        ("GET", p) if p == pods => {
-            if request.query("labelSelector").as_deref() != Some(SELECTOR) {
-                return Answer::Static("400 Bad Request", "{\"kind\":\"Status\",\"code\":400,\"message\":\"bench: unexpected labelSelector\"}".into());
-            }
-            let n = c.fleet.n();
-            let from = match request.query("continue").filter(|t| !t.is_empty()) {
-                Some(token) => match offset_of(&token) {
-                    Some(o) => o.min(n),
-                    None => {
-                        return Answer::Static("410 Gone", "{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\",\"message\":\"bench: unknown continue token\"}".into());
-                    }
-                },
-                None => 0,
-            };
-            let limit = request.query("limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .filter(|&l| l > 0)
-                .unwrap_or(n);
-            Answer::Page {
-                from,
-                to: from.saturating_add(limit).min(n),
-            }
-        }
-        ("GET", p) if p == deployment => Answer::Deployment,
+        ("GET", p) if p == pods => paged(request, List::Pods, c.fleet.pod_selector, c),
+        ("GET", p) if p == deployments && fleet_mode => paged(request, List::Deployments, Some(TARGET_SELECTOR), c),
+        ("GET", p) if p == deployment && !fleet_mode => Answer::Deployment,
         // A dry run asks its removals as server-side dry runs: accepted, nothing removed.
         ("POST", p)
             if p.starts_with(&format!("{pods}/"))
                 && p.ends_with("/eviction")
                 && request.query("dryRun").as_deref() == Some("All") =>
         {
-            Answer::Static(
-                "201 Created",
-                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}"#.into(),
-            )
+            Answer::Eviction
         }
         ("GET", "/version") => Answer::Static(
             "200 OK",
@@ -294,5 +330,39 @@ fn route(request: &Request, authorized: bool, c: &Content) -> Answer {
             r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":[{"name":"deployments","singularName":"deployment","namespaced":true,"kind":"Deployment","verbs":["create","delete","get","list","patch","update","watch"],"shortNames":["deploy"],"categories":["all"]}]}"#.into(),
         ),
         _ => Answer::NotFound,
+    }
+}
+
+/// A page of `list`, which must be asked with `selector` as its `labelSelector`
+/// (`None`: without one), by `limit` and `continue` as the API server pages.
+fn paged(request: &Request, list: List, selector: Option<&str>, c: &Content) -> Answer {
+    if request.query("labelSelector").as_deref() != selector {
+        return Answer::Static(
+            "400 Bad Request",
+            "{\"kind\":\"Status\",\"code\":400,\"message\":\"bench: unexpected labelSelector\"}".into(),
+        );
+    }
+    let n = list.items(&c.fleet).n();
+    let from = match request.query("continue").filter(|t| !t.is_empty()) {
+        Some(token) => match offset_of(&token) {
+            Some(o) => o.min(n),
+            None => {
+                return Answer::Static(
+                    "410 Gone",
+                    "{\"kind\":\"Status\",\"code\":410,\"reason\":\"Expired\",\"message\":\"bench: unknown continue token\"}".into(),
+                );
+            }
+        },
+        None => 0,
+    };
+    let limit = request
+        .query("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|&l| l > 0)
+        .unwrap_or(n);
+    Answer::Page {
+        list,
+        from,
+        to: from.saturating_add(limit).min(n),
     }
 }
