@@ -672,7 +672,7 @@ impl Judgement {
                 uid: r.uid.clone(),
                 role: r.role,
                 result: answers
-                    .and_then(|a| a.iter().find(|(asked, _)| asked.uid == r.uid && asked.name == r.name))
+                    .and_then(|a| a.iter().find(|(asked, _)| asked.name == r.name))
                     .map_or(PodResult::Intended, |(_, answer)| answer.result()),
                 cpu: Some(r.cpu),
             })
@@ -721,22 +721,25 @@ pub fn parse(document: Option<&str>, deployment: Option<&str>) -> Result<Memory,
     let top: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|e| unreadable(format!("expected a JSON object: {e}")))?;
     let version = top.get("version").cloned().unwrap_or(serde_json::Value::Null);
-    let memory = match version.as_u64() {
-        Some(_) if top.contains_key("targets") => {
-            return Err(unreadable(
-                "it holds the memory of other deployments (a fleet document, SPEC §13): a single-mode rebalancer must not share a fleet's state ConfigMap",
-            ));
-        }
-        Some(2) => serde_json::from_str::<Memory>(text)
+    let Some(v) = version.as_u64() else {
+        return Err(unreadable(format!("expected version {VERSION}, got {version}")));
+    };
+    if v > u64::from(VERSION) {
+        return Err(unreadable(format!(
+            "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
+        )));
+    }
+    if top.contains_key("targets") {
+        return Err(unreadable(
+            "it holds the memory of other deployments (a fleet document, SPEC §13): a single-mode rebalancer must not share a fleet's state ConfigMap",
+        ));
+    }
+    let memory = match v {
+        2 => serde_json::from_str::<Memory>(text)
             .map_err(|e| unreadable(format!("expected the state document of version {VERSION}: {e}")))?,
-        Some(1) => serde_json::from_str::<v1::Memory>(text)
+        1 => serde_json::from_str::<v1::Memory>(text)
             .map_err(|e| unreadable(format!("expected the state document of version 1: {e}")))?
             .upgrade(),
-        Some(v) if v > u64::from(VERSION) => {
-            return Err(unreadable(format!(
-                "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
-            )));
-        }
         _ => return Err(unreadable(format!("expected version {VERSION}, got {version}"))),
     };
     check(&memory).map_err(unreadable)?;
@@ -1807,6 +1810,20 @@ mod tests {
         };
         let plan = plan_of(&borrowed(&balanced()), NOW);
         assert_eq!(judge(&old, &plan, TEMPLATE, &settings()).next.version, VERSION);
+    }
+
+    #[test]
+    fn the_ranges_end_where_they_say() {
+        let at = |streak: u64, n: u64| {
+            format!(r#"{{"version": 2, "streak": {streak}, "actions": [{{"at": 1, "n": {n}, "pods": []}}]}}"#)
+        };
+        assert!(parse(Some(&at(MAX_COUNT, MAX_COUNT)), None).is_ok(), "10^9 is in range");
+        assert!(parse(Some(&at(MAX_COUNT + 1, 1)), None).is_err());
+        assert!(parse(Some(&at(1, MAX_COUNT + 1)), None).is_err());
+        // An empty document is a fresh memory of the Deployment it is read for.
+        assert_eq!(parse(None, Some("d")).map(|m| m.deployment), Ok(Some("d".to_string())));
+        // Seven days, to the second.
+        assert_eq!(FORGET_SECS, 604_800);
     }
 
     #[test]
