@@ -336,7 +336,11 @@ pub fn finish(config: &Config, kube: Option<&Client>, cycle: Cycle, timing: Timi
                     (Some(_), Some(stored)) => stored.get(&name).cloned(),
                     (Some(_), None) => None,
                     (None, _) => {
-                        let before = previous.get(&name).or_else(|| previous.get("")).cloned();
+                        // A file written without target labels (an older version's)
+                        // is single mode's; in fleet mode the namespace-only samples
+                        // are of a run that knew no target, and are no target's.
+                        let unlabelled = (!cycle.fleet).then(|| previous.get("")).flatten();
+                        let before = previous.get(&name).or(unlabelled).cloned();
                         Some(before.unwrap_or_default().after(run))
                     }
                 };
