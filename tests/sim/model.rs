@@ -41,13 +41,19 @@
 //!   *Range* gives each member a contiguous range of partitions, the first `P % C`
 //!   members one more; *round-robin* deals partition `p` to member `p % C`. Both are
 //!   functions of the sorted member list alone (the eager protocol: every rebalance
-//!   revokes everything). *Cooperative-sticky* keeps what members own up to their
-//!   quota (`P / C`, one more for `P % C` of them): a member over it gives partitions
-//!   up (which ones is the `Sticky` variant: the newest received, the lowest-numbered,
-//!   the highest), then every unowned partition, by number, goes to the member holding
-//!   the fewest (ties: the member id that sorts first). A sticky group starts from the
-//!   range assignment of its first members, as a group does that followed Kafka's
-//!   upgrade path from its default `[range, cooperative-sticky]` list.
+//!   revokes everything). *Cooperative-sticky* is librdkafka's rule
+//!   (`librdkafka.rs`, as a real group was recorded following it: tests/kafka/
+//!   FINDINGS.md, replayed by `tests/it/assignor.rs`): on a leave the members keep
+//!   theirs and the orphans go highest-numbered first to the members holding the
+//!   fewest; on a join the members above quota give up their lowest-numbered
+//!   partitions, by turns, to the newcomers. Earlier guesses stay as variants
+//!   (`Sticky`): a member over its quota (`P / C`, one more for `P % C` of them) gives
+//!   partitions up (the newest received, the lowest-numbered, the highest), then every
+//!   unowned partition, by number, goes to the member holding the fewest (ties: the
+//!   member id that sorts first). A sticky group starts from the range assignment of
+//!   its first members, as a group does that followed Kafka's upgrade path from its
+//!   default `[range, cooperative-sticky]` list (a group started on cooperative-sticky
+//!   alone starts round-robin by member id).
 //!
 //! - **Measured.** The truth is the load without noise: a minute is over the threshold
 //!   when the spread of what the running pods would have burned without the minute
@@ -71,6 +77,8 @@ use std::collections::VecDeque;
 #[path = "rng.rs"]
 mod rng;
 pub use rng::Rng;
+#[path = "librdkafka.rs"]
+pub mod librdkafka;
 
 /// One minute: the resolution of the model.
 pub const TICK: i64 = 60;
@@ -121,10 +129,15 @@ pub fn memory_settings() -> memory::Settings {
 }
 
 /// How the modelled cooperative-sticky assignor treats an evicted pod and its
-/// replacement: which partitions a member over its quota gives up to a member that
-/// joins. `Sticky::MODEL` is what every table uses unless it compares the variants.
+/// replacement. `Sticky::MODEL`, librdkafka's rule as a real group was recorded
+/// following it, is what every table uses unless it compares the variants; the others
+/// are the model's earlier guesses, kept to show what the rule changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sticky {
+    /// librdkafka 2.16.0 (`librdkafka.rs`, tests/kafka/FINDINGS.md): a leave deals the
+    /// orphans highest first to the members holding the fewest; a join makes the members
+    /// above quota give up their lowest-numbered partitions, by turns, to the newcomer.
+    Librdkafka,
     /// The replacement joins in the same rebalance as the evicted pod leaves, and
     /// takes the orphaned partitions (the model before leave-then-join).
     AtOnce,
@@ -138,12 +151,19 @@ pub enum Sticky {
 }
 
 impl Sticky {
-    /// Provisional: which variant a real librdkafka group matches is being recorded.
+    /// Provisional: the next change makes it librdkafka's rule.
     pub const MODEL: Sticky = Sticky::Newest;
-    pub const ALL: [Sticky; 4] = [Sticky::Newest, Sticky::Lowest, Sticky::Highest, Sticky::AtOnce];
+    pub const ALL: [Sticky; 5] = [
+        Sticky::Librdkafka,
+        Sticky::Newest,
+        Sticky::Lowest,
+        Sticky::Highest,
+        Sticky::AtOnce,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            Sticky::Librdkafka => "librdkafka's rule",
             Sticky::AtOnce => "joins as it leaves",
             Sticky::Newest => "gives up the newest received",
             Sticky::Lowest => "gives up the lowest-numbered",
@@ -154,6 +174,7 @@ impl Sticky {
     /// The word `--sticky` takes.
     pub fn flag(self) -> &'static str {
         match self {
+            Sticky::Librdkafka => "librdkafka",
             Sticky::AtOnce => "at-once",
             Sticky::Newest => "newest",
             Sticky::Lowest => "lowest",
@@ -704,12 +725,16 @@ pub fn round_robin(p: usize, c: usize) -> Vec<Vec<usize>> {
 
 /// Cooperative-sticky, as modelled: `owned` is every member's partitions in the order
 /// it received them, members sorted by id (a new member owns none), `orphans` the
-/// partitions of members that left. Each member keeps at most its quota, `P / C`, or
+/// partitions of members that left. `Sticky::Librdkafka` is `librdkafka::rebalance`;
+/// under the other variants each member keeps at most its quota, `P / C`, or
 /// one more for the first `P % C` members by id that own that many; beyond it, it
 /// gives up partitions as `sticky` says. Then every unowned partition, in order, goes to
 /// the member that holds the fewest, the first of equals. Returns how many partitions
 /// were taken from members that stay.
 pub fn sticky(owned: &mut [Vec<usize>], mut orphans: Vec<usize>, sticky: Sticky) -> usize {
+    if sticky == Sticky::Librdkafka {
+        return librdkafka::rebalance(owned, orphans);
+    }
     let c = owned.len();
     if c == 0 {
         return 0;
@@ -727,7 +752,7 @@ pub fn sticky(owned: &mut [Vec<usize>], mut orphans: Vec<usize>, sticky: Sticky)
         while member.len() > keep {
             let last = member.len() - 1;
             let at = match sticky {
-                Sticky::Newest | Sticky::AtOnce => last,
+                Sticky::Newest | Sticky::AtOnce | Sticky::Librdkafka => last,
                 Sticky::Lowest => (0..member.len()).min_by_key(|&i| member[i]).unwrap_or(last),
                 Sticky::Highest => (0..member.len()).max_by_key(|&i| member[i]).unwrap_or(last),
             };
