@@ -66,34 +66,50 @@ pub fn rebalance(owned: &mut [Vec<usize>], mut orphans: Vec<usize>) -> usize {
 }
 
 /// The join's first step: the partitions given up, taken out of `owned`, highest first.
+///
+/// The line is generated as the walk goes (a heap of the members by how many they
+/// have not yet lined up), and the counts are kept sorted: the walk stops as soon as the
+/// group is balanced, a few partitions in, so a join on 200 members costs about as
+/// much as one on 12.
 fn give_up(owned: &mut [Vec<usize>]) -> Vec<usize> {
-    let c = owned.len();
-    let mut counts: Vec<usize> = owned.iter().map(Vec::len).collect();
-    let spread = |counts: &[usize]| counts.iter().max().unwrap_or(&0) - counts.iter().min().unwrap_or(&0);
-    if spread(&counts) <= 1 {
-        return Vec::new();
-    }
+    use std::collections::{BTreeSet, BinaryHeap};
+    let offered: Vec<Vec<usize>> = owned.to_vec();
+    let mut counts: Vec<usize> = offered.iter().map(Vec::len).collect();
+    // (count, member): the first is the member holding the fewest, ties to the first
+    // member id; the last holds the most.
+    let mut by_count: BTreeSet<(usize, usize)> = counts.iter().copied().zip(0..).collect();
+    let balanced = |by_count: &BTreeSet<(usize, usize)>| match (by_count.first(), by_count.last()) {
+        (Some(least), Some(most)) => most.0 - least.0 <= 1,
+        _ => true,
+    };
     // The line: by turns, the member with the most not yet lined up (ties: the member
     // id that sorts last) puts up its lowest-numbered partition.
-    let mut next = vec![0usize; c];
-    let mut line = Vec::with_capacity(counts.iter().sum());
-    while let Some(m) = (0..c)
-        .filter(|&k| next[k] < owned[k].len())
-        .max_by_key(|&k| (owned[k].len() - next[k], k))
-    {
-        line.push((m, owned[m][next[m]]));
-        next[m] += 1;
-    }
+    let mut line: BinaryHeap<(usize, usize)> = offered
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !p.is_empty())
+        .map(|(k, p)| (p.len(), k))
+        .collect();
+    let mut next = vec![0usize; owned.len()];
     let mut given_up = Vec::new();
-    for (m, partition) in line {
-        if spread(&counts) <= 1 {
+    while let Some((left, m)) = line.pop() {
+        if balanced(&by_count) {
             break;
         }
-        let others = (0..c).filter(|&k| k != m).map(|k| counts[k]).min().unwrap_or(0);
+        let partition = offered[m][next[m]];
+        next[m] += 1;
+        if left > 1 {
+            line.push((left - 1, m));
+        }
+        // The fewest among the others: the first of the sorted counts, unless that is m.
+        let others = by_count.iter().find(|(_, k)| *k != m).map_or(0, |(c, _)| *c);
         if counts[m] > others + 1 {
+            by_count.remove(&(counts[m], m));
             counts[m] -= 1;
-            let least = (0..c).min_by_key(|&k| counts[k]).unwrap_or(0);
-            counts[least] += 1;
+            by_count.insert((counts[m], m));
+            let (c, least) = by_count.pop_first().expect("members");
+            counts[least] = c + 1;
+            by_count.insert((counts[least], least));
             owned[m].retain(|&p| p != partition);
             given_up.push(partition);
         }
