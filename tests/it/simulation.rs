@@ -50,7 +50,7 @@ fn sweep() -> &'static [Cell] {
             jobs: 2,
             ..Options::default()
         };
-        tables::sweep_cells(&opts)
+        tables::sweep_cells(&opts, &SIZES)
     })
 }
 
@@ -76,7 +76,7 @@ fn benchmarks_block(name: &str) -> String {
 
 #[test]
 fn the_first_table_of_benchmarks_is_what_the_simulation_prints_today() {
-    let printed = tables::sweep_text(&Options::default(), sweep());
+    let printed = tables::sweep_text(&Options::default(), sweep(), &SIZES);
     let pinned = benchmarks_block("pinned: cargo bench --bench simulate -- --table 1");
     assert!(
         pinned.trim_end() == printed.trim_end(),

@@ -27,7 +27,7 @@ const USAGE: &str = "usage: cargo bench --bench simulate -- [--table N] [--seed 
 type Table = fn(&Options) -> String;
 
 /// The tables, in BENCHMARKS.md's order, with their headings.
-const TABLES: [(&str, Table); 7] = [
+const TABLES: [(&str, Table); 8] = [
     ("1. Time to balance, by fleet size", tables::sweep),
     ("2. Unfixable, near the threshold", tables::near_threshold),
     ("3. Rollouts and HPA steps", tables::rollouts),
@@ -35,6 +35,7 @@ const TABLES: [(&str, Table); 7] = [
     ("5. A regime change", tables::regime_change),
     ("6. A pod-local problem", tables::pod_local),
     ("7. A week of the basic cases", tables::week),
+    ("8. What the partition signal changes", tables::signal),
 ];
 
 fn parse_args() -> Result<(Options, Option<usize>), String> {
