@@ -5,7 +5,7 @@
 //! (`tests/sim/librdkafka.rs`), with the member ids each run recorded. No broker and
 //! no Python: the recording is the fixture, the rule is ours, and they must agree.
 
-use super::simulation::model::librdkafka;
+use super::simulation::model::{self, librdkafka};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -264,4 +264,10 @@ fn the_rule_on_literal_groups() {
     );
     // Fewer partitions than members, and no survivor owns one: lowest first.
     assert_eq!(run(&[&[], &[], &[]], &[1, 0]), (vec![vec![0], vec![1], vec![]], 0));
+    // And it is the model's: what a real group does is what every table assumes.
+    assert_eq!(model::Sticky::MODEL, model::Sticky::Librdkafka);
+    assert_eq!(
+        model::Assignor::STICKY,
+        model::Assignor::CooperativeSticky(model::Sticky::Librdkafka)
+    );
 }

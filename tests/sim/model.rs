@@ -177,8 +177,8 @@ pub enum Sticky {
 }
 
 impl Sticky {
-    /// Provisional: the next change makes it librdkafka's rule.
-    pub const MODEL: Sticky = Sticky::Newest;
+    /// What a real librdkafka group does (recorded: tests/kafka/FINDINGS.md).
+    pub const MODEL: Sticky = Sticky::Librdkafka;
     pub const ALL: [Sticky; 5] = [
         Sticky::Librdkafka,
         Sticky::Newest,
@@ -693,12 +693,15 @@ pub struct Report {
     pub scrapes: Vec<Scrape>,
 }
 
+/// A partition answer as `(pod, partition, load)` triples, before it is read.
+pub type Triples = Vec<(String, String, f64)>;
+
 /// The partition signal at one moment, beside the truth.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
     pub at: i64,
     /// `(pod, partition, load)` as `PARTITION_QUERY` would answer.
-    pub answer: Vec<(String, String, f64)>,
+    pub answer: Triples,
     /// The running members and what each owns now, sorted by name.
     pub owners: Vec<(String, Vec<usize>)>,
     /// Pods removed but still listed (terminating).
@@ -1187,7 +1190,7 @@ impl Group {
     /// its last scrape, the load its message rate averaged over the window. The
     /// ownership lags each rebalance (the settle, then up to a scrape interval), so for
     /// a while after one a partition shows on its old owner, or on two pods.
-    pub fn partition_answer(&self, now: i64, window: i64) -> Vec<(String, String, f64)> {
+    pub fn partition_answer(&self, now: i64, window: i64) -> Triples {
         let minutes = (window / TICK).max(1);
         let load = |q: usize| {
             let sum: f64 = (0..minutes).map(|k| self.rate(q, now - k * TICK)).sum();
@@ -1417,7 +1420,7 @@ struct Sim {
     /// The last partition answer built, and what it was built from: an `Answer` is
     /// made from text (as read off the wire), so it is rebuilt only when the
     /// assignment or the rates a scrape shows have changed.
-    answer: Option<(Vec<(String, String, f64)>, partition::Answer)>,
+    answer: Option<(Triples, partition::Answer)>,
     /// The partition that carried the most load on the last action's hottest pod.
     hot_partition: Option<usize>,
 }

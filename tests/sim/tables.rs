@@ -824,6 +824,9 @@ pub fn week(opts: &Options) -> String {
     out
 }
 
+/// What a row of table 8 prints of a policy's runs.
+type Measure = fn(&[Report]) -> String;
+
 /// Table 8: what issue 19 expects of the partition signal, measured: the closed loop
 /// with the signal beside the closed loop without it (and, for the slow pod, beside
 /// the stateless rules it should act like), over `opts.seeds` seeds.
@@ -903,7 +906,7 @@ pub fn signal(opts: &Options) -> String {
     for (k, (case, policies, _, until)) in rows.iter().enumerate() {
         let other = &all[2 * k * n..(2 * k + 1) * n];
         let signal = &all[(2 * k + 1) * n..(2 * k + 2) * n];
-        let (expected, measured, holds): (&str, fn(&[Report]) -> String, Vec<bool>) = if *until {
+        let (expected, measured, holds): (&str, Measure, Vec<bool>) = if *until {
             let holds = other
                 .iter()
                 .zip(signal)
