@@ -515,7 +515,7 @@ pub fn rollouts(opts: &Options) -> String {
     let _ = writeln!(out, "{} days, {}; {}.\n", opts.days, seeds_words(opts), opts.settings());
     let _ = writeln!(
         out,
-        "| case | disturbance | {} | first day, last day: memory; memory + signal | rebalance rounds / day: memory, memory + signal, the Deployment's own | verdicts (effective / partial / ineffective): memory; memory + signal | dropped by a rollout: memory, memory + signal | memory + signal: what the signal said over its cycles |",
+        "| case | disturbance | {} | first day, last day: memory; memory + signal | rebalance rounds / day: memory, memory + signal, the Deployment's own | verdicts (effective / partial / ineffective): memory; memory + signal | dropped by a rollout: memory, memory + signal | memory + signal: what the signal said over its cycles; cycles it held as unfixable, for partitions moving |",
         policy_header("removals / day")
     );
     let _ = writeln!(out, "{}", rule("---|---", Policy::ACTING.len() + 5));
@@ -536,7 +536,7 @@ pub fn rollouts(opts: &Options) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} {} | {disturbance} | {} | {}; {} | {:.1}, {:.1}, {:.1} | {}; {} | {}, {} | {} |",
+            "| {} {} | {disturbance} | {} | {}; {} | {:.1}, {:.1}, {:.1} | {}; {} | {}, {} | {}; {}, {} |",
             case.label,
             case.name,
             per_policy(|p| removals(&by_policy[policy_index(p)])),
@@ -550,6 +550,8 @@ pub fn rollouts(opts: &Options) -> String {
             memory.dropped_by_rollout,
             signal.dropped_by_rollout,
             signal_words(signal),
+            signal.unfixable,
+            signal.moving,
         );
     }
     out
