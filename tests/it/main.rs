@@ -4,6 +4,7 @@
 
 mod support;
 
+mod assignor;
 mod cycle;
 mod dashboard;
 mod engines;

@@ -1,22 +1,29 @@
-//! Does the memory help? The consumer-group simulation of BENCHMARKS.md "Does it
-//! help?" (tests/sim/model.rs: the same model, the same pure functions the binary
-//! runs), asserting what issue 18 says must be shown rather than assumed, and pinning
-//! the honest number where a claim does not hold:
+//! Does the memory help, and the partition signal? The consumer-group simulation of
+//! BENCHMARKS.md "Does it help?" (tests/sim/model.rs: the same model, the same pure
+//! functions the binary runs, librdkafka's cooperative-sticky as a real group was
+//! recorded following it), asserting what issues 18 and 19 say must be shown rather
+//! than assumed, and pinning the honest number where a claim does not hold:
 //!
 //! - the first table of BENCHMARKS.md is what `cargo bench --bench simulate` prints
-//!   today (regenerated here and compared), and what it claims holds: on the unlucky
-//!   assignment at 12 to 200 pods the memory balances the group no later than a
-//!   one-hour cooldown, and within 1.5× of the stateless rules;
+//!   today (regenerated here and compared);
+//! - under the real assignor the unlucky assignment is fixable by some assignment but
+//!   by evictions only by chance: the stateless rules get there after many removals,
+//!   the memory stops first (pinned), and the partition signal, which finds it
+//!   fixable, decides exactly as the memory does;
 //! - where no eviction can help the memory stops the churn (a hot partition, idle
-//!   consumers), rollouts and all — but not near the threshold under noise, where
-//!   noise decides its verdicts (pinned);
+//!   consumers), rollouts and all, and with the partition signal it never starts —
+//!   but not with HPA steps, which make the hot partition fixable at low replica
+//!   counts (pinned), nor near the threshold under noise, where noise decides the
+//!   memory's verdicts (pinned);
+//! - with the signal every "hot spot moved" is right; a slow pod is acted on as the
+//!   stateless rules act; the signal's scrape lags a rebalance, and the product sees
+//!   partitions moving;
 //! - which partitions a sticky member gives up decides whether evictions fix the
-//!   unlucky assignment at all (pinned);
-//! - a hot key that ends, a slow pod, a transient spike.
+//!   unlucky assignment at all; a hot key that ends, a slow pod, a transient spike.
 //!
 //! Each case is first checked to be what it says (unbalanced without a rebalancer;
-//! fixable or not by the stateless rules; rollouts and HPA steps really happen), so a
-//! change to the model cannot make an assertion pass by emptying it.
+//! fixable or not; rollouts and HPA steps really happen), so a change to the model
+//! cannot make an assertion pass by emptying it.
 
 // The benchmark prints parts of the model this test does not assert on, and back.
 #[allow(dead_code)]
@@ -28,7 +35,7 @@ pub(crate) mod tables;
 
 use model::{Assignor, CYCLE, Case, DAY, HOUR, Policy, Report, Run, SEED, Sticky, simulate};
 use std::sync::OnceLock;
-use tables::{Cell, Options, SIZES, SWEEP_SEEDS};
+use tables::{Cell, Options, SIZES, SWEEP_DAYS};
 
 fn check(case: Case, assignor: Assignor, policy: Policy, seed: u64, days: i64) -> Report {
     simulate(Run::new(case, assignor, policy, seed, days))
@@ -50,7 +57,7 @@ fn sweep() -> &'static [Cell] {
             jobs: 2,
             ..Options::default()
         };
-        tables::sweep_cells(&opts)
+        tables::sweep_cells(&opts, &SIZES)
     })
 }
 
@@ -76,7 +83,7 @@ fn benchmarks_block(name: &str) -> String {
 
 #[test]
 fn the_first_table_of_benchmarks_is_what_the_simulation_prints_today() {
-    let printed = tables::sweep_text(&Options::default(), sweep());
+    let printed = tables::sweep_text(&Options::default(), sweep(), &SIZES);
     let pinned = benchmarks_block("pinned: cargo bench --bench simulate -- --table 1");
     assert!(
         pinned.trim_end() == printed.trim_end(),
@@ -87,7 +94,7 @@ fn the_first_table_of_benchmarks_is_what_the_simulation_prints_today() {
 }
 
 #[test]
-fn the_unlucky_assignment_is_unbalanced_and_fixable_at_every_size() {
+fn the_unlucky_assignment_is_unbalanced_fixable_by_some_assignment_and_by_evictions_only_by_chance() {
     for size in SIZES {
         let case = Case::unlucky(size);
         let none = sticky(case.clone(), Policy::None, 1);
@@ -96,87 +103,122 @@ fn the_unlucky_assignment_is_unbalanced_and_fixable_at_every_size() {
             none.minutes(),
             "{size} pods: unbalanced all day without a rebalancer"
         );
-        for r in &cell(size, 0.0, Policy::Stateless).reports {
-            assert!(
-                r.first_balanced().is_some_and(|t| t < 4 * HOUR),
-                "{size} pods: the stateless rules balance it within hours, not {:?}",
-                r.first_balanced()
-            );
+        for noise in [0.0, 0.10] {
+            // Some assignment balances it: the partition signal says so in every seed.
+            for r in &cell(size, noise, Policy::Signal).reports {
+                assert!(
+                    r.signal.get("fixable").is_some_and(|n| *n > 0) && r.unfixable == 0,
+                    "{size} pods, noise {noise}: the signal finds it fixable: {:?}",
+                    r.signal
+                );
+            }
+            // And evictions get there, but by a random walk: under librdkafka's rule the
+            // replacements take the lowest-numbered (here the heaviest) partitions of
+            // the members above quota, not the pooled ones. The stateless rules balance
+            // it in every seed, after many removals at 40 pods (8 under the earlier
+            // guess that the newcomer takes the orphans).
+            for r in &cell(size, noise, Policy::Stateless).reports {
+                assert!(
+                    r.first_balanced().is_some(),
+                    "{size} pods, noise {noise}: the stateless rules balance it within {SWEEP_DAYS} days"
+                );
+                assert!(
+                    size == 12 || r.removals >= 40,
+                    "{size} pods, noise {noise}: {} removals",
+                    r.removals
+                );
+            }
         }
     }
 }
 
 #[test]
-fn at_every_fleet_size_the_memory_balances_no_later_than_a_one_hour_cooldown() {
+fn under_the_real_assignor_the_memory_stops_before_the_unlucky_assignment_is_fixed() {
+    // The expectation of issue 18 (the memory balances the unlucky assignment no later
+    // than a one-hour cooldown) held under the model's earlier guess; under the rule a
+    // real group follows it does not, and these are the numbers (BENCHMARKS.md, table
+    // 1). Each action is a random step, most are judged ineffective or partial, the
+    // breaker opens, and its probes are too few to luck into a balanced assignment.
+    let (memory, stateless) = (cell(40, 0.0, Policy::ClosedLoop), cell(40, 0.0, Policy::Stateless));
+    for (m, s) in memory.reports.iter().zip(&stateless.reports) {
+        assert_eq!(
+            m.first_balanced(),
+            None,
+            "40 pods: the memory never balances it in 3 days"
+        );
+        assert!(s.first_balanced().is_some());
+        assert!(
+            m.verdicts.effective == 0 && m.verdicts.ineffective >= 3 && m.removals <= 30 && s.removals >= 50,
+            "40 pods: memory {:?}, {} removals; stateless {} removals",
+            m.verdicts,
+            m.removals,
+            s.removals
+        );
+    }
+    let cooldown = tables::ratios(cell(12, 0.0, Policy::ClosedLoop), cell(12, 0.0, Policy::Cooldown));
+    let never = cell(12, 0.0, Policy::ClosedLoop)
+        .reports
+        .iter()
+        .filter(|r| r.first_balanced().is_none())
+        .count();
+    assert_eq!(
+        (cooldown.iter().filter(|r| **r > 1.0).count(), never),
+        (7, 4),
+        "12 pods: the memory slower than the cooldown in 7 seeds of 10, never balanced in 4: {cooldown:?}"
+    );
+}
+
+#[test]
+fn in_the_fixable_cases_the_signal_balances_no_later_than_the_memory_because_it_decides_the_same() {
+    // The signal finds the unlucky assignment fixable (some assignment balances it), so
+    // the decision goes on as without it: the same removals at the same minutes, seed by
+    // seed. It cannot know that evictions under this assignor will not get there.
+    let mut balanced = 0;
     for size in SIZES {
-        let memory = cell(size, 0.0, Policy::ClosedLoop);
-        let cooldown = cell(size, 0.0, Policy::Cooldown);
-        let ratios = tables::ratios(memory, cooldown);
-        let median = tables::median(&ratios).unwrap_or(f64::MAX);
-        assert!(median <= 1.0, "{size} pods: memory ÷ cooldown {ratios:?}");
-        // Seed by seed too, but for one 12-pod seed: one action balanced the group just
-        // under the threshold, a noisy reading 10 minutes later took it for over, and
-        // the rules acted again (the cooldown forbade it): 21 minutes against 6.
-        let slower: Vec<usize> = (0..ratios.len()).filter(|&i| ratios[i] > 1.0).collect();
-        let allowed = if size == 12 { 1 } else { 0 };
-        assert!(
-            slower.len() <= allowed,
-            "{size} pods: slower than the cooldown in seeds {slower:?}: {ratios:?}"
-        );
-        for &i in &slower {
-            let (m, c) = (&memory.reports[i], &cooldown.reports[i]);
-            assert!(
-                m.first_balanced().is_some_and(|t| t <= 30 * 60) && m.removals == c.removals + 2,
-                "{size} pods, seed {i}: one more action, within half an hour: {:?} against {:?}",
-                m.first_balanced(),
-                c.first_balanced()
-            );
+        for noise in [0.0, 0.10] {
+            let (memory, signal) = (cell(size, noise, Policy::ClosedLoop), cell(size, noise, Policy::Signal));
+            for (m, s) in memory.reports.iter().zip(&signal.reports) {
+                assert_eq!(m.removed_at, s.removed_at, "{size} pods, noise {noise}");
+                assert_eq!(m.first_balanced(), s.first_balanced(), "{size} pods, noise {noise}");
+                assert!(
+                    s.signal_when_acting
+                        .keys()
+                        .all(|k| *k == "fixable" || *k == "unexplained")
+                );
+                balanced += usize::from(s.first_balanced().is_some());
+            }
         }
     }
+    // Not only runs that never balance: both balance in 14 runs of 20 at 12 pods, in 1
+    // of 20 at 40.
+    assert_eq!(balanced, 15);
 }
 
 #[test]
-fn on_large_fleets_the_memory_balances_within_one_and_a_half_times_the_stateless_rules() {
-    for size in [100, 200] {
-        let memory = cell(size, 0.0, Policy::ClosedLoop);
-        let ratios = tables::ratios(memory, cell(size, 0.0, Policy::Stateless));
-        assert!(
-            ratios.iter().all(|r| *r <= 1.5),
-            "{size} pods: memory ÷ stateless, seed by seed: {ratios:?}"
-        );
-        // The partial verdict is what does it: each action moves 2 pods of N.
-        let partial: usize = memory.reports.iter().map(|r| r.verdicts.partial).sum();
-        let ineffective: usize = memory.reports.iter().map(|r| r.verdicts.ineffective).sum();
-        assert!(
-            partial > 0 && ineffective == 0,
-            "{size} pods: {partial} partial, {ineffective} ineffective"
-        );
+fn with_the_signal_the_hot_spot_claims_are_right_in_every_verdict() {
+    // "The hot spot moved" is right when the new hottest pod holds the partition that
+    // carried the most load on the removed one (the truth, not a scrape). Without the
+    // signal the memory says it of a runner-up too; with it, only with its partition.
+    let mut memory = (0, 0);
+    let mut signal = (0, 0);
+    for size in SIZES {
+        for noise in [0.0, 0.10] {
+            for r in &cell(size, noise, Policy::ClosedLoop).reports {
+                memory = (memory.0 + r.hot_spots, memory.1 + r.hot_spots_right);
+            }
+            for r in &cell(size, noise, Policy::Signal).reports {
+                signal = (signal.0 + r.hot_spots, signal.1 + r.hot_spots_right);
+            }
+        }
     }
-    assert_eq!(SWEEP_SEEDS as usize, cell(200, 0.0, Policy::ClosedLoop).reports.len());
-}
-
-#[test]
-fn with_ten_percent_noise_on_two_hundred_pods_the_memory_is_slower_than_the_claim() {
-    // One action moves the spread of 200 pods by about 1/200; ±10 % noise a window
-    // moves a reading by more, so helpful actions are judged ineffective and the
-    // breaker holds a fixable fleet (BENCHMARKS.md, first table: the claim does not
-    // hold there). At 12 and 40 pods the same noise changes nothing.
-    for size in [12, 40] {
-        let ratios = tables::ratios(
-            cell(size, 0.10, Policy::ClosedLoop),
-            cell(size, 0.10, Policy::Stateless),
-        );
-        assert!(ratios.iter().all(|r| *r == 1.0), "{size} pods: {ratios:?}");
-    }
-    let memory = cell(200, 0.10, Policy::ClosedLoop);
-    let stateless = tables::ratios(memory, cell(200, 0.10, Policy::Stateless));
-    let cooldown = tables::ratios(memory, cell(200, 0.10, Policy::Cooldown));
-    let ineffective: usize = memory.reports.iter().map(|r| r.verdicts.ineffective).sum();
+    assert_eq!((memory, signal), ((520, 195), (195, 195)), "(claimed, right)");
+    // A hot key that moves with its partition.
+    let signal = sticky(Case::regime_change(40, 2.0), Policy::Signal, 1);
     assert!(
-        tables::median(&stateless).is_some_and(|m| m > 2.0)
-            && cooldown.iter().filter(|r| **r > 1.0).count() >= 3
-            && ineffective > 0,
-        "200 pods, ±10 %: memory ÷ stateless {stateless:?}, ÷ cooldown {cooldown:?}, {ineffective} ineffective"
+        signal.hot_spots > 0 && signal.hot_spots == signal.hot_spots_right,
+        "{} claimed, {} right",
+        signal.hot_spots,
+        signal.hot_spots_right
     );
 }
 
@@ -363,24 +405,32 @@ fn which_partitions_a_sticky_member_gives_up_decides_whether_evictions_fix_the_u
         run(Sticky::Newest, Policy::Stateless)
     );
     // Giving up the lowest-numbered (the heaviest here) makes each action a random
-    // step: the stateless rules get there in hours, the memory stops them for good.
-    let stateless = run(Sticky::Lowest, Policy::Stateless);
-    assert!(stateless.is_some_and(|t| t < 8 * HOUR), "{stateless:?}");
-    assert_eq!(run(Sticky::Lowest, Policy::ClosedLoop), None);
+    // step: the stateless rules get there in hours, the memory stops them for good. So
+    // does librdkafka's rule, which gives up the lowest-numbered by turns.
+    for variant in [Sticky::Lowest, Sticky::Librdkafka] {
+        let stateless = run(variant, Policy::Stateless);
+        assert!(stateless.is_some_and(|t| t < 24 * HOUR), "{variant:?}: {stateless:?}");
+        assert_eq!(run(variant, Policy::ClosedLoop), None, "{variant:?}");
+    }
 }
 
 #[test]
-fn after_a_hot_key_the_memory_fixes_a_fixable_imbalance_once_its_hold_ends() {
+fn after_a_hot_key_the_memory_probes_once_its_hold_ends() {
     let case = Case::regime_change(40, 2.0);
     let until = case.hot_key.map_or(0, |(_, until)| until);
-    let run = |policy| simulate(Run::new(case.clone(), Assignor::STICKY, policy, SEED, 2).until_balanced_after(until));
-    let stateless = run(Policy::Stateless);
+    let run = |policy, sticky| {
+        let assignor = Assignor::CooperativeSticky(sticky);
+        simulate(Run::new(case.clone(), assignor, policy, SEED, 2).until_balanced_after(until))
+    };
+    // Where evictions fix what the hot key hid (the newcomer takes what it is given
+    // back: `Sticky::Newest`), the memory fixes it within an hour of its hold's end.
+    let stateless = run(Policy::Stateless, Sticky::Newest);
     assert_eq!(
         stateless.balanced_after(0),
         stateless.balanced_after(until),
         "not balanced while the key is hot"
     );
-    let memory = run(Policy::ClosedLoop);
+    let memory = run(Policy::ClosedLoop, Sticky::Newest);
     let open = memory
         .open_until_at(until)
         .expect("the breaker is open when the key cools");
@@ -396,6 +446,181 @@ fn after_a_hot_key_the_memory_fixes_a_fixable_imbalance_once_its_hold_ends() {
         memory_fixed >= open && memory_fixed <= open + HOUR,
         "the memory balances it within an hour of its hold's end ({open}), at {memory_fixed}"
     );
+    // Under librdkafka's rule the unlucky assignment under the key is itself a random
+    // walk: the stateless rules get there, the memory (with or without the signal, which
+    // finds it fixable) does not within 2 days (BENCHMARKS.md, table 5).
+    let stateless = run(Policy::Stateless, Sticky::Librdkafka);
+    assert!(stateless.balanced_after(until).is_some());
+    for policy in [Policy::ClosedLoop, Policy::Signal] {
+        let r = run(policy, Sticky::Librdkafka);
+        assert!(r.open_until_at(until).is_some(), "{}", policy.name());
+        assert_eq!(r.balanced_after(until), None, "{}", policy.name());
+    }
+}
+
+#[test]
+fn with_the_signal_a_hot_partition_and_idle_consumers_cost_no_removal_from_the_first_day() {
+    let cases = [
+        (Case::hot_partition(), Assignor::STICKY),
+        (Case::hot_partition(), Assignor::Range),
+        (Case::hot_partition(), Assignor::RoundRobin),
+        (Case::idle_consumers(), Assignor::STICKY),
+        (Case::hot_partition().with_rollouts(2), Assignor::STICKY),
+        (Case::idle_consumers().with_rollouts(24), Assignor::STICKY),
+    ];
+    for (case, assignor) in cases {
+        let what = label(&case, assignor);
+        let none = check(case.clone(), assignor, Policy::None, SEED, 2);
+        assert_eq!(
+            none.minutes_over(),
+            none.minutes(),
+            "{what}: unbalanced without a rebalancer"
+        );
+        // The memory alone: three actions open the breaker, then probes after the holds.
+        let memory = check(case.clone(), assignor, Policy::ClosedLoop, SEED, 2);
+        assert_eq!(memory.removals_by_day, vec![14, 2], "{what}: the memory alone");
+        let signal = check(case.clone(), assignor, Policy::Signal, SEED, 2);
+        assert_eq!(signal.removals, 0, "{what}: no removal with the signal");
+        assert_eq!(signal.verdicts.total(), 0, "{what}");
+        // Every cycle was held as unfixable (key skew: a partition hotter than a fair
+        // share, or more pods than busy partitions), but those a rollout gated.
+        let cycles = (2 * DAY / CYCLE - 1) as usize;
+        let key_skew = signal.signal.get("key_skew").copied().unwrap_or(0);
+        let moving = signal.signal.get("moving").copied().unwrap_or(0);
+        assert_eq!(key_skew + moving, cycles, "{what}: {:?}", signal.signal);
+        if case.rollouts.is_none() {
+            assert_eq!(signal.unfixable, cycles, "{what}");
+        } else {
+            assert!(signal.unfixable > cycles / 2, "{what}: {}", signal.unfixable);
+        }
+        // Rollouts: the new pods own partitions while too young, which the signal calls
+        // "partitions moving"; the fleet gate has held those cycles already.
+        assert_eq!(
+            signal.signal.contains_key("moving"),
+            case.rollouts.is_some(),
+            "{what}: {:?}",
+            signal.signal
+        );
+        assert_eq!(signal.moving, 0, "{what}: the fleet gate comes first");
+    }
+}
+
+#[test]
+fn with_hpa_steps_a_hot_partition_is_fixable_at_low_replica_counts_and_the_signal_lets_the_rules_act() {
+    // The expectation (no removal from the first day) does not hold with HPA steps: at
+    // 6 or 7 pods the hot partition is 1.5 to 1.75 fair shares, some assignment
+    // balances the group (the best possible spread is under 0.3), the signal says
+    // fixable and the rules act; evictions do not find that assignment.
+    let case = Case::hot_partition().with_hpa();
+    let signal = sticky(case.clone(), Policy::Signal, 1);
+    let memory = sticky(case, Policy::ClosedLoop, 1);
+    assert!(
+        signal.signal.get("fixable").is_some_and(|n| *n > 0),
+        "{:?}",
+        signal.signal
+    );
+    assert!(
+        signal.signal.get("key_skew").is_some_and(|n| *n > 0),
+        "{:?}",
+        signal.signal
+    );
+    assert_eq!(
+        signal.signal_when_acting.keys().collect::<Vec<_>>(),
+        vec![&"fixable"],
+        "it acts only where the signal finds an assignment that balances"
+    );
+    assert_eq!((memory.removals, signal.removals), (32, 26));
+}
+
+#[test]
+fn on_a_slow_pod_the_signal_acts_as_the_stateless_rules_do() {
+    let case = Case::slow_pod(12, 3.0);
+    let stateless = sticky(case.clone(), Policy::Stateless, 2);
+    let signal = sticky(case, Policy::Signal, 2);
+    assert!(stateless.removals > 0 && !stateless.slow_lives.is_empty());
+    assert_eq!(signal.removed_at, stateless.removed_at);
+    assert_eq!(signal.slow_lives, stateless.slow_lives);
+    // The load does not explain the CPU of a slow pod (R² under 0.5), so the signal
+    // lets the decision go on as without it.
+    assert_eq!(
+        signal.signal_when_acting.keys().collect::<Vec<_>>(),
+        vec![&"unexplained"],
+        "{:?}",
+        signal.signal_when_acting
+    );
+}
+
+#[test]
+fn the_partition_answer_lags_a_rebalance_so_the_product_sees_partitions_moving() {
+    use pod_rebalancer::partition;
+    use std::collections::BTreeMap;
+    // The first action of the stateless rules on the hot partition: at the first cycle.
+    let case = Case::hot_partition();
+    let first = sticky(case.clone(), Policy::Stateless, 1);
+    let t0 = first.removed_at[0].0;
+    let mut run = Run::new(case, Assignor::STICKY, Policy::Stateless, SEED, 1);
+    let offsets = [5, 45, 75, 115, 330];
+    run.scrapes = offsets.iter().map(|s| t0 + s).collect();
+    let scrapes = simulate(run).scrapes;
+    assert_eq!(scrapes.iter().map(|s| s.at - t0).collect::<Vec<_>>(), offsets);
+    // Partition → the pods the answer shows owning it; and its owner in truth.
+    let shown = |s: &model::Scrape| {
+        let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (pod, q, _) in &s.answer {
+            by.entry(q.clone()).or_default().push(pod.clone());
+        }
+        by
+    };
+    let truth = |s: &model::Scrape| -> BTreeMap<String, Vec<String>> {
+        s.owners
+            .iter()
+            .flat_map(|(pod, qs)| qs.iter().map(move |q| (format!("events/{q}"), vec![pod.clone()])))
+            .collect()
+    };
+    let verdict = |s: &model::Scrape| {
+        let answer =
+            partition::Answer::new(s.answer.iter().map(|(p, q, l)| (p.as_str(), q.as_str(), *l))).expect("an answer");
+        // Each running pod's CPU as its partitions make it (the loads are messages a
+        // second, MESSAGES_PER_CORE of them a core).
+        let cpu = |pod: &str| {
+            let load: f64 = s.answer.iter().filter(|(p, ..)| p == pod).map(|(.., l)| l).sum();
+            model::BASE_CORES + load / model::MESSAGES_PER_CORE
+        };
+        let eligible: Vec<(&str, f64)> = s.owners.iter().map(|(p, _)| (p.as_str(), cpu(p))).collect();
+        let gone: Vec<&str> = s.gone.iter().map(String::as_str).collect();
+        partition::explain(answer, &eligible, &gone, 0.3).verdict
+    };
+    let [leave, settled, joining, joined, later] = [0, 1, 2, 3, 4].map(|i| &scrapes[i]);
+    // 5 s after the two pods left: they still show their partitions, and only they.
+    assert_eq!(leave.gone.len(), 2);
+    assert_ne!(shown(leave), truth(leave));
+    assert!(shown(leave).values().all(|pods| pods.len() == 1));
+    // 45 s after (the leave settled, every pod scraped since): the survivors show the
+    // orphans, and the removed pods' last scrape still does: owned twice.
+    assert!(shown(settled).values().any(|pods| pods.len() == 2));
+    assert!(
+        matches!(verdict(settled), partition::Verdict::Moving { .. }),
+        "{:?}",
+        verdict(settled)
+    );
+    // 15 s after the replacements joined: nothing of the join shows yet.
+    let newcomers: Vec<&String> = joining
+        .owners
+        .iter()
+        .filter(|(pod, qs)| !qs.is_empty() && !shown(joining).values().any(|pods| pods.contains(pod)))
+        .map(|(pod, _)| pod)
+        .collect();
+    assert_eq!(newcomers.len(), 2, "{:?}", joining.owners);
+    // 55 s after the join (settled, scraped): the running pods show the truth; the
+    // removed ones are still within the lookback.
+    let running: BTreeMap<String, Vec<String>> = shown(joined)
+        .into_iter()
+        .map(|(q, pods)| (q, pods.into_iter().filter(|p| !joined.gone.contains(p)).collect()))
+        .collect();
+    assert_eq!(running, truth(joined));
+    // Past the lookback: the answer is the truth.
+    assert_eq!(shown(later), truth(later));
+    assert_eq!(verdict(later).label(), "key_skew");
 }
 
 #[test]

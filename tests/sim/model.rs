@@ -41,13 +41,30 @@
 //!   *Range* gives each member a contiguous range of partitions, the first `P % C`
 //!   members one more; *round-robin* deals partition `p` to member `p % C`. Both are
 //!   functions of the sorted member list alone (the eager protocol: every rebalance
-//!   revokes everything). *Cooperative-sticky* keeps what members own up to their
-//!   quota (`P / C`, one more for `P % C` of them): a member over it gives partitions
-//!   up (which ones is the `Sticky` variant: the newest received, the lowest-numbered,
-//!   the highest), then every unowned partition, by number, goes to the member holding
-//!   the fewest (ties: the member id that sorts first). A sticky group starts from the
-//!   range assignment of its first members, as a group does that followed Kafka's
-//!   upgrade path from its default `[range, cooperative-sticky]` list.
+//!   revokes everything). *Cooperative-sticky* is librdkafka's rule
+//!   (`librdkafka.rs`, as a real group was recorded following it: tests/kafka/
+//!   FINDINGS.md, replayed by `tests/it/assignor.rs`): on a leave the members keep
+//!   theirs and the orphans go highest-numbered first to the members holding the
+//!   fewest; on a join the members above quota give up their lowest-numbered
+//!   partitions, by turns, to the newcomers. Earlier guesses stay as variants
+//!   (`Sticky`): a member over its quota (`P / C`, one more for `P % C` of them) gives
+//!   partitions up (the newest received, the lowest-numbered, the highest), then every
+//!   unowned partition, by number, goes to the member holding the fewest (ties: the
+//!   member id that sorts first). A sticky group starts from the range assignment of
+//!   its first members, as a group does that followed Kafka's upgrade path from its
+//!   default `[range, cooperative-sticky]` list (a group started on cooperative-sticky
+//!   alone starts round-robin by member id).
+//!
+//! - **The partition signal** (SPEC §12), for the policy that reads it: what
+//!   `PARTITION_QUERY` would answer, as a scrape shows it. Each pod exports the
+//!   partitions it owns; it reports a new assignment once its part of a rebalance has
+//!   settled (9 s after a leave, 22 s after a join: the medians recorded on Tansu), and
+//!   is scraped every 30 s at its own phase, so for up to a minute after a rebalance a
+//!   moved partition shows on its old owner, on both, or on neither; a removed pod's
+//!   last scrape stays visible for the 5-minute lookback. Each partition's load is its
+//!   message rate (2,000 messages a second a core) averaged over the rate window, as
+//!   the CPU is. The answer goes to `plan::decide` as `Inputs.partitions`, built with
+//!   `partition::Answer::new` as the binary builds it from a body.
 //!
 //! - **Measured.** The truth is the load without noise: a minute is over the threshold
 //!   when the spread of what the running pods would have burned without the minute
@@ -64,13 +81,16 @@
 //! terminate, refused evictions.
 
 use pod_rebalancer::memory::{self, Answer, Breaker, Dropped, Memory, Verdict};
-use pod_rebalancer::plan::{self, Decision, Hold, Inputs, Plan, Pod, Removal, Rollout, Samples, Settings};
+use pod_rebalancer::partition;
+use pod_rebalancer::plan::{self, Decision, Hold, Inputs, Plan, Pod, Removal, Role, Rollout, Samples, Settings};
 use pod_rebalancer::stats;
 use std::collections::VecDeque;
 
 #[path = "rng.rs"]
 mod rng;
 pub use rng::Rng;
+#[path = "librdkafka.rs"]
+pub mod librdkafka;
 
 /// One minute: the resolution of the model.
 pub const TICK: i64 = 60;
@@ -95,6 +115,20 @@ pub const SPIKE_CORES: f64 = 1.5;
 pub const SPIKE_SECS: i64 = 15 * 60;
 /// "Balanced" is an hour of minutes within the threshold.
 pub const BALANCED_SECS: i64 = 3600;
+/// The partition signal (SPEC §12) as a scrape shows it. Each pod exports which
+/// partitions it owns, scraped every `SCRAPE_SECS` at its own phase; it reports a new
+/// assignment once its part of the rebalance has settled: `LEAVE_SETTLE_SECS` after a
+/// leave, `JOIN_SETTLE_SECS` after a join (the medians recorded on Tansu: 9.4 s and
+/// 21.7 s, tests/kafka/FINDINGS.md). The series of a pod no longer scraped (removed)
+/// stay visible for `LOOKBACK_SECS` after its last scrape, as an instant query's
+/// lookback shows them without staleness markers.
+pub const SCRAPE_SECS: i64 = 30;
+pub const LEAVE_SETTLE_SECS: i64 = 9;
+pub const JOIN_SETTLE_SECS: i64 = 22;
+pub const LOOKBACK_SECS: i64 = 300;
+/// The partitions' load is their message rate, not cores: so many messages a second
+/// make a core's work (the fit finds the factor; the unit is the query's).
+pub const MESSAGES_PER_CORE: f64 = 2000.0;
 /// The seed of the tables in BENCHMARKS.md.
 pub const SEED: u64 = 0x5eed_2026_0013_0006;
 
@@ -121,10 +155,15 @@ pub fn memory_settings() -> memory::Settings {
 }
 
 /// How the modelled cooperative-sticky assignor treats an evicted pod and its
-/// replacement: which partitions a member over its quota gives up to a member that
-/// joins. `Sticky::MODEL` is what every table uses unless it compares the variants.
+/// replacement. `Sticky::MODEL`, librdkafka's rule as a real group was recorded
+/// following it, is what every table uses unless it compares the variants; the others
+/// are the model's earlier guesses, kept to show what the rule changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sticky {
+    /// librdkafka 2.16.0 (`librdkafka.rs`, tests/kafka/FINDINGS.md): a leave deals the
+    /// orphans highest first to the members holding the fewest; a join makes the members
+    /// above quota give up their lowest-numbered partitions, by turns, to the newcomer.
+    Librdkafka,
     /// The replacement joins in the same rebalance as the evicted pod leaves, and
     /// takes the orphaned partitions (the model before leave-then-join).
     AtOnce,
@@ -138,12 +177,19 @@ pub enum Sticky {
 }
 
 impl Sticky {
-    /// Provisional: which variant a real librdkafka group matches is being recorded.
-    pub const MODEL: Sticky = Sticky::Newest;
-    pub const ALL: [Sticky; 4] = [Sticky::Newest, Sticky::Lowest, Sticky::Highest, Sticky::AtOnce];
+    /// What a real librdkafka group does (recorded: tests/kafka/FINDINGS.md).
+    pub const MODEL: Sticky = Sticky::Librdkafka;
+    pub const ALL: [Sticky; 5] = [
+        Sticky::Librdkafka,
+        Sticky::Newest,
+        Sticky::Lowest,
+        Sticky::Highest,
+        Sticky::AtOnce,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            Sticky::Librdkafka => "librdkafka's rule",
             Sticky::AtOnce => "joins as it leaves",
             Sticky::Newest => "gives up the newest received",
             Sticky::Lowest => "gives up the lowest-numbered",
@@ -154,6 +200,7 @@ impl Sticky {
     /// The word `--sticky` takes.
     pub fn flag(self) -> &'static str {
         match self {
+            Sticky::Librdkafka => "librdkafka",
             Sticky::AtOnce => "at-once",
             Sticky::Newest => "newest",
             Sticky::Lowest => "lowest",
@@ -211,12 +258,21 @@ pub enum Policy {
     /// `decide`, then `in_progress`, `judge`, `apply`, `lease`, `settle`: the memory
     /// carried from cycle to cycle as `cycle::cycle` carries it.
     ClosedLoop,
+    /// The closed loop with the partition signal: `decide` also given what
+    /// `PARTITION_QUERY` would answer (the binary's rules with it set).
+    Signal,
 }
 
 impl Policy {
-    pub const ALL: [Policy; 4] = [Policy::None, Policy::Stateless, Policy::Cooldown, Policy::ClosedLoop];
+    pub const ALL: [Policy; 5] = [
+        Policy::None,
+        Policy::Stateless,
+        Policy::Cooldown,
+        Policy::ClosedLoop,
+        Policy::Signal,
+    ];
     /// The policies that act, in the order the tables show them.
-    pub const ACTING: [Policy; 3] = [Policy::Stateless, Policy::Cooldown, Policy::ClosedLoop];
+    pub const ACTING: [Policy; 4] = [Policy::Stateless, Policy::Cooldown, Policy::ClosedLoop, Policy::Signal];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -224,12 +280,13 @@ impl Policy {
             Policy::Stateless => "stateless",
             Policy::Cooldown => "1 h cooldown",
             Policy::ClosedLoop => "memory",
+            Policy::Signal => "memory + signal",
         }
     }
 
     /// Whether it runs the memory's protocol (and so has verdicts to report).
     pub fn judges(self) -> bool {
-        self == Policy::ClosedLoop
+        matches!(self, Policy::ClosedLoop | Policy::Signal)
     }
 }
 
@@ -524,6 +581,9 @@ pub struct Run {
     /// Stop once the group has been balanced for `BALANCED_SECS` from this time on
     /// (seconds), rather than at the end of the days.
     pub stop_when_balanced_after: Option<i64>,
+    /// Times (seconds) at which to record what `PARTITION_QUERY` would answer beside
+    /// the truth (`Report::scrapes`), between cycles too.
+    pub scrapes: Vec<i64>,
 }
 
 impl Run {
@@ -538,6 +598,7 @@ impl Run {
             decision: decision_settings(),
             memory: memory_settings(),
             stop_when_balanced_after: None,
+            scrapes: Vec::new(),
         }
     }
 
@@ -610,12 +671,41 @@ pub struct Report {
     pub hot_spots: usize,
     pub held: usize,
     pub probes: usize,
+    /// Of the "hot spot moved" claims, those that were right: the new hottest pod held
+    /// the partition that carried the most load on the removed hottest pod (the truth,
+    /// not a scrape).
+    pub hot_spots_right: usize,
+    /// With the partition signal: the cycles whose plan held for "partitions moving",
+    /// and those it held as unfixable; and each verdict of the signal (`Verdict::label`)
+    /// over the cycles that read it.
+    pub moving: usize,
+    pub unfixable: usize,
+    pub signal: std::collections::BTreeMap<&'static str, usize>,
+    /// What the signal said in the cycles that acted.
+    pub signal_when_acting: std::collections::BTreeMap<&'static str, usize>,
     /// The breaker as each cycle's judgement left it: open until (seconds), when open.
     pub open_until: Vec<(i64, Option<i64>)>,
     /// Each action: when, and how many pods it removed.
     pub removed_at: Vec<(i64, usize)>,
     /// Each pod that turned slow: when, and how long it lived on (`None`: to the end).
     pub slow_lives: Vec<(i64, Option<i64>)>,
+    /// What `Run::scrapes` found.
+    pub scrapes: Vec<Scrape>,
+}
+
+/// A partition answer as `(pod, partition, load)` triples, before it is read.
+pub type Triples = Vec<(String, String, f64)>;
+
+/// The partition signal at one moment, beside the truth.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    pub at: i64,
+    /// `(pod, partition, load)` as `PARTITION_QUERY` would answer.
+    pub answer: Triples,
+    /// The running members and what each owns now, sorted by name.
+    pub owners: Vec<(String, Vec<usize>)>,
+    /// Pods removed but still listed (terminating).
+    pub gone: Vec<String>,
 }
 
 impl Report {
@@ -704,12 +794,16 @@ pub fn round_robin(p: usize, c: usize) -> Vec<Vec<usize>> {
 
 /// Cooperative-sticky, as modelled: `owned` is every member's partitions in the order
 /// it received them, members sorted by id (a new member owns none), `orphans` the
-/// partitions of members that left. Each member keeps at most its quota, `P / C`, or
+/// partitions of members that left. `Sticky::Librdkafka` is `librdkafka::rebalance`;
+/// under the other variants each member keeps at most its quota, `P / C`, or
 /// one more for the first `P % C` members by id that own that many; beyond it, it
 /// gives up partitions as `sticky` says. Then every unowned partition, in order, goes to
 /// the member that holds the fewest, the first of equals. Returns how many partitions
 /// were taken from members that stay.
 pub fn sticky(owned: &mut [Vec<usize>], mut orphans: Vec<usize>, sticky: Sticky) -> usize {
+    if sticky == Sticky::Librdkafka {
+        return librdkafka::rebalance(owned, orphans);
+    }
     let c = owned.len();
     if c == 0 {
         return 0;
@@ -727,7 +821,7 @@ pub fn sticky(owned: &mut [Vec<usize>], mut orphans: Vec<usize>, sticky: Sticky)
         while member.len() > keep {
             let last = member.len() - 1;
             let at = match sticky {
-                Sticky::Newest | Sticky::AtOnce => last,
+                Sticky::Newest | Sticky::AtOnce | Sticky::Librdkafka => last,
                 Sticky::Lowest => (0..member.len()).min_by_key(|&i| member[i]).unwrap_or(last),
                 Sticky::Highest => (0..member.len()).max_by_key(|&i| member[i]).unwrap_or(last),
             };
@@ -757,6 +851,11 @@ struct Consumer {
     removed: Option<i64>,
     /// In the order received.
     partitions: Vec<usize>,
+    /// What it reports owning, sorted, and from when (seconds): its assignment once its
+    /// part of each rebalance has settled. The last few.
+    reported: VecDeque<(i64, Vec<usize>)>,
+    /// When within each `SCRAPE_SECS` it is scraped (seconds).
+    scrape_phase: i64,
     /// Its factor for the current five-minute window.
     wobble: f64,
     /// Its CPU is this many times its load (a slow pod), since when.
@@ -855,6 +954,7 @@ impl Group {
             Assignor::RoundRobin => round_robin(p, members.len()),
         };
         for (i, partitions) in members.into_iter().zip(assignment) {
+            group.pods[i].reported.push_back((-DAY, partitions.clone()));
             group.pods[i].partitions = partitions;
         }
         group
@@ -891,6 +991,9 @@ impl Group {
         } else {
             1.0
         };
+        // The scrape phase comes from the uid, not from `rng`: the signal draws nothing
+        // from the streams the other policies share.
+        let scrape_phase = Rng::new(self.uids).below(SCRAPE_SECS as u64) as i64;
         Consumer {
             name,
             uid: format!("00000000-0000-4000-8000-{:012x}", self.uids),
@@ -900,6 +1003,8 @@ impl Group {
             joined: false,
             removed: None,
             partitions: Vec::new(),
+            reported: VecDeque::new(),
+            scrape_phase,
             wobble,
             slow: 1.0,
             slow_since: None,
@@ -1046,8 +1151,9 @@ impl Group {
         self.pods.retain(|p| p.removed.is_none());
     }
 
-    /// The group rebalances over its members, `orphans` unowned.
-    fn rebalance(&mut self, orphans: Vec<usize>) {
+    /// The group rebalances at `at` over its members, `orphans` unowned; each member
+    /// reports its new assignment `settle` seconds later.
+    fn rebalance(&mut self, orphans: Vec<usize>, at: i64, settle: i64) {
         let (p, members) = (self.rates.len(), self.members());
         if members.is_empty() {
             return;
@@ -1065,8 +1171,90 @@ impl Group {
             }
         };
         for (i, partitions) in members.into_iter().zip(assignment) {
-            self.pods[i].partitions = partitions;
+            let pod = &mut self.pods[i];
+            let mut sorted = partitions.clone();
+            sorted.sort_unstable();
+            if pod.reported.back().is_none_or(|(_, last)| *last != sorted) {
+                pod.reported.push_back((at + settle, sorted));
+                // Keep what a scrape within the lookback can still show.
+                while pod.reported.len() > 2 && pod.reported[1].0 <= at - LOOKBACK_SECS - SCRAPE_SECS {
+                    pod.reported.pop_front();
+                }
+            }
+            pod.partitions = partitions;
         }
+    }
+
+    /// What `PARTITION_QUERY` answers at `now` (`window`: the rate window, seconds):
+    /// `(pod, partition, load)` for every partition each listed pod reports owning at
+    /// its last scrape, the load its message rate averaged over the window. The
+    /// ownership lags each rebalance (the settle, then up to a scrape interval), so for
+    /// a while after one a partition shows on its old owner, or on two pods.
+    pub fn partition_answer(&self, now: i64, window: i64) -> Triples {
+        let minutes = (window / TICK).max(1);
+        let load = |q: usize| {
+            let sum: f64 = (0..minutes).map(|k| self.rate(q, now - k * TICK)).sum();
+            MESSAGES_PER_CORE * sum / minutes as f64
+        };
+        let mut out = Vec::new();
+        for pod in &self.pods {
+            let until = pod.removed.map_or(now, |r| r.min(now));
+            let scraped = pod.scrape_phase + (until - pod.scrape_phase).div_euclid(SCRAPE_SECS) * SCRAPE_SECS;
+            if now - scraped > LOOKBACK_SECS {
+                continue;
+            }
+            let Some((_, owned)) = pod.reported.iter().rev().find(|(from, _)| *from <= scraped) else {
+                continue;
+            };
+            for &q in owned {
+                out.push((pod.name.clone(), format!("events/{q}"), load(q)));
+            }
+        }
+        out
+    }
+
+    /// The partition running `pod` owns now (the truth) that carries the most load at
+    /// `now`: what "the hot spot moved" should follow.
+    fn heaviest_of(&self, pod: &str, now: i64) -> Option<usize> {
+        let owner = self.pods.iter().find(|p| p.name == pod && p.removed.is_none())?;
+        owner
+            .partitions
+            .iter()
+            .copied()
+            .max_by(|&a, &b| self.rate(a, now).total_cmp(&self.rate(b, now)).then(b.cmp(&a)))
+    }
+
+    /// The signal and the truth at `at` (seconds), for `Run::scrapes`.
+    fn scrape(&self, at: i64, window: i64) -> Scrape {
+        let mut owners: Vec<(String, Vec<usize>)> = self
+            .members()
+            .into_iter()
+            .map(|i| {
+                let mut owned = self.pods[i].partitions.clone();
+                owned.sort_unstable();
+                (self.pods[i].name.clone(), owned)
+            })
+            .collect();
+        owners.sort();
+        Scrape {
+            at,
+            answer: self.partition_answer(at, window),
+            owners,
+            gone: self
+                .pods
+                .iter()
+                .filter(|p| p.removed.is_some())
+                .map(|p| p.name.clone())
+                .collect(),
+        }
+    }
+
+    /// The running pod that owns partition `q` now (the truth).
+    fn owner(&self, q: usize) -> Option<&str> {
+        self.pods
+            .iter()
+            .find(|p| p.removed.is_none() && p.partitions.contains(&q))
+            .map(|p| p.name.as_str())
     }
 
     /// Counts `n` rebalances under `cause`, and their rounds.
@@ -1086,7 +1274,7 @@ impl Group {
             self.pods[i].removed = Some(t);
             orphans.append(&mut self.pods[i].partitions);
         }
-        self.rebalance(orphans);
+        self.rebalance(orphans, t, LEAVE_SETTLE_SECS);
     }
 
     /// New pods whose join time has come (`at` or before) become members: one
@@ -1102,7 +1290,7 @@ impl Group {
             any = true;
         }
         if any {
-            self.rebalance(Vec::new());
+            self.rebalance(Vec::new(), at, JOIN_SETTLE_SECS);
         }
     }
 
@@ -1229,6 +1417,12 @@ struct Sim {
     /// The next rollout, and today's slow pod: when, and the rank of the member.
     next_rollout: Option<i64>,
     slow_at: Option<(i64, u64)>,
+    /// The last partition answer built, and what it was built from: an `Answer` is
+    /// made from text (as read off the wire), so it is rebuilt only when the
+    /// assignment or the rates a scrape shows have changed.
+    answer: Option<(Triples, partition::Answer)>,
+    /// The partition that carried the most load on the last action's hottest pod.
+    hot_partition: Option<usize>,
 }
 
 /// Runs one simulation; deterministic in `run`.
@@ -1255,6 +1449,8 @@ pub fn simulate(run: Run) -> Report {
         quiet_before: None,
         next_rollout: run.case.rollouts.map(|every| every / 2),
         slow_at: None,
+        answer: None,
+        hot_partition: None,
         run,
     };
     let end = days * DAY;
@@ -1264,6 +1460,11 @@ pub fn simulate(run: Run) -> Report {
     let mut t = -(sim.settings.window_secs as i64) + TICK;
     while t <= end {
         sim.events(t);
+        // The group now stands as it will through the minute from `t - TICK`.
+        for &at in sim.run.scrapes.iter().filter(|&&p| p >= t - TICK && p < t) {
+            let scrape = sim.group.scrape(at, sim.settings.window_secs as i64);
+            sim.report.scrapes.push(scrape);
+        }
         let (minute, quiet) = sim.group.burn(t, &mut sim.rng);
         if t > 0 {
             let over = sim.record(&minute, &quiet);
@@ -1356,11 +1557,11 @@ impl Sim {
         let removed = match self.run.policy {
             Policy::None => return,
             Policy::Stateless => {
-                let plan = self.decide(pods, &samples, now, None);
+                let plan = self.decide(pods, &samples, now, None, None);
                 self.act(plan.removals(), now)
             }
             Policy::Cooldown => {
-                let plan = self.decide(pods, &samples, now, None);
+                let plan = self.decide(pods, &samples, now, None, None);
                 let cooling = self.last_action.is_some_and(|at| now - at < COOLDOWN_SECS);
                 if cooling {
                     Vec::new()
@@ -1368,7 +1569,11 @@ impl Sim {
                     self.act(plan.removals(), now)
                 }
             }
-            Policy::ClosedLoop => self.closed_loop(pods, &samples, &quiet, now),
+            Policy::ClosedLoop => self.closed_loop(pods, &samples, &quiet, now, None),
+            Policy::Signal => {
+                let answer = self.partition_answer(now);
+                self.closed_loop(pods, &samples, &quiet, now, Some(answer))
+            }
         };
         if !removed.is_empty() {
             let r = &mut self.report;
@@ -1377,6 +1582,36 @@ impl Sim {
             r.removed_at.push((now, removed.len()));
             let day = ((now / DAY) as usize).min(r.removals_by_day.len() - 1);
             r.removals_by_day[day] += removed.len();
+        }
+    }
+
+    /// What `PARTITION_QUERY` answers now, as the product reads it.
+    fn partition_answer(&mut self, now: i64) -> partition::Answer {
+        let triples = self.group.partition_answer(now, self.settings.window_secs as i64);
+        if let Some((built_from, answer)) = &self.answer
+            && *built_from == triples
+        {
+            return answer.clone();
+        }
+        let answer = partition::Answer::new(triples.iter().map(|(pod, q, load)| (pod.as_str(), q.as_str(), *load)))
+            .unwrap_or_else(|why| panic!("the simulated partition answer at {now} is not one: {why}"));
+        self.answer = Some((triples, answer.clone()));
+        answer
+    }
+
+    /// Counts what the partition signal said in this cycle's plan.
+    fn count_signal(&mut self, plan: &Plan) {
+        let Some(e) = &plan.partitions else { return };
+        let r = &mut self.report;
+        *r.signal.entry(e.verdict.label()).or_default() += 1;
+        match &plan.decision {
+            Decision::Hold(Hold::Unfixable { .. }) => r.unfixable += 1,
+            Decision::Hold(Hold::Stabilizing { because })
+                if because.iter().any(|b| b.starts_with("partitions moving")) =>
+            {
+                r.moving += 1
+            }
+            _ => {}
         }
     }
 
@@ -1394,17 +1629,35 @@ impl Sim {
     /// settle what the API answered (every removal succeeds here). Beside it, the
     /// verdict the same protocol gives the same fleet without noise. Returns what was
     /// removed.
-    fn closed_loop(&mut self, pods: Vec<Pod>, samples: &Samples, quiet: &Samples, now: i64) -> Vec<Removal> {
+    fn closed_loop(
+        &mut self,
+        pods: Vec<Pod>,
+        samples: &Samples,
+        quiet: &Samples,
+        now: i64,
+        partitions: Option<partition::Answer>,
+    ) -> Vec<Removal> {
         let settings = self.run.memory.clone();
         let fingerprint = self.group.fingerprint();
         let leased = memory::in_progress(&self.memory, now, &settings);
-        let plan = self.decide(pods.clone(), samples, now, leased);
+        let plan = self.decide(pods.clone(), samples, now, leased, partitions.clone());
+        self.count_signal(&plan);
         let judgement = memory::judge(&self.memory, &plan, &fingerprint, &settings);
+        let right = |h: &memory::HotSpot| {
+            self.hot_partition
+                .is_some_and(|q| self.group.owner(q) == Some(h.to.as_str()))
+        };
+        let hot_right = judgement
+            .evaluation
+            .as_ref()
+            .and_then(|e| e.hot_spot.as_ref())
+            .is_some_and(right);
         let r = &mut self.report;
         r.dropped_by_rollout += usize::from(judgement.dropped == Some(Dropped::Rollout));
         if let Some(e) = &judgement.evaluation {
             r.verdicts.count(e.verdict);
             r.hot_spots += usize::from(e.hot_spot.is_some());
+            r.hot_spots_right += usize::from(hot_right);
             // The same protocol on the same fleet without noise, and without noise with the
             // rates as they were at the action: what noise, and what the rates' change,
             // made of the verdict.
@@ -1414,7 +1667,7 @@ impl Sim {
             }
             let frozen = self.group.frozen(self.acted_at);
             let verdict = |sim: &Sim, answer: &Samples| {
-                let plan = sim.decide(pods.clone(), answer, now, leased);
+                let plan = sim.decide(pods.clone(), answer, now, leased, partitions.clone());
                 memory::judge(&without_noise, &plan, &fingerprint, &settings)
                     .evaluation
                     .map(|e| e.verdict)
@@ -1437,17 +1690,35 @@ impl Sim {
             return Vec::new();
         }
         self.report.probes += usize::from(judgement.breaker == Breaker::Probe);
+        if let Some(e) = &plan.partitions {
+            *self.report.signal_when_acting.entry(e.verdict.label()).or_default() += 1;
+        }
         // The lease is what a run that died here would leave; this one does not die.
         let _lease = judgement.lease(&plan);
-        self.quiet_before = self.decide(pods, quiet, now, leased).stats.map(|s| s.spread);
+        self.quiet_before = self
+            .decide(pods, quiet, now, leased, partitions)
+            .stats
+            .map(|s| s.spread);
         self.acted_at = now;
+        self.hot_partition = plan
+            .removals()
+            .iter()
+            .find(|r| r.role == Role::HighestCpu)
+            .and_then(|r| self.group.heaviest_of(&r.name, now));
         let removed = self.act(plan.removals(), now);
         let answers: Vec<(Removal, Answer)> = removed.iter().map(|r| (r.clone(), Answer::Removed)).collect();
         self.memory = judgement.settle(&plan, &answers);
         removed
     }
 
-    fn decide(&self, pods: Vec<Pod>, samples: &Samples, now: i64, leased: Option<i64>) -> Plan {
+    fn decide(
+        &self,
+        pods: Vec<Pod>,
+        samples: &Samples,
+        now: i64,
+        leased: Option<i64>,
+        partitions: Option<partition::Answer>,
+    ) -> Plan {
         let rollout = self.group.rollout();
         let plan = plan::decide(Inputs {
             pods,
@@ -1460,7 +1731,7 @@ impl Sim {
             ignored: 0,
             selector: None,
             leased,
-            partitions: None,
+            partitions,
         });
         match plan {
             Ok(plan) => plan,

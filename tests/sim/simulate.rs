@@ -8,7 +8,7 @@
 //!     cargo bench --bench simulate                          # every table of BENCHMARKS.md
 //!     cargo bench --bench simulate -- --table 1             # the fleet-size sweep alone
 //!     cargo bench --bench simulate -- --seed 7 --days 2 --seeds 3
-//!     cargo bench --bench simulate -- --sticky lowest       # another cooperative-sticky variant
+//!     cargo bench --bench simulate -- --sticky newest       # another cooperative-sticky variant
 //!     cargo bench --bench simulate -- --min-improvement 0.05
 //!     cargo bench --bench simulate -- --window 15          # METRICS_TIME_WINDOW 15m
 //!     cargo bench --bench simulate -- --table 1 --noise 20 # the sweep with ±20 % noise beside none
@@ -21,13 +21,13 @@ mod tables;
 use model::Sticky;
 use tables::Options;
 
-const USAGE: &str = "usage: cargo bench --bench simulate -- [--table N] [--seed N] [--days N] [--seeds N] [--min-improvement X] [--sticky newest|lowest|highest|at-once] [--window MINUTES] [--noise PERCENT] [--jobs N]";
+const USAGE: &str = "usage: cargo bench --bench simulate -- [--table N] [--seed N] [--days N] [--seeds N] [--min-improvement X] [--sticky librdkafka|newest|lowest|highest|at-once] [--window MINUTES] [--noise PERCENT] [--jobs N]";
 
 /// A table's Markdown, from the options.
 type Table = fn(&Options) -> String;
 
 /// The tables, in BENCHMARKS.md's order, with their headings.
-const TABLES: [(&str, Table); 7] = [
+const TABLES: [(&str, Table); 8] = [
     ("1. Time to balance, by fleet size", tables::sweep),
     ("2. Unfixable, near the threshold", tables::near_threshold),
     ("3. Rollouts and HPA steps", tables::rollouts),
@@ -35,6 +35,7 @@ const TABLES: [(&str, Table); 7] = [
     ("5. A regime change", tables::regime_change),
     ("6. A pod-local problem", tables::pod_local),
     ("7. A week of the basic cases", tables::week),
+    ("8. What the partition signal changes", tables::signal),
 ];
 
 fn parse_args() -> Result<(Options, Option<usize>), String> {
@@ -76,7 +77,7 @@ fn parse_args() -> Result<(Options, Option<usize>), String> {
             "--sticky" => {
                 let v = value("a variant")?;
                 opts.sticky = Sticky::ALL.into_iter().find(|s| s.flag() == v).ok_or(format!(
-                    "--sticky: expected newest, lowest, highest or at-once, got {v:?}"
+                    "--sticky: expected librdkafka, newest, lowest, highest or at-once, got {v:?}"
                 ))?;
             }
             "--min-improvement" => {

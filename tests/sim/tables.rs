@@ -171,8 +171,10 @@ pub fn times(values: &[Option<i64>]) -> String {
 /// may take to balance.
 pub const SWEEP_SEEDS: u64 = 10;
 pub const SWEEP_DAYS: i64 = 3;
-/// The fleet sizes of the sweep.
-pub const SIZES: [usize; 4] = [12, 40, 100, 200];
+/// The fleet sizes of the sweep: the pinned block (which `tests/it/simulation.rs`
+/// regenerates in the debug build, so it must stay cheap), then the large fleets.
+pub const SIZES: [usize; 2] = [12, 40];
+pub const LARGE_SIZES: [usize; 2] = [100, 200];
 
 /// One sweep cell's reports: a fleet size, a noise, a policy, over the seeds.
 pub struct Cell {
@@ -205,12 +207,12 @@ fn noise_words(noise: f64) -> String {
     }
 }
 
-/// The runs of the sweep: every size, noise and acting policy, `SWEEP_SEEDS` seeds,
-/// each stopped once balanced.
-pub fn sweep_cells(opts: &Options) -> Vec<Cell> {
+/// The runs of the sweep at `sizes`: every size, noise and acting policy,
+/// `SWEEP_SEEDS` seeds, each stopped once balanced.
+pub fn sweep_cells(opts: &Options, sizes: &[usize]) -> Vec<Cell> {
     let mut keys = Vec::new();
     let mut runs = Vec::new();
-    for size in SIZES {
+    for &size in sizes {
         for noise in sweep_noises(opts) {
             for policy in Policy::ACTING {
                 keys.push((size, noise, policy));
@@ -249,12 +251,18 @@ pub fn ratios(a: &Cell, b: &Cell) -> Vec<f64> {
     a.reports.iter().zip(&b.reports).map(|(a, b)| t(a) / t(b)).collect()
 }
 
-/// Table 1: the fleet-size sweep of the unlucky assignment.
+/// Table 1: the fleet-size sweep of the unlucky assignment: the pinned block (12 and
+/// 40 pods), then the same for 100 and 200 pods.
 pub fn sweep(opts: &Options) -> String {
-    sweep_text(opts, &sweep_cells(opts))
+    let pinned = sweep_text(opts, &sweep_cells(opts, &SIZES), &SIZES);
+    let large = sweep_text(opts, &sweep_cells(opts, &LARGE_SIZES), &LARGE_SIZES);
+    format!("{pinned}\n{LARGE_MARK}\n\n{large}")
 }
 
-pub fn sweep_text(opts: &Options, cells: &[Cell]) -> String {
+/// Where the pinned block of table 1 ends in what `--table 1` prints.
+pub const LARGE_MARK: &str = "The same on large fleets (not pinned):";
+
+pub fn sweep_text(opts: &Options, cells: &[Cell], sizes: &[usize]) -> String {
     let mut out = String::new();
     let last = opts.seed.wrapping_add(SWEEP_SEEDS - 1);
     let _ = writeln!(
@@ -266,27 +274,20 @@ pub fn sweep_text(opts: &Options, cells: &[Cell]) -> String {
     );
     let _ = writeln!(
         out,
-        "| pods | noise | policy | time to balance, median [min–max] | removals until then, median [min–max] | rebalance rounds until then, median | verdicts: effective / partial / ineffective |"
+        "| pods | noise | policy | time to balance, median [min–max] | removals until then, median [min–max] | rebalance rounds until then, median | verdicts: effective / partial / ineffective | hot spot moved: claimed, right |"
     );
-    let _ = writeln!(out, "|--:|--:|---|--:|--:|--:|--:|");
+    let _ = writeln!(out, "{}", rule("--:|--:|---", 5));
     for cell in cells {
         let removals: Vec<f64> = cell.reports.iter().map(|r| r.removals as f64).collect();
         let rounds: Vec<f64> = cell.reports.iter().map(|r| r.rounds as f64).collect();
-        let verdicts = if cell.policy.judges() {
-            let (e, p, i) = cell.reports.iter().fold((0, 0, 0), |(e, p, i), r| {
-                (
-                    e + r.verdicts.effective,
-                    p + r.verdicts.partial,
-                    i + r.verdicts.ineffective,
-                )
-            });
-            format!("{e} / {p} / {i}")
+        let (verdicts, claims) = if cell.policy.judges() {
+            (verdicts_of(&cell.reports), claims(&cell.reports))
         } else {
-            String::new()
+            (String::new(), String::new())
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.0} | {verdicts} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {verdicts} | {claims} |",
             cell.size,
             noise_words(cell.noise),
             cell.policy.name(),
@@ -302,22 +303,26 @@ pub fn sweep_text(opts: &Options, cells: &[Cell]) -> String {
     );
     let _ = writeln!(
         out,
-        "| pods | noise | memory ÷ stateless, median [min–max] | memory ÷ 1 h cooldown, median [min–max] | seeds where the memory was slower than the cooldown |"
+        "| pods | noise | memory ÷ stateless, median [min–max] | memory ÷ 1 h cooldown, median [min–max] | seeds where the memory was slower than the cooldown | memory + signal ÷ memory, median [min–max] | seeds where memory + signal was slower than the memory |"
     );
-    let _ = writeln!(out, "|--:|--:|--:|--:|--:|");
-    for size in SIZES {
+    let _ = writeln!(out, "{}", rule("--:|--:", 5));
+    for &size in sizes {
         for noise in sweep_noises(opts) {
             let memory = find(cells, size, noise, Policy::ClosedLoop);
             let stateless = ratios(memory, find(cells, size, noise, Policy::Stateless));
             let cooldown = ratios(memory, find(cells, size, noise, Policy::Cooldown));
             let slower = cooldown.iter().filter(|r| **r > 1.0).count();
+            let signal = ratios(find(cells, size, noise, Policy::Signal), memory);
+            let signal_slower = signal.iter().filter(|r| **r > 1.0).count();
             let _ = writeln!(
                 out,
-                "| {size} | {} | {} | {} | {slower} of {} |",
+                "| {size} | {} | {} | {} | {slower} of {} | {} | {signal_slower} of {} |",
                 noise_words(noise),
                 summary(&stateless, 2, "×"),
                 summary(&cooldown, 2, "×"),
-                cooldown.len()
+                cooldown.len(),
+                summary(&signal, 2, "×"),
+                signal.len()
             );
         }
     }
@@ -340,6 +345,45 @@ fn policy_header(what: &str) -> String {
 fn verdicts(r: &Report) -> String {
     let v = r.verdicts;
     format!("{} / {} / {}", v.effective, v.partial, v.ineffective)
+}
+
+/// The verdicts summed over `reports`.
+fn verdicts_of(reports: &[Report]) -> String {
+    let (e, p, i) = reports.iter().fold((0, 0, 0), |(e, p, i), r| {
+        (
+            e + r.verdicts.effective,
+            p + r.verdicts.partial,
+            i + r.verdicts.ineffective,
+        )
+    });
+    format!("{e} / {p} / {i}")
+}
+
+/// "the hot spot moved" claims summed over `reports`, and how many were right.
+fn claims(reports: &[Report]) -> String {
+    let claimed: usize = reports.iter().map(|r| r.hot_spots).sum();
+    let right: usize = reports.iter().map(|r| r.hot_spots_right).sum();
+    format!("{claimed}, {right}")
+}
+
+/// A Markdown table's rule: the columns `first` gives (`---|--:`), then `numbers`
+/// right-aligned ones.
+fn rule(first: &str, numbers: usize) -> String {
+    let mut cols: Vec<&str> = first.split('|').filter(|c| !c.is_empty()).collect();
+    cols.extend(std::iter::repeat_n("--:", numbers));
+    format!("|{}|", cols.join("|"))
+}
+
+/// What the partition signal said over a run's cycles: "unfixable 1,990 of 2,011"
+/// style counts of its verdicts, most frequent first.
+fn signal_words(r: &Report) -> String {
+    let mut counts: Vec<(&str, usize)> = r.signal.iter().map(|(k, v)| (*k, *v)).collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts
+        .iter()
+        .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `cases` (each with its assignor) under every acting policy for `opts.days`,
@@ -423,27 +467,34 @@ pub fn near_threshold(opts: &Options) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| case | noise | rollouts | {} | rebalance rounds / day: memory | memory's verdicts: effective / partial / ineffective | decided by noise | decided by the swing | time over threshold: stateless, memory |",
+        "| case | noise | rollouts | {} | rebalance rounds / day: memory, memory + signal | verdicts (effective / partial / ineffective): memory; memory + signal | decided by noise: memory, memory + signal | decided by the swing | time over threshold: stateless, memory, memory + signal | memory + signal: cycles held unfixable |",
         policy_header("removals / day")
     );
-    let _ = writeln!(out, "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "{}", rule("---|--:|---", Policy::ACTING.len() + 6));
     for ((case, _), by_policy) in cases.iter().zip(&reports) {
         let memory = &by_policy[policy_index(Policy::ClosedLoop)][0];
+        let signal = &by_policy[policy_index(Policy::Signal)][0];
         let stateless = &by_policy[policy_index(Policy::Stateless)][0];
         let _ = writeln!(
             out,
-            "| {} {} | ±{:.0} % | {} | {} | {:.1} | {} | {} | {} | {:.1} %, {:.1} % |",
+            "| {} {} | ±{:.0} % | {} | {} | {:.1}, {:.1} | {}; {} | {}, {} | {}, {} | {:.1} %, {:.1} %, {:.1} % | {} |",
             case.label,
             case.name,
             100.0 * case.wobble,
             case.rollouts.map_or("none".into(), |e| format!("every {} h", e / HOUR)),
             per_policy(|p| removals(&by_policy[policy_index(p)])),
             memory.rounds_per_day(),
+            signal.rounds_per_day(),
             verdicts(memory),
+            verdicts(signal),
             memory.noise_decided,
+            signal.noise_decided,
             memory.swing_decided,
+            signal.swing_decided,
             100.0 * stateless.share_over(),
             100.0 * memory.share_over(),
+            100.0 * signal.share_over(),
+            signal.unfixable,
         );
     }
     out
@@ -464,28 +515,43 @@ pub fn rollouts(opts: &Options) -> String {
     let _ = writeln!(out, "{} days, {}; {}.\n", opts.days, seeds_words(opts), opts.settings());
     let _ = writeln!(
         out,
-        "| case | disturbance | {} | memory: last day | rebalance rounds / day: memory, the Deployment's own | memory's verdicts: effective / partial / ineffective | dropped by a rollout |",
+        "| case | disturbance | {} | first day, last day: memory; memory + signal | rebalance rounds / day: memory, memory + signal, the Deployment's own | verdicts (effective / partial / ineffective): memory; memory + signal | dropped by a rollout: memory, memory + signal | memory + signal: what the signal said over its cycles; cycles it held as unfixable, for partitions moving |",
         policy_header("removals / day")
     );
-    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "{}", rule("---|---", Policy::ACTING.len() + 5));
     for ((case, _), by_policy) in cases.iter().zip(&reports) {
         let memory = &by_policy[policy_index(Policy::ClosedLoop)][0];
+        let signal = &by_policy[policy_index(Policy::Signal)][0];
         let disturbance = match (case.rollouts, case.hpa) {
             (Some(every), _) => format!("a rollout every {} h", every / HOUR),
             (None, true) => "HPA steps with the daily swing".into(),
             (None, false) => "none".into(),
         };
+        let first_last = |r: &Report| {
+            format!(
+                "{}, {}",
+                r.removals_by_day.first().copied().unwrap_or(0),
+                r.removals_by_day.last().copied().unwrap_or(0)
+            )
+        };
         let _ = writeln!(
             out,
-            "| {} {} | {disturbance} | {} | {} | {:.1}, {:.1} | {} | {} |",
+            "| {} {} | {disturbance} | {} | {}; {} | {:.1}, {:.1}, {:.1} | {}; {} | {}, {} | {}; {}, {} |",
             case.label,
             case.name,
             per_policy(|p| removals(&by_policy[policy_index(p)])),
-            memory.removals_by_day.last().copied().unwrap_or(0),
+            first_last(memory),
+            first_last(signal),
             memory.rounds_per_day(),
+            signal.rounds_per_day(),
             memory.other_rounds as f64 / memory.days as f64,
             verdicts(memory),
+            verdicts(signal),
             memory.dropped_by_rollout,
+            signal.dropped_by_rollout,
+            signal_words(signal),
+            signal.unfixable,
+            signal.moving,
         );
     }
     out
@@ -506,7 +572,7 @@ pub fn variants(opts: &Options) -> String {
         opts.settings()
     );
     let _ = writeln!(out, "| variant | case | {} |", policy_header("time to balance"));
-    let _ = writeln!(out, "|---|---|--:|--:|--:|");
+    let _ = writeln!(out, "{}", rule("---|---", Policy::ACTING.len()));
     let mut runs = Vec::new();
     let mut keys = Vec::new();
     for sticky in Sticky::ALL {
@@ -542,7 +608,7 @@ pub fn variants(opts: &Options) -> String {
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "| variant | case | {} |", policy_header("removals / day"));
-    let _ = writeln!(out, "|---|---|--:|--:|--:|");
+    let _ = writeln!(out, "{}", rule("---|---", Policy::ACTING.len()));
     let mut cases = Vec::new();
     for sticky in Sticky::ALL {
         for base in [Case::hot_partition(), Case::idle_consumers()] {
@@ -593,9 +659,9 @@ pub fn regime_change(opts: &Options) -> String {
     );
     let _ = writeln!(
         out,
-        "| policy | removals while the hot key lasted | the breaker when it ended | time to balance after it ended | removals after it ended |"
+        "| policy | removals while the hot key lasted | the breaker when it ended | time to balance after it ended | removals after it ended | hot spot moved: claimed, right |"
     );
-    let _ = writeln!(out, "|---|--:|---|--:|--:|");
+    let _ = writeln!(out, "|---|--:|---|--:|--:|--:|");
     for (k, policy) in Policy::ACTING.iter().enumerate() {
         let rs = &all[k * seeds as usize..(k + 1) * seeds as usize];
         let during: Vec<f64> = rs.iter().map(|r| r.removals_before(until) as f64).collect();
@@ -625,11 +691,12 @@ pub fn regime_change(opts: &Options) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {breaker} | {} | {} |",
+            "| {} | {} | {breaker} | {} | {} | {} |",
             policy.name(),
             summary(&during, 0, ""),
             times(&fixed),
             summary(&after, 0, ""),
+            if policy.judges() { claims(rs) } else { String::new() },
         );
     }
     out
@@ -650,9 +717,9 @@ pub fn pod_local(opts: &Options) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| case | policy | removals / day | rebalance rounds / day | slow pods removed, of those that turned slow | a slow pod's life, median [max] | time over threshold | memory's verdicts: effective / partial / ineffective |"
+        "| case | policy | removals / day | rebalance rounds / day | slow pods removed, of those that turned slow | a slow pod's life, median [max] | time over threshold | verdicts: effective / partial / ineffective | what the signal said over the cycles |"
     );
-    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "{}", rule("---|---", 7));
     for ((case, _), by_policy) in cases.iter().zip(&reports) {
         for policy in Policy::ACTING {
             let r = &by_policy[policy_index(policy)][0];
@@ -672,7 +739,7 @@ pub fn pod_local(opts: &Options) -> String {
             };
             let _ = writeln!(
                 out,
-                "| {} {} | {} | {:.1} | {:.1} | {removed} of {} | {life} | {:.1} % | {} |",
+                "| {} {} | {} | {:.1} | {:.1} | {removed} of {} | {life} | {:.1} % | {} | {} |",
                 case.label,
                 case.name,
                 policy.name(),
@@ -681,6 +748,7 @@ pub fn pod_local(opts: &Options) -> String {
                 lives.len(),
                 100.0 * r.share_over(),
                 if policy.judges() { verdicts(r) } else { String::new() },
+                signal_words(r),
             );
         }
     }
@@ -720,14 +788,18 @@ pub fn week(opts: &Options) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| case | assignor | policy | removals / day | first day, last day | rebalance rounds / day | time over threshold | hottest pod p50 | hottest pod p95 | balanced from | verdicts: effective / partial / ineffective | hot spot moved | cycles held |"
+        "| case | assignor | policy | removals / day | first day, last day | rebalance rounds / day | time over threshold | hottest pod p50 | hottest pod p95 | balanced from | verdicts: effective / partial / ineffective | hot spot moved: claimed, right | cycles held: breaker, unfixable, partitions moving |"
     );
-    let _ = writeln!(out, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "{}", rule("---|---|---", 10));
     for (k, (case, assignor)) in cases.iter().enumerate() {
         for (j, policy) in Policy::ALL.iter().enumerate() {
             let r = &all[k * Policy::ALL.len() + j];
             let (v, hot, held) = if policy.judges() {
-                (verdicts(r), r.hot_spots.to_string(), r.held.to_string())
+                (
+                    verdicts(r),
+                    claims(std::slice::from_ref(r)),
+                    format!("{}, {}, {}", r.held, r.unfixable, r.moving),
+                )
             } else {
                 (String::new(), String::new(), String::new())
             };
@@ -751,5 +823,186 @@ pub fn week(opts: &Options) -> String {
             );
         }
     }
+    out
+}
+
+/// What a row of table 8 prints of a policy's runs.
+type Measure = fn(&[Report]) -> String;
+
+/// Table 8: what issue 19 expects of the partition signal, measured: the closed loop
+/// with the signal beside the closed loop without it (and, for the slow pod, beside
+/// the stateless rules it should act like), over `opts.seeds` seeds.
+pub fn signal(opts: &Options) -> String {
+    let seeds = opts.seeds.max(1);
+    let n = seeds as usize;
+    // (case, policies compared, days, until balanced)
+    let rows: Vec<(Case, [Policy; 2], i64, bool)> = vec![
+        (
+            Case::hot_partition(),
+            [Policy::ClosedLoop, Policy::Signal],
+            opts.days,
+            false,
+        ),
+        (
+            Case::idle_consumers(),
+            [Policy::ClosedLoop, Policy::Signal],
+            opts.days,
+            false,
+        ),
+        (
+            Case::hot_partition().with_hpa(),
+            [Policy::ClosedLoop, Policy::Signal],
+            opts.days,
+            false,
+        ),
+        (
+            Case::unlucky(12),
+            [Policy::ClosedLoop, Policy::Signal],
+            SWEEP_DAYS,
+            true,
+        ),
+        (
+            Case::unlucky(40),
+            [Policy::ClosedLoop, Policy::Signal],
+            SWEEP_DAYS,
+            true,
+        ),
+        (
+            Case::slow_pod(12, 3.0),
+            [Policy::Stateless, Policy::Signal],
+            opts.days,
+            false,
+        ),
+        (
+            Case::regime_change(40, 2.0),
+            [Policy::ClosedLoop, Policy::Signal],
+            2,
+            false,
+        ),
+    ];
+    let mut runs = Vec::new();
+    for (case, policies, days, until) in &rows {
+        for policy in policies {
+            for seed in opts.seeds(seeds) {
+                let run = opts.run(case.clone(), opts.sticky(), *policy, seed, *days);
+                runs.push(if *until { run.until_balanced_after(0) } else { run });
+            }
+        }
+    }
+    let all = reports(&runs, opts.jobs);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Seeds `{:#x}` to `{:#x}`, medians [min–max] over them; {} days ((a): until balanced for an hour, at most {SWEEP_DAYS} days; (g): 2 days); {}.\n",
+        opts.seed,
+        opts.seed.wrapping_add(seeds - 1),
+        opts.days,
+        opts.settings()
+    );
+    let _ = writeln!(
+        out,
+        "| case | expected of memory + signal | compared with | measured: the other | measured: memory + signal | seeds where it holds | hot spot moved (claimed, right): memory, memory + signal |"
+    );
+    let _ = writeln!(out, "{}", rule("---|---|---", 4));
+    let mut claimed = [(0usize, 0usize); 2];
+    for (k, (case, policies, _, until)) in rows.iter().enumerate() {
+        let other = &all[2 * k * n..(2 * k + 1) * n];
+        let signal = &all[(2 * k + 1) * n..(2 * k + 2) * n];
+        let (expected, measured, holds): (&str, Measure, Vec<bool>) = if *until {
+            let holds = other
+                .iter()
+                .zip(signal)
+                .map(|(o, s)| match (o.first_balanced(), s.first_balanced()) {
+                    (_, None) => o.first_balanced().is_none(),
+                    (None, Some(_)) => true,
+                    (Some(a), Some(b)) => b <= a,
+                })
+                .collect();
+            (
+                "balances no later",
+                |rs| {
+                    let t: Vec<Option<i64>> = rs.iter().map(Report::first_balanced).collect();
+                    format!("time to balance {}", times(&t))
+                },
+                holds,
+            )
+        } else if policies[0] == Policy::Stateless {
+            let holds = other
+                .iter()
+                .zip(signal)
+                .map(|(o, s)| o.removed_at == s.removed_at && o.slow_lives == s.slow_lives)
+                .collect();
+            (
+                "acts as the stateless rules do",
+                |rs| {
+                    let lives: Vec<f64> = rs
+                        .iter()
+                        .flat_map(|r| r.slow_lives.iter().filter_map(|(_, l)| *l).map(|l| l as f64 / 60.0))
+                        .collect();
+                    let removals: Vec<f64> = rs.iter().map(Report::removals_per_day).collect();
+                    format!(
+                        "{} removals a day; a slow pod lives {}",
+                        summary(&removals, 1, ""),
+                        summary(&lives, 0, " min")
+                    )
+                },
+                holds,
+            )
+        } else if case.hot_key.is_some() {
+            let holds = signal.iter().map(|s| s.hot_spots == s.hot_spots_right).collect();
+            (
+                "every \"hot spot moved\" right",
+                |rs| {
+                    let v: Vec<f64> = rs.iter().map(|r| r.removals as f64).collect();
+                    format!("{} removals", summary(&v, 0, ""))
+                },
+                holds,
+            )
+        } else {
+            let holds = signal.iter().map(|s| s.removals == 0).collect();
+            (
+                "no removal from the first day",
+                |rs| {
+                    let d1: Vec<f64> = rs.iter().map(|r| r.removals_by_day[0] as f64).collect();
+                    let all: Vec<f64> = rs.iter().map(|r| r.removals as f64).collect();
+                    format!("{} on day 1, {} in all", summary(&d1, 0, ""), summary(&all, 0, ""))
+                },
+                holds,
+            )
+        };
+        for (i, rs) in [other, signal].iter().enumerate() {
+            if policies[i].judges() {
+                claimed[i].0 += rs.iter().map(|r| r.hot_spots).sum::<usize>();
+                claimed[i].1 += rs.iter().map(|r| r.hot_spots_right).sum::<usize>();
+            }
+        }
+        let _ = writeln!(
+            out,
+            "| {} {}{} | {expected} | {} | {} | {} | {} of {} | {}{} |",
+            case.label,
+            case.name,
+            if case.hpa {
+                ", HPA steps with the daily swing"
+            } else {
+                ""
+            },
+            policies[0].name(),
+            measured(other),
+            measured(signal),
+            holds.iter().filter(|h| **h).count(),
+            holds.len(),
+            if policies[0].judges() {
+                format!("{}; ", claims(other))
+            } else {
+                String::new()
+            },
+            claims(signal),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n\"The hot spot moved\" over every run above: memory claimed it {} times, {} of them right; memory + signal {} times, {} right.",
+        claimed[0].0, claimed[0].1, claimed[1].0, claimed[1].1
+    );
     out
 }
