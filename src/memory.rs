@@ -1824,6 +1824,45 @@ mod tests {
         assert_eq!(parse(None, Some("d")).map(|m| m.deployment), Ok(Some("d".to_string())));
         // Seven days, to the second.
         assert_eq!(FORGET_SECS, 604_800);
+        // Ten actions are the most a document holds.
+        let actions = |k: usize| {
+            let one = r#"{"at": 1, "pods": []}"#;
+            format!(r#"{{"version": 2, "actions": [{}]}}"#, vec![one; k].join(","))
+        };
+        assert!(parse(Some(&actions(MAX_ACTIONS)), None).is_ok());
+        assert!(parse(Some(&actions(MAX_ACTIONS + 1)), None).is_err());
+    }
+
+    #[test]
+    fn in_a_fleet_the_newest_lease_in_progress_holds_every_target() {
+        let leased = |at: i64| Memory {
+            actions: vec![Action {
+                settled: false,
+                at,
+                ..pending(0.5, 4).actions[0].clone()
+            }],
+            ..Memory::default()
+        };
+        let fleet = Fleet {
+            targets: [
+                ("a".to_string(), Memory::default()),
+                ("b".to_string(), leased(NOW - 100)),
+                ("c".to_string(), leased(NOW - 30)),
+                ("d".to_string(), leased(NOW - 9000)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(fleet.in_progress(NOW, &settings()), Some(NOW - 30));
+        let quiet = Fleet {
+            targets: [
+                ("a".to_string(), Memory::default()),
+                ("d".to_string(), leased(NOW - 9000)),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(quiet.in_progress(NOW, &settings()), None);
     }
 
     #[test]
