@@ -1834,6 +1834,73 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_document_reads_back_adopts_a_single_one_and_refuses_what_it_cannot_read() {
+        assert_eq!(parse_fleet(None), Ok(Fleet::default()));
+        let mut fleet = Fleet::default();
+        fleet.targets.insert(
+            "a".into(),
+            Memory {
+                deployment: Some("a".into()),
+                streak: 2,
+                last_target_at: Some(NOW),
+                ..pending(0.5, 4)
+            },
+        );
+        fleet.targets.insert(
+            "b".into(),
+            Memory {
+                deployment: Some("b".into()),
+                ..Memory::default()
+            },
+        );
+        let text = render_fleet(&fleet);
+        assert!(
+            text.contains("\"targets\"") && !text.contains("\"version\": 2,\n      "),
+            "{text}"
+        );
+        let entries: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(entries["targets"]["a"].get("version"), None, "entries carry no version");
+        assert_eq!(parse_fleet(Some(&text)), Ok(fleet));
+        // A single-mode document naming its Deployment becomes that entry.
+        let single = render(&Memory {
+            deployment: Some("orders".into()),
+            streak: 3,
+            ..Memory::default()
+        });
+        let adopted = parse_fleet(Some(&single)).expect("adopted");
+        assert_eq!(adopted.targets.keys().collect::<Vec<_>>(), ["orders"]);
+        assert_eq!(adopted.targets["orders"].streak, 3);
+        for (bad, why) in [
+            (r#"{"version": 2, "streak": 1}"#.to_string(), "names no deployment"),
+            (r#"{"version": 3, "targets": {}}"#.to_string(), "newer"),
+            (
+                r#"{"version": 2, "targets": []}"#.to_string(),
+                "expected targets to be an object",
+            ),
+            (r#"{"targets": {}}"#.to_string(), "expected version 2"),
+            (
+                r#"{"version": 2, "targets": {"a": 7}}"#.to_string(),
+                "targets.a: expected an object",
+            ),
+            (
+                r#"{"version": 2, "targets": {"a": {"streak": -1}}}"#.to_string(),
+                "targets.a",
+            ),
+            (
+                r#"{"version": 2, "targets": {"a": {"deployment": "b"}}}"#.to_string(),
+                "names deployment",
+            ),
+            (
+                r#"{"version": 2, "targets": {"a": {"streak": 4294967295}}}"#.to_string(),
+                "streak <=",
+            ),
+        ] {
+            let e = parse_fleet(Some(&bad)).expect_err(&bad);
+            assert!(e.contains(why) && e.contains("remove the state.json key"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn in_a_fleet_the_newest_lease_in_progress_holds_every_target() {
         let leased = |at: i64| Memory {
             actions: vec![Action {
