@@ -484,58 +484,9 @@ pub struct Explanation {
 /// The rules of SPEC §12 in order: partitions moving, the signal missing, the fit (at
 /// least `MIN_PODS` pods, loads not all equal, `b > 0`, `R² >= MIN_R2`), then the
 /// best possible spread.
-pub fn explain(mut answer: Answer, eligible: &[(&str, f64)], excluded: &[&str], threshold: f64) -> Explanation {
-    let mut by_name: Vec<(&str, usize)> = eligible.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
-    by_name.sort_unstable();
-    let index_of = |pod: &str| {
-        by_name
-            .binary_search_by(|(n, _)| (*n).cmp(pod))
-            .ok()
-            .map(|i| by_name[i].1)
-    };
-    let mut excluded = excluded.to_vec();
-    excluded.sort_unstable();
-    // Each owner of the answer as an eligible pod's index, or `None`.
-    let owner_index: Vec<Option<usize>> = answer.pods.iter().map(|p| index_of(p)).collect();
-    let matched: Vec<bool> = answer
-        .pods
-        .iter()
-        .zip(&owner_index)
-        .map(|(p, i)| i.is_some() || excluded.binary_search(&&**p).is_ok())
-        .collect();
-    answer.owned.retain(|o| matched[o.pod as usize]);
-    let mut pods: Vec<PodLoad> = eligible
-        .iter()
-        .map(|(name, _)| PodLoad {
-            name: name.to_string(),
-            eligible: true,
-            load: 0.0,
-            partitions: 0,
-        })
-        .collect();
-    let mut others: Vec<PodLoad> = Vec::new();
-    for owned in &answer.owned {
-        let at = match owner_index[owned.pod as usize] {
-            Some(i) => &mut pods[i],
-            None => {
-                let name = &answer.pods[owned.pod as usize];
-                if others.last().is_none_or(|p| *p.name != **name) {
-                    others.push(PodLoad {
-                        name: name.to_string(),
-                        eligible: false,
-                        load: 0.0,
-                        partitions: 0,
-                    });
-                }
-                let last = others.len() - 1;
-                &mut others[last]
-            }
-        };
-        at.load += owned.load;
-        at.partitions += 1;
-    }
+pub fn explain(answer: Answer, eligible: &[(&str, f64)], excluded: &[&str], threshold: f64) -> Explanation {
+    let (answer, owner_index, pods) = loads(answer, eligible, excluded);
     let moving = moving(&answer, &owner_index);
-    pods.extend(others);
     let mut explanation = Explanation {
         verdict: Verdict::Missing,
         fit: None,
@@ -559,46 +510,105 @@ pub fn explain(mut answer: Answer, eligible: &[(&str, f64)], excluded: &[&str], 
         .collect();
     let fit = self::fit(&points);
     explanation.fit = fit;
-    let fit = match (fit, unexplained(&points, fit)) {
-        (Some(fit), None) => fit,
+    match (fit, unexplained(&points, fit)) {
+        (Some(fit), None) => {
+            let (best, verdict) = verdict(&explanation.answer, &fit, eligible.len(), threshold);
+            explanation.best_possible_spread = Some(best);
+            explanation.verdict = verdict;
+        }
         (_, why) => {
             explanation.verdict = Verdict::Unexplained {
                 why: why.unwrap_or_default(),
             };
-            return explanation;
         }
-    };
-    let loads: Vec<f64> = explanation.answer.owned.iter().map(|o| o.load).collect();
-    let split = best_split(eligible.len(), &loads);
-    let best = predicted_spread(&fit, &split.loads);
-    explanation.best_possible_spread = Some(best);
-    explanation.verdict = if !over(best, threshold) || (split.alone == 0 && split.busy >= eligible.len()) {
-        Verdict::Fixable
-    } else {
-        let idle = (split.busy < eligible.len()).then_some((eligible.len(), split.busy));
-        let heaviest = explanation
-            .answer
-            .owned
-            .iter()
-            .min_by(|x, y| y.load.total_cmp(&x.load).then_with(|| x.partition.cmp(&y.partition)));
-        match heaviest {
-            Some(heaviest) if split.alone > 0 => {
-                let cores = fit.a + fit.b * heaviest.load;
-                let mean = fit.a + fit.b * loads.iter().sum::<f64>() / eligible.len() as f64;
-                Verdict::KeySkew {
-                    partition: heaviest.partition.to_string(),
-                    cores,
-                    shares: if mean > 0.0 { cores / mean } else { 0.0 },
-                    idle,
-                }
-            }
-            _ => Verdict::IdleConsumers {
-                pods: eligible.len(),
-                busy: split.busy,
-            },
-        }
-    };
+    }
     explanation
+}
+
+/// The answer kept to the matched pods' partitions, each owner as an eligible pod's
+/// index (or `None`), and each pod's load: the eligible pods in the order given, then
+/// the matched pods that are not eligible but own partitions.
+fn loads(
+    mut answer: Answer,
+    eligible: &[(&str, f64)],
+    excluded: &[&str],
+) -> (Answer, Vec<Option<usize>>, Vec<PodLoad>) {
+    let mut by_name: Vec<(&str, usize)> = eligible.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
+    by_name.sort_unstable();
+    let index_of = |pod: &str| {
+        by_name
+            .binary_search_by(|(n, _)| (*n).cmp(pod))
+            .ok()
+            .map(|i| by_name[i].1)
+    };
+    let mut excluded = excluded.to_vec();
+    excluded.sort_unstable();
+    let owner_index: Vec<Option<usize>> = answer.pods.iter().map(|p| index_of(p)).collect();
+    let matched: Vec<bool> = answer
+        .pods
+        .iter()
+        .zip(&owner_index)
+        .map(|(p, i)| i.is_some() || excluded.binary_search(&&**p).is_ok())
+        .collect();
+    answer.owned.retain(|o| matched[o.pod as usize]);
+    let load = |name: &str, eligible: bool| PodLoad {
+        name: name.to_string(),
+        eligible,
+        load: 0.0,
+        partitions: 0,
+    };
+    let mut pods: Vec<PodLoad> = eligible.iter().map(|(name, _)| load(name, true)).collect();
+    let mut others: Vec<PodLoad> = Vec::new();
+    for owned in &answer.owned {
+        let at = match owner_index[owned.pod as usize] {
+            Some(i) => &mut pods[i],
+            None => {
+                let name = &answer.pods[owned.pod as usize];
+                if others.last().is_none_or(|p| *p.name != **name) {
+                    others.push(load(name, false));
+                }
+                let last = others.len() - 1;
+                &mut others[last]
+            }
+        };
+        at.load += owned.load;
+        at.partitions += 1;
+    }
+    pods.extend(others);
+    (answer, owner_index, pods)
+}
+
+/// The best possible spread of `n` eligible pods over the answer's partitions under
+/// `fit`, and the verdict it gives against `threshold`.
+fn verdict(answer: &Answer, fit: &Fit, n: usize, threshold: f64) -> (f64, Verdict) {
+    let loads: Vec<f64> = answer.owned.iter().map(|o| o.load).collect();
+    let split = best_split(n, &loads);
+    let best = predicted_spread(fit, &split.loads);
+    if !over(best, threshold) || (split.alone == 0 && split.busy >= n) {
+        return (best, Verdict::Fixable);
+    }
+    let idle = (split.busy < n).then_some((n, split.busy));
+    let heaviest = answer
+        .owned
+        .iter()
+        .min_by(|x, y| y.load.total_cmp(&x.load).then_with(|| x.partition.cmp(&y.partition)));
+    let verdict = match heaviest {
+        Some(heaviest) if split.alone > 0 => {
+            let cores = fit.a + fit.b * heaviest.load;
+            let mean = fit.a + fit.b * loads.iter().sum::<f64>() / n as f64;
+            Verdict::KeySkew {
+                partition: heaviest.partition.to_string(),
+                cores,
+                shares: if mean > 0.0 { cores / mean } else { 0.0 },
+                idle,
+            }
+        }
+        _ => Verdict::IdleConsumers {
+            pods: n,
+            busy: split.busy,
+        },
+    };
+    (best, verdict)
 }
 
 /// A partition owned by two matched pods, or by a matched pod that is not eligible;

@@ -760,18 +760,7 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
     // Over the sorted pods, so the figures do not depend on the API's order either.
     let cpus: Vec<f64> = pods.assessed.iter().filter_map(|a| a.cpu).collect();
     let stats = stats::describe(&cpus);
-    let explanation = partitions.map(|answer| {
-        let eligible: Vec<(&str, f64)> = pods
-            .iter()
-            .filter_map(|v| Some((v.pod.name.as_str(), v.cpu?)))
-            .collect();
-        let excluded: Vec<&str> = pods
-            .iter()
-            .filter(|v| v.cpu.is_none())
-            .map(|v| v.pod.name.as_str())
-            .collect();
-        partition::explain(answer, &eligible, &excluded, settings.threshold)
-    });
+    let explanation = partitions.map(|answer| explain(answer, &pods, settings.threshold));
 
     let decision = match gate(&pods, rollout, settings.stabilization_secs, leased) {
         Some(because) => Decision::Hold(Hold::Stabilizing { because }),
@@ -807,6 +796,21 @@ pub fn decide(input: Inputs) -> Result<Plan, Undecidable> {
         decision,
         partitions: explanation,
     })
+}
+
+/// The partition signal over the assessed pods: the eligible ones with their CPU, the
+/// others by name (their partitions mean the assignment is moving).
+fn explain(answer: partition::Answer, pods: &Pods, threshold: f64) -> partition::Explanation {
+    let eligible: Vec<(&str, f64)> = pods
+        .iter()
+        .filter_map(|v| Some((v.pod.name.as_str(), v.cpu?)))
+        .collect();
+    let excluded: Vec<&str> = pods
+        .iter()
+        .filter(|v| v.cpu.is_none())
+        .map(|v| v.pod.name.as_str())
+        .collect();
+    partition::explain(answer, &eligible, &excluded, threshold)
 }
 
 /// Partitions moving (SPEC §6 rule 6): the group is mid-rebalance, or the answer is

@@ -354,66 +354,18 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
         })?),
         None => None,
     };
-    let memory = files
-        .state
-        .map(|path| {
-            read_memory(
-                path,
-                config
-                    .deployment
-                    .as_deref()
-                    .or(rollout.as_ref().map(|r| r.name.as_str())),
-            )
-        })
-        .transpose()?;
     // Without a Deployment's name (neither DEPLOYMENT_NAME nor --deployment), every
     // pod of the file counts: there is no owner to check against.
     let deployment = config
         .deployment
         .clone()
         .or_else(|| rollout.as_ref().map(|r| r.name.clone()));
+    let memory = files
+        .state
+        .map(|path| read_memory(path, deployment.as_deref()))
+        .transpose()?;
     let container = config.container.clone().or_else(|| deployment.clone());
-    let owner = deployment.as_deref().zip(container.as_deref());
-    let owners: Vec<(&str, &str)> = owner.into_iter().collect();
-    let route = match owner {
-        Some(_) => kube::Route::Owned(&owners),
-        None => kube::Route::Every {
-            container: container.as_deref(),
-        },
-    };
-    let page = kube::parse_pod_list(&read_file("pods", files.pods)?, route).map_err(|e| {
-        Error::new(
-            format!("parse pods {}", files.pods.display()),
-            Cause::Malformed(format!("expected a PodList: {e}")),
-        )
-    })?;
-    if let Some(why) = kube::listed_twice(page.pods.iter()) {
-        return Err(Error::new(
-            format!("parse pods {}", files.pods.display()),
-            Cause::Malformed(why),
-        ));
-    }
-    let wanted = victoria::Wanted::pods(page.pods.iter().map(|p| (p.name.as_str(), None)));
-    let samples = victoria::parse_answer_for(&read_file("CPU answer", files.cpu)?, &wanted).map_err(|why| {
-        Error::new(
-            format!("parse CPU answer {}", files.cpu.display()),
-            Cause::Malformed(why),
-        )
-    })?;
-    let partitions = match files.partitions {
-        Some(path) => {
-            let matched = page.pods.iter().map(|p| p.name.as_str());
-            let answer =
-                victoria::parse_partitions(&read_file("partition answer", path)?, &config.partition_labels, matched);
-            Some(answer.map_err(|why| {
-                Error::new(
-                    format!("parse partition answer {}", path.display()),
-                    Cause::Malformed(why),
-                )
-            })?)
-        }
-        None => None,
-    };
+    let read = read_saved(config, &files, deployment.as_deref(), container.as_deref())?;
     let container = container.as_deref().unwrap_or("?");
     let paused = match &rollout {
         Some(r) => r
@@ -425,19 +377,19 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
     let plan = match paused {
         Some(plan) => plan,
         None => plan::decide(Inputs {
-            pods: page.pods,
-            samples: &samples,
+            pods: read.page.pods,
+            samples: &read.samples,
             rollout: rollout.as_ref(),
             now,
             settings: &config.decision,
             container,
             namespace: &config.namespace,
-            ignored: page.ignored,
+            ignored: read.page.ignored,
             selector: None,
             leased: memory
                 .as_ref()
                 .and_then(|m| memory::in_progress(m, now, &config.memory)),
-            partitions,
+            partitions: read.partitions,
         })
         .map_err(|why| Error::refused(format!("decide on {}", files.pods.display()), why.to_string()))?,
     };
@@ -448,6 +400,53 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
         .or_else(|| memory.as_ref().and_then(|m| m.last_fingerprint().map(str::to_string)))
         .unwrap_or_default();
     Ok(shown(plan, memory.as_ref(), &fingerprint, config))
+}
+
+/// What the saved pod list, CPU answer and partition answer hold for `deployment`'s
+/// pods (every pod of the list without a Deployment).
+struct SavedReads {
+    page: kube::Page,
+    samples: plan::Samples,
+    partitions: Option<crate::partition::Answer>,
+}
+
+fn read_saved(
+    config: &Config,
+    files: &Saved,
+    deployment: Option<&str>,
+    container: Option<&str>,
+) -> Result<SavedReads, Error> {
+    let owner = deployment.zip(container);
+    let owners: Vec<(&str, &str)> = owner.into_iter().collect();
+    let route = match owner {
+        Some(_) => kube::Route::Owned(&owners),
+        None => kube::Route::Every { container },
+    };
+    let malformed = |what: &str, path: &Path, why: String| {
+        Error::new(format!("parse {what} {}", path.display()), Cause::Malformed(why))
+    };
+    let page = kube::parse_pod_list(&read_file("pods", files.pods)?, route)
+        .map_err(|e| malformed("pods", files.pods, format!("expected a PodList: {e}")))?;
+    if let Some(why) = kube::listed_twice(page.pods.iter()) {
+        return Err(malformed("pods", files.pods, why));
+    }
+    let wanted = victoria::Wanted::pods(page.pods.iter().map(|p| (p.name.as_str(), None)));
+    let samples = victoria::parse_answer_for(&read_file("CPU answer", files.cpu)?, &wanted)
+        .map_err(|why| malformed("CPU answer", files.cpu, why))?;
+    let partitions = match files.partitions {
+        Some(path) => {
+            let matched = page.pods.iter().map(|p| p.name.as_str());
+            let text = read_file("partition answer", path)?;
+            let answer = victoria::parse_partitions(&text, &config.partition_labels, matched);
+            Some(answer.map_err(|why| malformed("partition answer", path, why))?)
+        }
+        None => None,
+    };
+    Ok(SavedReads {
+        page,
+        samples,
+        partitions,
+    })
 }
 
 /// A saved state ConfigMap's memory.
