@@ -118,6 +118,14 @@ pub fn target_settings(config: &Config, rollout: &plan::Rollout, fleet: bool) ->
     Ok(settings)
 }
 
+const LOG_LEVELS: &[(&str, log::LevelFilter)] = &[
+    ("error", log::LevelFilter::Error),
+    ("warn", log::LevelFilter::Warn),
+    ("info", log::LevelFilter::Info),
+    ("debug", log::LevelFilter::Debug),
+    ("trace", log::LevelFilter::Trace),
+];
+
 const THRESHOLD: &str = "a finite number > 0 such as 0.3";
 const MIN_PODS: &str = "an integer >= 1";
 const BOOLEAN: &str = "true, false, 1, 0, yes or no";
@@ -384,16 +392,7 @@ fn common(c: &mut Checker) -> Option<Config> {
     let state = c.optional("STATE_CONFIGMAP", DNS_SUBDOMAIN, dns_subdomain);
     let memory = memory_settings(c);
     let dry_run = c.parsed("DRY_RUN", BOOLEAN, boolean);
-    let log_level = c.word(
-        "LOG_LEVEL",
-        &[
-            ("error", log::LevelFilter::Error),
-            ("warn", log::LevelFilter::Warn),
-            ("info", log::LevelFilter::Info),
-            ("debug", log::LevelFilter::Debug),
-            ("trace", log::LevelFilter::Trace),
-        ],
-    );
+    let log_level = c.word("LOG_LEVEL", LOG_LEVELS);
     let log_format = c.word(
         "LOG_FORMAT",
         &[("text", logging::Format::Text), ("json", logging::Format::Json)],

@@ -576,20 +576,7 @@ fn gauges(t: &mut Text) {
     t.each((LAST_RUN, "gauge", "End of the last run, Unix seconds."), |e| {
         Some(e.run.end)
     });
-    // The last success and failure: as stored with the counters, else this run's.
-    let last = |e: &Exported, ok: bool| match &e.counters {
-        Some(c) if ok => c.last_success,
-        Some(c) => c.last_failure,
-        None => (e.run.ok() == ok).then_some(e.run.end),
-    };
-    t.each(
-        (LAST_SUCCESS, "gauge", "End of the last successful run, Unix seconds."),
-        |e| last(e, true),
-    );
-    t.each(
-        (LAST_FAILURE, "gauge", "End of the last failed run, Unix seconds."),
-        |e| last(e, false),
-    );
+    last_times(t);
     t.each_labelled(
         (OUTCOME, "gauge", "1 for the outcome of the last run, 0 for the others."),
         "outcome",
@@ -606,6 +593,23 @@ fn gauges(t: &mut Text) {
         },
     );
     config(t);
+}
+
+/// The last success and failure: as stored with the counters, else this run's.
+fn last_times(t: &mut Text) {
+    let last = |e: &Exported, ok: bool| match &e.counters {
+        Some(c) if ok => c.last_success,
+        Some(c) => c.last_failure,
+        None => (e.run.ok() == ok).then_some(e.run.end),
+    };
+    t.each(
+        (LAST_SUCCESS, "gauge", "End of the last successful run, Unix seconds."),
+        |e| last(e, true),
+    );
+    t.each(
+        (LAST_FAILURE, "gauge", "End of the last failed run, Unix seconds."),
+        |e| last(e, false),
+    );
 }
 
 /// `rebalancer_config_info` and `rebalancer_max_ineffective_actions`.
