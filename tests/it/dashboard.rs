@@ -79,7 +79,9 @@ const CONTRACT: &[(&str, &str, &str, &[&str])] = &[
     ("rebalancer_partition_fit_r2", "gauge", "", &[]),
 ];
 
-const OUTCOMES: &[&str] = &[
+/// Every outcome label, written out here rather than taken from the program: the
+/// dashboard's timeline and `rebalancer_targets` (tests/it/fleet.rs) must name each.
+pub(crate) const OUTCOMES: &[&str] = &[
     "acted",
     "dry_run",
     "balanced",

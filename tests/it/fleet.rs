@@ -8,6 +8,7 @@
 //! mistake in routing, in the query or in the budget would show.
 
 use crate::cycle::TOKEN;
+use crate::dashboard::OUTCOMES;
 use crate::support::kube::{Fake, STATE, fleet_deployment_json, pod, pod_json, uid_of};
 use crate::support::server::{Pki, Reply, Request, Server};
 use crate::support::{Output, TempDir, assert_contains, env_with, fixture, live_config, now, run_bin, vm};
@@ -30,22 +31,6 @@ const WIDE: [f64; 5] = [1.0, 3.0, 1.0, 0.1, 1.0];
 const TIGHT: [f64; 5] = [1.0, 1.6, 1.0, 0.4, 1.0];
 /// Spread 0.32 (ratio 1.05).
 const LOW: [f64; 5] = [1.0, 1.5, 1.0, 0.5, 1.0];
-
-/// Every outcome label, as `rebalancer_targets` must carry them.
-const OUTCOMES: [&str; 12] = [
-    "acted",
-    "dry_run",
-    "balanced",
-    "stabilizing",
-    "too_few_pods",
-    "idle",
-    "min_pods",
-    "unfixable",
-    "ineffective",
-    "paused",
-    "deferred",
-    "error",
-];
 
 /// A Deployment of the namespace, as a test describes it.
 #[derive(Debug, Clone)]

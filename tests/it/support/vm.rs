@@ -148,22 +148,20 @@ impl Vm {
 
     /// `feed`, with one more label on every series, as one VictoriaMetrics that holds
     /// several clusters has (`cluster="prod-eu-1"`).
-    pub fn feed_labelled(
-        &self,
-        namespace: &str,
-        container: &str,
-        fleet: &[(String, f64)],
-        (name, value): (&str, &str),
-    ) {
+    pub fn feed_labelled(&self, namespace: &str, container: &str, fleet: &[(String, f64)], label: (&str, &str)) {
+        self.feed_labelled_scrape(&Scrape::production(namespace, container, fleet), "", label);
+    }
+
+    /// Feeds `scrape` with `name="value"` on every series, waiting for the series that
+    /// also match `more` (extra matchers, `,pod=~"…"`) to be searchable.
+    fn feed_labelled_scrape(&self, scrape: &Scrape, more: &str, (name, value): (&str, &str)) {
         let target = format!(
             "/api/v1/import/prometheus?extra_label={}",
             encode(&format!("{name}={value}"))
         );
-        self.feed_with(
-            &Scrape::production(namespace, container, fleet),
-            &format!(",{name}=\"{value}\""),
-            &|chunk| self.import_to(&target, chunk),
-        );
+        self.feed_with(scrape, &format!(",{name}=\"{value}\"{more}"), &|chunk| {
+            self.import_to(&target, chunk)
+        });
     }
 
     /// Feeds more pods into a namespace fed before: only their own series (no
@@ -179,23 +177,10 @@ impl Vm {
     }
 
     /// `feed_more`, with one more label on every series (`feed_labelled`).
-    pub fn feed_more_labelled(
-        &self,
-        namespace: &str,
-        container: &str,
-        fleet: &[(String, f64)],
-        (name, value): (&str, &str),
-    ) {
-        let target = format!(
-            "/api/v1/import/prometheus?extra_label={}",
-            encode(&format!("{name}={value}"))
-        );
+    pub fn feed_more_labelled(&self, namespace: &str, container: &str, fleet: &[(String, f64)], label: (&str, &str)) {
         let pods: Vec<&str> = fleet.iter().map(|(pod, _)| pod.as_str()).collect();
-        self.feed_with(
-            &Scrape::more(namespace, container, fleet),
-            &format!(",{name}=\"{value}\",pod=~\"{}\"", pods.join("|")),
-            &|chunk| self.import_to(&target, chunk),
-        );
+        let more = format!(",pod=~\"{}\"", pods.join("|"));
+        self.feed_labelled_scrape(&Scrape::more(namespace, container, fleet), &more, label);
     }
 
     /// Imports a scrape history and waits until every series of it is searchable.
