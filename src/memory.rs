@@ -867,14 +867,14 @@ pub fn parse_fleet(document: Option<&str>) -> Result<Fleet, String> {
             targets: [(name, single)].into_iter().collect(),
         });
     };
-    match top.get("version").and_then(serde_json::Value::as_u64) {
-        Some(v) if v == u64::from(VERSION) => {}
-        Some(v) if v > u64::from(VERSION) => {
-            return Err(unreadable(format!(
-                "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
-            )));
-        }
-        _ => return Err(unreadable(format!("expected version {VERSION} beside targets"))),
+    let version = top.get("version").and_then(serde_json::Value::as_u64);
+    if let Some(v) = version.filter(|v| *v > u64::from(VERSION)) {
+        return Err(unreadable(format!(
+            "version {v} is newer than this program's {VERSION}: upgrade pod-rebalancer (the document is left as it is)"
+        )));
+    }
+    if version != Some(u64::from(VERSION)) {
+        return Err(unreadable(format!("expected version {VERSION} beside targets")));
     }
     let serde_json::Value::Object(entries) = targets else {
         return Err(unreadable("expected targets to be an object of entries by deployment"));
@@ -1744,13 +1744,14 @@ mod tests {
 
     #[test]
     fn a_version_1_document_is_read_as_ours_and_written_as_version_2() {
-        let v1 = r#"{"version": 1, "fingerprint": "f", "streak": 2, "hold_until": null,
+        let v1 = r#"{"version": 1, "fingerprint": "f", "streak": 2, "hold_until": 1800000000,
             "actions": [{"at": 5, "fingerprint": "f", "spread": 0.6, "mean": 1.0,
                 "removed": [{"name": "a", "role": "highest_cpu", "cpu": 2.0}],
                 "evaluation": {"at": 9, "spread": 0.6, "ratio": 1.0, "effective": false}}],
             "counters": {"success": 7}}"#;
         let memory = parse(Some(v1), Some("d")).expect("a version-1 document");
         assert_eq!((memory.version, memory.streak, memory.counters.success), (2, 2, 7.0));
+        assert_eq!(memory.hold_until, Some(1_800_000_000), "the hold carries over");
         assert_eq!(memory.deployment.as_deref(), Some("d"));
         let action = &memory.actions[0];
         assert_eq!(action.pods[0].result, PodResult::Removed);
@@ -1861,6 +1862,9 @@ mod tests {
         let entries: serde_json::Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(entries["targets"]["a"].get("version"), None, "entries carry no version");
         assert_eq!(parse_fleet(Some(&text)), Ok(fleet));
+        // An entry is its key's, whether it says so or not.
+        let bare = parse_fleet(Some(r#"{"version": 2, "targets": {"x": {}}}"#)).expect("an entry");
+        assert_eq!(bare.targets["x"].deployment.as_deref(), Some("x"));
         // A single-mode document naming its Deployment becomes that entry.
         let single = render(&Memory {
             deployment: Some("orders".into()),
@@ -1878,6 +1882,7 @@ mod tests {
                 "expected targets to be an object",
             ),
             (r#"{"targets": {}}"#.to_string(), "expected version 2"),
+            (r#"{"version": 1, "targets": {}}"#.to_string(), "expected version 2"),
             (
                 r#"{"version": 2, "targets": {"a": 7}}"#.to_string(),
                 "targets.a: expected an object",
