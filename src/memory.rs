@@ -1091,10 +1091,11 @@ mod tests {
 
     /// The plan for pods named by `cpus`' keys, at `now`.
     fn plan_of(cpus: &[(&str, f64)], now: i64) -> Plan {
-        plan_with(cpus.iter().map(|(n, _)| pod(n)).collect(), cpus, now)
+        plan_with(cpus.iter().map(|(n, _)| pod(n)).collect(), cpus, None, now)
     }
 
-    fn plan_with(pods: Vec<Pod>, cpus: &[(&str, f64)], now: i64) -> Plan {
+    /// The plan for `pods` burning `cpus`, whose partitions are `partitions`.
+    fn plan_with(pods: Vec<Pod>, cpus: &[(&str, f64)], partitions: Option<crate::partition::Answer>, now: i64) -> Plan {
         let samples: Samples = cpus.iter().map(|(n, c)| (*n, *c)).collect();
         crate::plan::decide(Inputs {
             pods,
@@ -1112,7 +1113,7 @@ mod tests {
             ignored: 0,
             selector: None,
             leased: None,
-            partitions: None,
+            partitions,
         })
         .expect("a plan")
     }
@@ -1360,26 +1361,8 @@ mod tests {
 
     /// A plan of pods `cpus` whose partitions are `owned` (pod, partition, load).
     fn plan_owning(cpus: &[(&str, f64)], owned: &[(&str, &str, f64)], now: i64) -> Plan {
-        let samples: Samples = cpus.iter().map(|(n, c)| (*n, *c)).collect();
-        crate::plan::decide(Inputs {
-            pods: cpus.iter().map(|(n, _)| pod(n)).collect(),
-            samples: &samples,
-            rollout: None,
-            now,
-            settings: &crate::plan::Settings {
-                window_secs: 300,
-                threshold: 0.3,
-                min_pods: 3,
-                stabilization_secs: 600,
-            },
-            container: "c",
-            namespace: "ns",
-            ignored: 0,
-            selector: None,
-            leased: None,
-            partitions: Some(crate::partition::Answer::new(owned.iter().copied()).expect("an answer")),
-        })
-        .expect("a plan")
+        let answer = crate::partition::Answer::new(owned.iter().copied()).expect("an answer");
+        plan_with(cpus.iter().map(|(n, _)| pod(n)).collect(), cpus, Some(answer), now)
     }
 
     /// (pod, partition, load) of an answer.
@@ -1618,7 +1601,7 @@ mod tests {
         e_terminating.terminating = true;
         let mut gated_pods: Vec<Pod> = ["a", "b", "c", "d"].into_iter().map(pod).collect();
         gated_pods.push(e_terminating);
-        let gated = plan_with(gated_pods, &cpus, NOW + 1200);
+        let gated = plan_with(gated_pods, &cpus, None, NOW + 1200);
         let j = judge(&leased, &gated, TEMPLATE, &settings());
         assert_eq!(
             j.resolved,
