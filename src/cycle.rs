@@ -209,21 +209,28 @@ impl Doc {
         }
     }
 
-    /// This document with each target's entry replaced by `entry(target)` (`None`:
-    /// left as it is), stamped in fleet mode as found a target at `now`.
-    fn with(&self, targets: &[Target], now: i64, entry: impl Fn(&Target) -> Option<Memory>) -> Doc {
+    /// The memory of target `name` as read, or a fresh one naming it.
+    pub fn entry_or_fresh(&self, name: &str) -> Memory {
+        self.entry(name).cloned().unwrap_or_else(|| Memory {
+            deployment: Some(name.to_string()),
+            ..Memory::default()
+        })
+    }
+
+    /// This document with each target's entry replaced by `entry(target, as read)`,
+    /// stamped in fleet mode as found a target at `now`.
+    fn with(&self, targets: &[Target], now: i64, entry: impl Fn(&Target, Memory) -> Memory) -> Doc {
         match self {
-            Doc::One(read) => Doc::One(targets.first().and_then(&entry).unwrap_or_else(|| read.clone())),
+            Doc::One(read) => Doc::One(match targets.first() {
+                Some(t) => entry(t, read.clone()),
+                None => read.clone(),
+            }),
             Doc::Fleet(read) => {
                 let mut fleet = read.clone();
                 for t in targets {
-                    let memory = entry(t)
-                        .or_else(|| read.targets.get(&t.name).cloned())
-                        .unwrap_or_else(|| Memory {
-                            deployment: Some(t.name.clone()),
-                            ..Memory::default()
-                        });
-                    fleet.targets.insert(t.name.clone(), memory);
+                    fleet
+                        .targets
+                        .insert(t.name.clone(), entry(t, self.entry_or_fresh(&t.name)));
                 }
                 let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
                 fleet.keep_recent(&names, now);
@@ -439,7 +446,7 @@ fn record(
         return None;
     }
     let run_of = |name: &str| runs.iter().find(|r| r.labels.deployment.as_deref() == Some(name));
-    let doc = ledger.doc.with(&cycle.targets, now, |t| {
+    let doc = ledger.doc.with(&cycle.targets, now, |t, read| {
         let mut memory = match (&t.judgement, &t.plan) {
             (Some(judgement), Some(plan)) => {
                 let answers = if t.dry_run(config) {
@@ -449,15 +456,12 @@ fn record(
                 };
                 judgement.settle(plan, answers)
             }
-            _ => ledger.doc.entry(&t.name).cloned().unwrap_or_else(|| Memory {
-                deployment: Some(t.name.clone()),
-                ..Memory::default()
-            }),
+            _ => read,
         };
         if let Some(run) = run_of(&t.name) {
             memory.counters = memory.counters.after(run);
         }
-        Some(memory)
+        memory
     });
     let kube = Kube {
         client,
@@ -886,7 +890,7 @@ fn decide_target(
     let memory = cycle
         .ledger
         .as_ref()
-        .map(|l| l.doc.entry(&cycle.targets[i].name).cloned().unwrap_or_default());
+        .map(|l| l.doc.entry_or_fresh(&cycle.targets[i].name));
     let t = &mut cycle.targets[i];
     let (Some(settings), Some(rollout)) = (&t.settings, &t.rollout) else {
         return;
@@ -1064,11 +1068,13 @@ fn lease(kube: &Kube, cycle: &mut Cycle, acting: &[usize], config: &Config, now:
         return Ok(());
     }
     let names: Vec<&str> = live.iter().map(|&i| cycle.targets[i].name.as_str()).collect();
-    let doc = ledger.doc.with(&cycle.targets, now, |t| {
-        let judgement = t.judgement.as_ref()?;
+    let doc = ledger.doc.with(&cycle.targets, now, |t, read| {
+        let Some(judgement) = &t.judgement else {
+            return read;
+        };
         match (names.contains(&t.name.as_str()), &t.plan) {
-            (true, Some(plan)) => judgement.lease(plan).or_else(|| Some(judgement.next.clone())),
-            _ => Some(judgement.next.clone()),
+            (true, Some(plan)) => judgement.lease(plan).unwrap_or_else(|| judgement.next.clone()),
+            _ => judgement.next.clone(),
         }
     });
     match kube.put_state(&ledger.object, &doc.render()) {
