@@ -990,40 +990,23 @@ fn act_within_budget(kube: &Kube, cycle: &mut Cycle, config: &Config, now: i64) 
         }
     }
     let budget = if cycle.fleet { config.max_removals } else { usize::MAX };
-    let asks: Vec<(String, f64, usize)> = wanting
+    let asks: Vec<(&str, f64, usize)> = wanting
         .iter()
         .map(|&i| {
             let t = &cycle.targets[i];
             let plan = t.plan.as_ref();
             let ratio = plan.and_then(|p| Some(p.stats?.spread / p.threshold)).unwrap_or(0.0);
-            (t.name.clone(), ratio, plan.map_or(0, |p| p.removals().len()))
+            (t.name.as_str(), ratio, plan.map_or(0, |p| p.removals().len()))
         })
         .collect();
-    let borrowed: Vec<(&str, f64, usize)> = asks.iter().map(|(n, r, k)| (n.as_str(), *r, *k)).collect();
-    let served = plan::serve(&borrowed, budget);
-    let mut acting: Vec<(usize, f64)> = Vec::new();
-    for ((&i, serve), ask) in wanting.iter().zip(served).zip(&asks) {
-        if serve {
-            acting.push((i, ask.1));
-        } else {
-            log::info!(deployment = cycle.targets[i].name.as_str(); "deferred: its plan does not fit in what is left of MAX_REMOVALS_PER_RUN");
-            cycle.targets[i].ended = Some(Ok(Outcome::Deferred));
-        }
+    let acting: Vec<usize> = plan::serve(&asks, budget).into_iter().map(|k| wanting[k]).collect();
+    for &i in wanting.iter().filter(|i| !acting.contains(i)) {
+        log::info!(deployment = cycle.targets[i].name.as_str(); "deferred: its plan does not fit in what is left of MAX_REMOVALS_PER_RUN");
+        cycle.targets[i].ended = Some(Ok(Outcome::Deferred));
     }
-    // Served in order of spread / threshold, highest first (ties by name).
-    acting.sort_by(|a, b| {
-        b.1.total_cmp(&a.1)
-            .then_with(|| cycle.targets[a.0].name.cmp(&cycle.targets[b.0].name))
-    });
-    lease(
-        kube,
-        cycle,
-        &acting.iter().map(|a| a.0).collect::<Vec<_>>(),
-        config,
-        now,
-    )?;
+    lease(kube, cycle, &acting, config, now)?;
     let mut stopped = false;
-    for (i, _) in acting {
+    for i in acting {
         let t = &mut cycle.targets[i];
         if stopped {
             log::info!(deployment = t.name.as_str(); "deferred: a removal of this run failed, so no further pod is removed");

@@ -983,10 +983,11 @@ fn choose(pods: &mut Pods, budget: usize, min_pods: usize) -> Decision {
 }
 
 /// Fleet mode's one budget (SPEC §13): of the targets whose plans remove pods, each
-/// `(name, spread / threshold, removals)`, which act. They are served highest ratio
-/// first (ties: the name that sorts first); each whose whole plan fits in what is left
-/// of `budget` acts, and serving goes on down the list. In the order given.
-pub fn serve(wanting: &[(&str, f64, usize)], budget: usize) -> Vec<bool> {
+/// `(name, spread / threshold, removals)`, which act, as indices into `wanting` in the
+/// order they are served: highest ratio first (ties: the name that sorts first); each
+/// whose whole plan fits in what is left of `budget` acts, and serving goes on down
+/// the list.
+pub fn serve(wanting: &[(&str, f64, usize)], budget: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..wanting.len()).collect();
     order.sort_by(|&a, &b| {
         wanting[b]
@@ -994,15 +995,15 @@ pub fn serve(wanting: &[(&str, f64, usize)], budget: usize) -> Vec<bool> {
             .total_cmp(&wanting[a].1)
             .then_with(|| wanting[a].0.cmp(wanting[b].0))
     });
-    let mut acts = vec![false; wanting.len()];
     let mut left = budget;
-    for i in order {
-        if wanting[i].2 <= left {
+    order.retain(|&i| {
+        let fits = wanting[i].2 <= left;
+        if fits {
             left -= wanting[i].2;
-            acts[i] = true;
         }
-    }
-    acts
+        fits
+    });
+    order
 }
 
 /// "1 pod", "3 pods".
@@ -1356,9 +1357,9 @@ mod tests {
         ];
         // b (3.0) takes 2, c (2.0, first name of the tie) 1, d (2.0) does not fit in
         // 1, a (1.5) does not either, e (1.1) takes the last.
-        assert_eq!(serve(&wanting, 4), [false, true, true, false, true]);
-        assert_eq!(serve(&wanting, 0), [false; 5]);
-        assert_eq!(serve(&wanting, 100), [true; 5]);
+        assert_eq!(serve(&wanting, 4), [1, 2, 4]);
+        assert!(serve(&wanting, 0).is_empty());
+        assert_eq!(serve(&wanting, 100), [1, 2, 3, 0, 4]);
         assert!(serve(&[], 4).is_empty());
     }
 

@@ -1131,7 +1131,10 @@ fn the_fleet_state_has_an_entry_per_target_and_forgets_a_former_one_after_seven_
     for name in ["alpha", "bravo"] {
         let entry = &state["targets"][name];
         assert!(entry.get("version").is_none(), "{entry}");
-        assert_eq!(entry["deployment"], name, "a new target's entry names it, as a read one does");
+        assert_eq!(
+            entry["deployment"], name,
+            "a new target's entry names it, as a read one does"
+        );
         let at = entry["last_target_at"].as_i64().expect("last_target_at");
         assert!((before..=after).contains(&at), "{name}: {at}");
         assert_eq!(entry["counters"]["success"], 1.0, "{name}: {entry}");
