@@ -53,6 +53,16 @@ pub fn common_prefix<'a>(names: impl Iterator<Item = &'a str> + Clone) -> String
     }
 }
 
+/// The width of a table's POD column: its longest shown name, within 3 ..= NAME_WIDTH.
+fn name_width(shown: &[&str]) -> usize {
+    shown
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(3)
+        .clamp(3, NAME_WIDTH)
+}
+
 /// Shortens from the left: the end of a pod name is what tells pods apart.
 fn short(name: &str, width: usize) -> String {
     let count = name.chars().count();
@@ -121,12 +131,7 @@ fn partitions(o: &mut String, e: &Explanation, prefix: &str, style: Style) {
         .iter()
         .map(|p| p.name.strip_prefix(prefix).unwrap_or(&p.name))
         .collect();
-    let width = shown
-        .iter()
-        .map(|n| n.chars().count())
-        .max()
-        .unwrap_or(3)
-        .clamp(3, NAME_WIDTH);
+    let width = name_width(&shown);
     let _ = writeln!(o, "  {:<width$}  {:>9}  {:>4}  HEAVIEST", "POD", "LOAD", "OWNS");
     let n = e.pods.len();
     let fold = !style.all && n > FOLD_ABOVE;
@@ -200,12 +205,7 @@ fn header(o: &mut String, plan: &Plan, prefix: &str) {
 /// A row per pod (large fleets folded to their top and bottom rows), by CPU.
 fn table(o: &mut String, plan: &Plan, prefix: &str, style: Style) {
     let shown: Vec<&str> = plan.pods.iter().map(|v| &v.pod.name[prefix.len()..]).collect();
-    let width = shown
-        .iter()
-        .map(|n| n.chars().count())
-        .max()
-        .unwrap_or(3)
-        .clamp(3, NAME_WIDTH);
+    let width = name_width(&shown);
     let _ = writeln!(o, "  {:<width$}  {:>6}  {:>5}  LOAD", "POD", "CORES", "%REQ");
     let hottest = plan.pods.iter().filter_map(|v| v.cpu).fold(0.0f64, f64::max);
     let n = plan.pods.len();
