@@ -1052,16 +1052,12 @@ mod tests {
         (pods, samples)
     }
 
-    fn check(
-        pods: &[Pod],
-        samples: &BTreeMap<String, f64>,
-        rollout: Option<&Rollout>,
-        settings: &Settings,
-    ) -> Result<Plan, Undecidable> {
-        decide(Inputs {
+    /// What the tests decide from: container c in namespace ns, selector app=c, at NOW.
+    fn inputs<'a>(pods: &[Pod], samples: &'a Samples, settings: &'a Settings) -> Inputs<'a> {
+        Inputs {
             pods: pods.to_vec(),
-            samples: &samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect(),
-            rollout,
+            samples,
+            rollout: None,
             now: NOW,
             settings,
             container: "c",
@@ -1070,6 +1066,22 @@ mod tests {
             selector: Some("app=c"),
             leased: None,
             partitions: None,
+        }
+    }
+
+    fn samples_of(samples: &BTreeMap<String, f64>) -> Samples {
+        samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect()
+    }
+
+    fn check(
+        pods: &[Pod],
+        samples: &BTreeMap<String, f64>,
+        rollout: Option<&Rollout>,
+        settings: &Settings,
+    ) -> Result<Plan, Undecidable> {
+        decide(Inputs {
+            rollout,
+            ..inputs(pods, &samples_of(samples), settings)
         })
     }
 
@@ -1081,17 +1093,8 @@ mod tests {
         owned: &[(&str, &str, f64)],
     ) -> Result<Plan, Undecidable> {
         decide(Inputs {
-            pods: pods.to_vec(),
-            samples: &samples.iter().map(|(name, cpu)| (name.as_str(), *cpu)).collect(),
-            rollout: None,
-            now: NOW,
-            settings,
-            container: "c",
-            namespace: "ns",
-            ignored: 0,
-            selector: Some("app=c"),
-            leased: None,
             partitions: Some(Answer::new(owned.iter().copied()).expect("a valid answer")),
+            ..inputs(pods, &samples_of(samples), settings)
         })
     }
 
@@ -1645,17 +1648,8 @@ mod tests {
         );
         assert_eq!(e.stage(), Stage::Kubernetes);
         let e = decide(Inputs {
-            pods: Vec::new(),
-            samples: &Samples::default(),
-            rollout: None,
-            now: NOW,
-            settings: &settings(),
-            container: "c",
-            namespace: "ns",
             ignored: 8,
-            selector: Some("app=c"),
-            leased: None,
-            partitions: None,
+            ..inputs(&[], &Samples::default(), &settings())
         })
         .unwrap_err();
         assert!(
@@ -1665,17 +1659,8 @@ mod tests {
         );
         // Fleet mode lists the whole namespace when KUBE_LABEL_SELECTOR is unset.
         let e = decide(Inputs {
-            pods: Vec::new(),
-            samples: &Samples::default(),
-            rollout: None,
-            now: NOW,
-            settings: &settings(),
-            container: "c",
-            namespace: "ns",
-            ignored: 0,
             selector: Some(""),
-            leased: None,
-            partitions: None,
+            ..inputs(&[], &Samples::default(), &settings())
         })
         .unwrap_err();
         assert_eq!(
