@@ -680,7 +680,7 @@ fn read(
     if live.is_empty() {
         return Ok(());
     }
-    let reads = read_pods_and_metrics(cycle, &live, clients, config, keep)?;
+    let reads = read_pods_and_metrics(cycle, &live, &kube, &clients.metrics, config, keep)?;
     for (i, (pods, partitions)) in live.into_iter().zip(reads.pods.into_iter().zip(reads.partitions)) {
         decide_target(
             cycle,
@@ -778,14 +778,11 @@ struct Reads {
 fn read_pods_and_metrics(
     cycle: &mut Cycle,
     live: &[usize],
-    clients: &Clients,
+    kube: &Kube,
+    metrics: &Client,
     config: &Config,
     mut keep: Option<&mut Responses>,
 ) -> Result<Reads, Failure> {
-    let kube = Kube {
-        client: &clients.kube,
-        namespace: &config.namespace,
-    };
     let container_of = |i: usize| cycle.targets[i].settings.as_ref().map_or("", |s| s.container.as_str());
     // Targets are sorted by name, and so is `live`: the route's order.
     let owners: Vec<(&str, &str)> = live
@@ -828,15 +825,10 @@ fn read_pods_and_metrics(
             .zip(&containers)
             .flat_map(|(pods, c)| pods.iter().map(move |p| (p.name.as_str(), fleet.then_some(c.as_str())))),
     );
-    let samples = victoria::query_cpu(
-        &clients.metrics,
-        &query,
-        &wanted,
-        keep.as_deref_mut().map(|r| &mut r.cpu),
-    )
-    .map_err(|e| Failure::at(Stage::Metrics, e))?;
+    let samples = victoria::query_cpu(metrics, &query, &wanted, keep.as_deref_mut().map(|r| &mut r.cpu))
+        .map_err(|e| Failure::at(Stage::Metrics, e))?;
     drop(wanted);
-    let partitions = partitions_by_target(clients, config, &listed.by_target, keep.map(|r| &mut r.partitions))?;
+    let partitions = partitions_by_target(metrics, config, &listed.by_target, keep.map(|r| &mut r.partitions))?;
     Ok(Reads {
         pods: listed.by_target,
         partitions,
@@ -848,7 +840,7 @@ fn read_pods_and_metrics(
 /// `PARTITION_QUERY`'s answer, once for every target (when it is set), each sample
 /// going to the target that owns its pod.
 fn partitions_by_target(
-    clients: &Clients,
+    metrics: &Client,
     config: &Config,
     by_target: &[Vec<plan::Pod>],
     keep: Option<&mut Vec<u8>>,
@@ -858,7 +850,7 @@ fn partitions_by_target(
     };
     log::debug!(query = query.as_str(); "querying partitions");
     let names = by_target.iter().flatten().map(|p| p.name.as_str());
-    let answer = victoria::query_partitions(&clients.metrics, query, &config.partition_labels, names, keep)
+    let answer = victoria::query_partitions(metrics, query, &config.partition_labels, names, keep)
         .map_err(|e| Failure::at(Stage::Metrics, e))?;
     let owner: BTreeMap<&str, usize> = by_target
         .iter()
