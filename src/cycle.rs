@@ -1075,12 +1075,10 @@ fn breaker_message(judgement: &Judgement, plan: &Plan) -> String {
         _ => "the hold ends".to_string(),
     };
     let spreads: Vec<String> = judgement
-        .next
-        .actions
+        .streak_spreads()
         .iter()
-        .filter_map(|a| Some(format!("{:.2} → {:.2}", a.spread?, a.evaluation.as_ref()?.spread)))
         .rev()
-        .take(judgement.next.streak as usize)
+        .map(plan::spread_change)
         .collect();
     format!(
         "pod-rebalancer: breaker open until {until}: {} in a row did not lower the spread enough (latest first: {}); threshold {:.2}. Evictions do not help this imbalance: see the plan (pod-rebalancer plan) and the partition signal",
@@ -1152,12 +1150,7 @@ fn log_judgement(j: &Judgement) {
     }
     match j.breaker {
         Breaker::Open { until } => {
-            let spreads: Vec<String> = j
-                .next
-                .actions
-                .iter()
-                .filter_map(|a| Some(format!("{:.2} → {:.2}", a.spread?, a.evaluation.as_ref()?.spread)))
-                .collect();
+            let spreads: Vec<String> = j.streak_spreads().iter().map(plan::spread_change).collect();
             log::info!(
                 until = clock::format_rfc3339(until).as_str(), streak = j.next.streak, spreads = spreads.join(", ").as_str();
                 "breaker open: no action until the hold ends"

@@ -625,7 +625,17 @@ impl Judgement {
         ) {
             return plan;
         }
-        let streak = self.next.streak as usize;
+        plan.pods.clear_roles();
+        plan.decision = Decision::Hold(Hold::Ineffective {
+            until,
+            spreads: self.streak_spreads(),
+        });
+        plan
+    }
+
+    /// The spread before and after each ineffective action of the streak, oldest
+    /// first: what the hold, its log line and its Warning Event quote.
+    pub fn streak_spreads(&self) -> Vec<[f64; 2]> {
         let mut spreads: Vec<[f64; 2]> = self
             .next
             .actions
@@ -635,12 +645,10 @@ impl Judgement {
                 let e = a.evaluation.as_ref().filter(|e| e.verdict == Verdict::Ineffective)?;
                 Some([a.spread?, e.spread])
             })
-            .take(streak)
+            .take(self.next.streak as usize)
             .collect();
         spreads.reverse();
-        plan.pods.clear_roles();
-        plan.decision = Decision::Hold(Hold::Ineffective { until, spreads });
-        plan
+        spreads
     }
 
     /// The document written before any removal: the judged memory and the intended
@@ -1918,6 +1926,50 @@ mod tests {
             .collect(),
         };
         assert_eq!(quiet.in_progress(NOW, &settings()), None);
+    }
+
+    #[test]
+    fn the_hold_quotes_the_ineffective_actions_of_the_streak_not_a_partial_one_between() {
+        // Ineffective, partial (the streak stays), ineffective, then one to evaluate.
+        let evaluated = |before: f64, after: f64, verdict: Verdict, hours: i64| Action {
+            at: NOW - hours * HOUR,
+            spread: Some(before),
+            evaluation: Some(Evaluation {
+                at: NOW - hours * HOUR + 600,
+                spread: after,
+                ratio: after / before,
+                verdict,
+                hot_spot: None,
+            }),
+            ..pending(before, 8).actions[0].clone()
+        };
+        let mut memory = pending(0.9, 8);
+        memory.streak = 2;
+        memory.actions.splice(
+            0..0,
+            [
+                evaluated(0.8, 0.79, Verdict::Ineffective, 4),
+                evaluated(0.7, 0.6, Verdict::Partial, 3),
+                evaluated(0.6, 0.61, Verdict::Ineffective, 2),
+            ],
+        );
+        let j = judge(
+            &memory,
+            &plan_of(&borrowed(&spread_of(0.9)), NOW),
+            TEMPLATE,
+            &settings(),
+        );
+        assert!(j.opened, "{:?}", j.breaker);
+        let spreads = j.streak_spreads();
+        assert_eq!(spreads.len(), 3, "{spreads:?}");
+        assert_eq!(spreads[..2], [[0.8, 0.79], [0.6, 0.61]]);
+        assert_eq!(spreads[2][0], 0.9);
+        let plan = j.apply(plan_of(&borrowed(&spread_of(0.9)), NOW));
+        assert!(
+            matches!(&plan.decision, Decision::Hold(Hold::Ineffective { spreads: held, .. }) if *held == spreads),
+            "{:?}",
+            plan.decision
+        );
     }
 
     #[test]

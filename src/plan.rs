@@ -509,7 +509,7 @@ impl fmt::Display for Hold {
                 "minimum pods: {healthy} healthy pods, {min_pods} must stay, removing one would leave too few"
             ),
             Hold::Ineffective { until, spreads } => {
-                let spreads: Vec<String> = spreads.iter().map(|[b, a]| format!("{b:.2} → {a:.2}")).collect();
+                let spreads: Vec<String> = spreads.iter().map(spread_change).collect();
                 write!(
                     f,
                     "ineffective: the last {} did not lower the spread enough (spread {}); no action until {}",
@@ -1004,6 +1004,11 @@ pub fn serve(wanting: &[(&str, f64, usize)], budget: usize) -> Vec<usize> {
         fits
     });
     order
+}
+
+/// "0.47 → 0.45": an action's spread before and after.
+pub(crate) fn spread_change([before, after]: &[f64; 2]) -> String {
+    format!("{before:.2} → {after:.2}")
 }
 
 /// "1 pod", "3 pods".

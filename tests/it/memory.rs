@@ -278,6 +278,20 @@ fn a_hot_spot_that_moves_opens_the_breaker_and_a_failed_probe_doubles_the_hold()
     assert_eq!((memory.streak, memory.hold_until), (2, Some(start + 1800 + HOUR)));
     let gauges = held.single().run.memory.expect("the memory's gauges");
     assert_eq!((gauges.streak, gauges.hold_until), (2, Some(start + 1800 + HOUR)));
+    let warnings: Vec<String> = fleet
+        .kube
+        .mutations()
+        .iter()
+        .filter(|r| r.path().ends_with("/events") && r.json()["reason"] == "RebalancerBreakerOpen")
+        .map(|r| r.json()["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("2 actions in a row did not lower the spread enough (latest first: ")
+            && warnings[0].matches('→').count() == 2,
+        "the Event quotes the streak's spreads: {}",
+        warnings[0]
+    );
 
     check(&fleet.run(start + 2700, &[]), Ok(Outcome::Ineffective), 0);
     assert_eq!(fleet.evictions().len(), 4, "held");
