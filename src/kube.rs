@@ -805,7 +805,7 @@ impl Kube<'_> {
     /// kept for the target `route` gives it, following `continue` page by page (see
     /// `each_page`). A pod listed twice makes the list malformed: counted twice, it
     /// would skew the budget and the statistics. With `pages`, a copy of every page
-    /// read is kept there.
+    /// of the list as it ended is kept there (a restart forgets the earlier ones).
     pub fn pods(
         &self,
         selector: Option<&str>,
@@ -830,6 +830,9 @@ impl Kube<'_> {
         self.each_page("list pods", &first, |path, restarted| {
             if restarted {
                 listed = empty();
+                if let Some(pages) = pages.as_deref_mut() {
+                    pages.clear();
+                }
             }
             let mut copy = Vec::new();
             let keep = pages.is_some().then_some(&mut copy);
@@ -866,7 +869,7 @@ impl Kube<'_> {
     }
 
     /// The Deployments matching `selector` (fleet mode's targets, SPEC §13), sorted by
-    /// name, paged like the pod list.
+    /// name, paged like the pod list (and its pages kept alike).
     pub fn deployments(&self, selector: &str, mut keep: Option<&mut Vec<Vec<u8>>>) -> Result<Vec<Rollout>, Error> {
         let first = format!(
             "/apis/apps/v1/namespaces/{}/deployments?labelSelector={}&limit={PAGE_LIMIT}",
@@ -877,6 +880,9 @@ impl Kube<'_> {
         self.each_page("list deployments", &first, |path, restarted| {
             if restarted {
                 rollouts.clear();
+                if let Some(pages) = keep.as_deref_mut() {
+                    pages.clear();
+                }
             }
             let mut copy = Vec::new();
             let page: DeploymentList = self.client.get_json("list deployments", path, Some(&mut copy))?;

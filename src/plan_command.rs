@@ -10,8 +10,6 @@ use crate::memory::{self, Memory};
 use crate::outcome::{EXIT_FAILED, EXIT_OK};
 use crate::plan::{self, Inputs, Plan};
 use crate::{clock, kube, logging, show, victoria};
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
 /// A validated `plan` command.
@@ -285,12 +283,12 @@ fn save_responses(dir: &Path, responses: &Responses) -> Result<(), Error> {
         write("deployment.json", &responses.deployment)?;
     }
     if !responses.deployment_pages.is_empty() {
-        let items = pod_items(&responses.deployment_pages).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
+        let items = list_items(&responses.deployment_pages).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
         let list = serde_json::json!({"apiVersion": "apps/v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items});
         write("deployments.json", list.to_string().as_bytes())?;
     }
     if !responses.pod_pages.is_empty() {
-        let items = pod_items(&responses.pod_pages).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
+        let items = list_items(&responses.pod_pages).map_err(|why| Error::new(&doing, Cause::Malformed(why)))?;
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items});
         write("pods.json", list.to_string().as_bytes())?;
     }
@@ -307,24 +305,15 @@ fn save_responses(dir: &Path, responses: &Responses) -> Result<(), Error> {
     Ok(())
 }
 
-/// The items of every page, each pod once: a 410 restart repeats pages, and the last
-/// copy of a pod (by uid) is the one kept. A page without an `items` list adds nothing.
-fn pod_items(pages: &[Vec<u8>]) -> Result<Vec<serde_json::Value>, String> {
+/// The items of every page, in order: the list as the run read it (a 410 restart
+/// already forgot the pages before it), so a replay sees what the run saw, a pod
+/// listed twice included. A page without an `items` list adds nothing.
+fn list_items(pages: &[Vec<u8>]) -> Result<Vec<serde_json::Value>, String> {
     let mut items: Vec<serde_json::Value> = Vec::new();
-    let mut by_uid: HashMap<String, usize> = HashMap::new();
     for page in pages {
         let mut page: serde_json::Value = serde_json::from_slice(page).map_err(|e| e.to_string())?;
-        let Some(serde_json::Value::Array(list)) = page.get_mut("items").map(serde_json::Value::take) else {
-            continue;
-        };
-        for item in list {
-            match by_uid.entry(item["metadata"]["uid"].to_string()) {
-                Entry::Occupied(at) => items[*at.get()] = item,
-                Entry::Vacant(at) => {
-                    at.insert(items.len());
-                    items.push(item);
-                }
-            }
+        if let Some(serde_json::Value::Array(list)) = page.get_mut("items").map(serde_json::Value::take) {
+            items.extend(list);
         }
     }
     Ok(items)

@@ -553,3 +553,48 @@ fn a_live_plan_saves_the_metrics_endpoints_refusal_as_received() {
     );
     assert!(saved.join("pods.json").exists() && saved.join("deployment.json").exists());
 }
+
+/// The saved list is the list as the run read it: after a 410 restart, the pages of
+/// the second listing only; a pod the server listed twice, twice, so that a replay
+/// meets what the run met.
+#[test]
+fn a_live_plan_saves_the_pod_list_as_the_run_read_it() {
+    use crate::cycle::{World, fleet, name};
+    let (pods, cpu) = fleet(&[0.8, 1.9, 0.79, 0.12, 0.85, 1.0, 0.9]);
+    let saved_names = |world: &World| -> Vec<String> {
+        let text = std::fs::read_to_string(world.dir.path().join("snapshot/pods.json")).expect("pods.json saved");
+        let list: serde_json::Value = serde_json::from_str(&text).expect("a list");
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let save = |world: &World| {
+        let saved = world.dir.path().join("snapshot");
+        run_bin(&["plan", "--save", saved.to_str().unwrap()], &world.env(&[]))
+    };
+    let restarted = World::new(
+        "live-plan-restart",
+        |mut f| {
+            f.page_size = 3;
+            f.expire_continue = 1;
+            f
+        },
+        &pods,
+        &cpu,
+    );
+    let out = save(&restarted);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(saved_names(&restarted), (0..7).map(name).collect::<Vec<_>>());
+
+    let mut twice = pods.clone();
+    twice.push(pods[2].clone());
+    let doubled = World::new("live-plan-twice", |f| f, &twice, &cpu);
+    let out = save(&doubled);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_contains(&out.stderr, &format!("pod name {} is listed twice", name(2)));
+    let names = saved_names(&doubled);
+    assert_eq!(names.iter().filter(|n| **n == name(2)).count(), 2, "{names:?}");
+}
