@@ -858,8 +858,7 @@ impl Kube<'_> {
             }
             page
         })?;
-        let all: Vec<&Pod> = listed.by_target.iter().flatten().collect();
-        match listed_twice(all.iter().copied()) {
+        match listed_twice(listed.by_target.iter().flatten()) {
             Some(why) => Err(Error::new(
                 format!("list pods (GET {})", self.client.url(&first)),
                 Cause::Malformed(why),
