@@ -368,17 +368,15 @@ impl<'a> Text<'a> {
         (name, kind, help): (&str, &str, &str),
         value: impl Fn(&'a Exported) -> Option<V>,
     ) {
-        let values: Vec<(String, V)> = self
-            .targets
-            .iter()
-            .filter_map(|(labels, e)| Some((labels.clone(), value(e)?)))
+        let values: Vec<(usize, V)> = (self.targets.iter().enumerate())
+            .filter_map(|(i, (_, e))| Some((i, value(e)?)))
             .collect();
         if values.is_empty() {
             return;
         }
         self.family(name, kind, help);
-        for (labels, v) in values {
-            let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
+        for (i, v) in values {
+            let _ = writeln!(self.out, "{name}{{{}}} {v}", self.targets[i].0);
         }
     }
 
@@ -390,18 +388,16 @@ impl<'a> Text<'a> {
         label: &str,
         values: impl Fn(&'a Exported) -> Option<Vec<(String, V)>>,
     ) {
-        let rows: Vec<(String, Vec<(String, V)>)> = self
-            .targets
-            .iter()
-            .filter_map(|(labels, e)| Some((labels.clone(), values(e)?)))
+        let rows: Vec<(usize, Vec<(String, V)>)> = (self.targets.iter().enumerate())
+            .filter_map(|(i, (_, e))| Some((i, values(e)?)))
             .collect();
         if rows.is_empty() {
             return;
         }
         self.family(name, kind, help);
-        for (labels, values) in rows {
+        for (i, values) in rows {
             for (value, sample) in values {
-                let _ = writeln!(self.out, "{name}{{{labels},{label}=\"{value}\"}} {sample}");
+                let _ = writeln!(self.out, "{name}{{{},{label}=\"{value}\"}} {sample}", self.targets[i].0);
             }
         }
     }
@@ -437,8 +433,8 @@ pub fn render(sheet: &Sheet) -> String {
 }
 
 /// The counters, of the targets that export them.
-fn counters(t: &mut Text) {
-    let c = |e: &Exported| e.counters.clone();
+fn counters<'a>(t: &mut Text<'a>) {
+    let c = |e: &'a Exported| e.counters.as_ref();
     t.each_labelled(
         (EXECUTIONS, "counter", "Runs of pod-rebalancer by result."),
         "status",
@@ -613,17 +609,16 @@ fn last_times(t: &mut Text) {
 }
 
 /// `rebalancer_config_info` and `rebalancer_max_ineffective_actions`.
-fn config(t: &mut Text) {
-    let rows: Vec<(String, &Info)> = t
-        .targets
-        .iter()
-        .filter_map(|(labels, e)| Some((labels.clone(), e.run.info.as_ref()?)))
+fn config<'a>(t: &mut Text<'a>) {
+    let rows: Vec<(usize, &Info)> = (t.targets.iter().enumerate())
+        .filter_map(|(n, (_, e))| Some((n, e.run.info.as_ref()?)))
         .collect();
     if rows.is_empty() {
         return;
     }
     t.family(CONFIG_INFO, "gauge", "1, labelled with the settings this run used.");
-    for (labels, i) in &rows {
+    for &(n, i) in &rows {
+        let labels = &t.targets[n].0;
         let _ = writeln!(
             t.out,
             "{CONFIG_INFO}{{{labels},dry_run=\"{}\",eviction_mode=\"{}\",container=\"{}\",window=\"{}s\",threshold=\"{}\",min_pods=\"{}\",max_ineffective_actions=\"{}\",version=\"{}\"}} 1",
@@ -642,8 +637,8 @@ fn config(t: &mut Text) {
         "gauge",
         "MAX_INEFFECTIVE_ACTIONS: ineffective actions in a row that open the breaker.",
     );
-    for (labels, i) in &rows {
-        let _ = writeln!(t.out, "{MAX_INEFFECTIVE}{{{labels}}} {}", i.max_ineffective);
+    for &(n, i) in &rows {
+        let _ = writeln!(t.out, "{MAX_INEFFECTIVE}{{{}}} {}", t.targets[n].0, i.max_ineffective);
     }
 }
 
