@@ -61,9 +61,8 @@ pub struct Cluster {
 /// Which Deployments a run serves.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scope {
-    /// Single mode: `DEPLOYMENT_NAME`, and its measured container (`QUERY_CONTAINER`,
-    /// else the Deployment's name).
-    One { deployment: String, container: String },
+    /// Single mode: `DEPLOYMENT_NAME` (its measured container: `target_settings`).
+    One { deployment: String },
     /// Fleet mode (SPEC §13): every Deployment matching `TARGET_SELECTOR`.
     Fleet { selector: String },
 }
@@ -262,7 +261,6 @@ pub fn live(raw: &Raw) -> Result<(Config, Cluster), Vec<String>> {
     let scope = config.as_ref().and_then(|c| match (&c.deployment, &c.target_selector) {
         (Some(deployment), None) => Some(Scope::One {
             deployment: deployment.clone(),
-            container: c.container.clone().unwrap_or_else(|| deployment.clone()),
         }),
         (None, Some(selector)) => Some(Scope::Fleet {
             selector: selector.clone(),
@@ -1026,23 +1024,34 @@ mod tests {
         assert_eq!(parse_duration("1500ns"), Some(Duration::from_nanos(1500)));
     }
 
-    fn container(cluster: &Cluster) -> &str {
-        match &cluster.scope {
-            Scope::One { container, .. } => container,
-            Scope::Fleet { .. } => panic!("fleet mode"),
-        }
+    /// The container single mode measures: its target's settings.
+    fn container(config: &Config, cluster: &Cluster) -> String {
+        let Scope::One { deployment } = &cluster.scope else {
+            panic!("fleet mode")
+        };
+        let rollout = plan::Rollout {
+            name: deployment.clone(),
+            ..plan::Rollout::default()
+        };
+        target_settings(config, &rollout, false).expect("settings").container
     }
 
     #[test]
     fn the_container_is_the_deployments_unless_named() {
         let (c, cluster) = check(&[]).unwrap();
-        assert_eq!((c.container, container(&cluster)), (None, "ingestion-consumer"));
-        let (_, cluster) = check(&[("QUERY_CONTAINER", "consumer")]).unwrap();
-        assert_eq!(container(&cluster), "consumer");
+        assert_eq!(
+            (c.container.clone(), container(&c, &cluster).as_str()),
+            (None, "ingestion-consumer")
+        );
+        let (c, cluster) = check(&[("QUERY_CONTAINER", "consumer")]).unwrap();
+        assert_eq!(container(&c, &cluster), "consumer");
         assert!(problem(&[("QUERY_CONTAINER", "Consumer")]).contains("DNS-1123"));
         // The platform's own CONTAINER_NAME (CI runners, container platforms) is not ours.
         let (c, cluster) = check(&[("CONTAINER_NAME", "runner-7")]).unwrap();
-        assert_eq!((c.container, container(&cluster)), (None, "ingestion-consumer"));
+        assert_eq!(
+            (c.container.clone(), container(&c, &cluster).as_str()),
+            (None, "ingestion-consumer")
+        );
     }
 
     #[test]

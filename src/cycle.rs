@@ -605,7 +605,7 @@ pub fn unconnected(cluster: &Cluster, failure: Failure) -> Cycle {
 /// A run before any read: its targets as far as the configuration names them.
 fn empty(cluster: &Cluster) -> Cycle {
     let (fleet, targets) = match &cluster.scope {
-        Scope::One { deployment, .. } => (false, vec![Target::new(deployment)]),
+        Scope::One { deployment } => (false, vec![Target::new(deployment)]),
         Scope::Fleet { .. } => (true, Vec::new()),
     };
     Cycle {
@@ -709,7 +709,7 @@ fn read_targets(
     keep: Option<&mut Responses>,
 ) -> Result<(), Failure> {
     let rollouts = match &cluster.scope {
-        Scope::One { deployment, .. } => {
+        Scope::One { deployment } => {
             let keep = keep.map(|r| &mut r.deployment);
             vec![
                 kube.deployment(deployment, keep)

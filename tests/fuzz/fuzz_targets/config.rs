@@ -35,7 +35,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(cluster.kube.url.starts_with("http://") || cluster.kube.url.starts_with("https://"));
             assert!(!cluster.kube.timeout.is_zero());
             match &cluster.scope {
-                config::Scope::One { deployment, container } => {
+                config::Scope::One { deployment } => {
+                    let container = c.container.as_deref().unwrap_or(deployment);
                     assert!(config::dns_label(deployment).is_some() && config::dns_label(container).is_some());
                     assert!(
                         c.target_selector.is_none(),
