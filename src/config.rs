@@ -95,26 +95,45 @@ pub fn target_settings(config: &Config, rollout: &plan::Rollout, fleet: bool) ->
     if !fleet {
         return Ok(settings);
     }
-    let annotation = |key: &str| rollout.annotations.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
-    let bad = |key: &str, v: &str, expected: &str| {
+    if let Some(container) = annotation(rollout, CONTAINER_ANNOTATION, DNS_LABEL, dns_label)? {
+        settings.container = container;
+    }
+    if let Some(t) = annotation(rollout, THRESHOLD_ANNOTATION, THRESHOLD, threshold)? {
+        settings.decision.threshold = t;
+    }
+    if let Some(n) = annotation(rollout, MIN_PODS_ANNOTATION, MIN_PODS, min_pods)? {
+        settings.decision.min_pods = n;
+    }
+    if let Some(dry_run) = annotation(rollout, DRY_RUN_ANNOTATION, BOOLEAN, boolean)? {
+        settings.dry_run |= dry_run;
+    }
+    Ok(settings)
+}
+
+/// The `pod-rebalancer.io/paused` annotation (SPEC §6.1; single mode reads it too):
+/// `Ok(true)` pauses the rebalancer for this Deployment.
+pub fn paused(rollout: &plan::Rollout) -> Result<bool, String> {
+    Ok(annotation(rollout, plan::PAUSED, BOOLEAN, boolean)?.unwrap_or(false))
+}
+
+/// Annotation `key` of `rollout` read by `parse`, `None` when it is absent or empty
+/// (after trimming). `Err` names the Deployment, the annotation, its value and what
+/// was `expected`.
+fn annotation<T>(
+    rollout: &plan::Rollout,
+    key: &str,
+    expected: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, String> {
+    let Some(v) = rollout.annotations.get(key).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    parse(v).map(Some).ok_or_else(|| {
         format!(
             "deployment {}: annotation {key}={v:?}: expected {expected}",
             rollout.name
         )
-    };
-    if let Some(v) = annotation(CONTAINER_ANNOTATION) {
-        settings.container = dns_label(v).ok_or_else(|| bad(CONTAINER_ANNOTATION, v, DNS_LABEL))?;
-    }
-    if let Some(v) = annotation(THRESHOLD_ANNOTATION) {
-        settings.decision.threshold = threshold(v).ok_or_else(|| bad(THRESHOLD_ANNOTATION, v, THRESHOLD))?;
-    }
-    if let Some(v) = annotation(MIN_PODS_ANNOTATION) {
-        settings.decision.min_pods = min_pods(v).ok_or_else(|| bad(MIN_PODS_ANNOTATION, v, MIN_PODS))?;
-    }
-    if let Some(v) = annotation(DRY_RUN_ANNOTATION) {
-        settings.dry_run |= boolean(v).ok_or_else(|| bad(DRY_RUN_ANNOTATION, v, BOOLEAN))?;
-    }
-    Ok(settings)
+    })
 }
 
 const LOG_LEVELS: &[(&str, log::LevelFilter)] = &[

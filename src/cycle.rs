@@ -740,7 +740,7 @@ fn read_targets(
     };
     for (t, rollout) in cycle.targets.iter_mut().zip(rollouts) {
         let settings = config::target_settings(config, &rollout, cycle.fleet)
-            .and_then(|s| rollout.paused().map(|paused| (s, paused)));
+            .and_then(|s| config::paused(&rollout).map(|paused| (s, paused)));
         match settings {
             Err(why) => {
                 let doing = format!("read deployment {}/{}", config.namespace, t.name);

@@ -150,20 +150,6 @@ pub struct Rollout {
 }
 
 impl Rollout {
-    /// The `pod-rebalancer.io/paused` annotation: `Ok(true)` pauses the rebalancer for
-    /// this Deployment; an empty or absent value is unset; `Err` says what was expected.
-    pub fn paused(&self) -> Result<bool, String> {
-        match self.annotations.get(PAUSED).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-            None => Ok(false),
-            Some(v) => crate::config::boolean(v).ok_or_else(|| {
-                format!(
-                    "deployment {}: annotation {PAUSED}={v:?}: expected true, false, 1, 0, yes or no",
-                    self.name
-                )
-            }),
-        }
-    }
-
     /// Why the rollout is unfinished, or `None` when it is complete.
     pub fn unfinished(&self) -> Option<String> {
         if self.observed_generation < self.generation {

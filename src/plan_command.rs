@@ -357,8 +357,7 @@ fn saved_plan(config: &Config, files: Saved, now: i64) -> Result<Shown, Error> {
     let read = read_saved(config, &files, deployment.as_deref(), container.as_deref())?;
     let container = container.as_deref().unwrap_or("?");
     let paused = match &rollout {
-        Some(r) => r
-            .paused()
+        Some(r) => crate::config::paused(r)
             .map_err(|why| Error::refused(format!("read deployment {}", r.name), why))?
             .then(|| Plan::paused(now, &config.namespace, container, &config.decision, &r.name)),
         None => None,
