@@ -586,6 +586,16 @@ fn readme_overlay(path: &str) -> String {
 /// A directory laid out as the README's overlays expect: `pod-rebalancer/` (a
 /// checkout of this repository; here a symbolic link to it) beside the overlays,
 /// which are written at `files`' paths.
+/// The README's overlay `dir/kustomization.yaml`, and what it renders alone beside
+/// the checkout.
+fn render_readme_overlay(dir: &str) -> (String, Vec<Value>) {
+    let path = format!("{dir}/kustomization.yaml");
+    let text = readme_overlay(&path);
+    let tree = overlay_tree(&[(path, text.clone())]);
+    let objects = render(&tree.path().join(dir));
+    (text, objects)
+}
+
 fn overlay_tree(files: &[(String, String)]) -> TempDir {
     let dir = TempDir::new("readme-overlay");
     std::os::unix::fs::symlink(root(), dir.path().join("pod-rebalancer")).expect("link the checkout");
@@ -622,9 +632,7 @@ fn expected_target(rule_resource: &Value) -> (String, String) {
 
 #[test]
 fn readme_overlay_installs_one_rebalancer_from_a_relative_path() {
-    let text = readme_overlay("ingestion/kustomization.yaml");
-    let tree = overlay_tree(&[("ingestion/kustomization.yaml".into(), text.clone())]);
-    let objects = render(&tree.path().join("ingestion"));
+    let (text, objects) = render_readme_overlay("ingestion");
     for object in &objects {
         assert_eq!(object["metadata"]["namespace"], "ingestion", "{object}");
     }
@@ -893,9 +901,7 @@ const NOT_RUNNING_RUNBOOK: &str =
 
 #[test]
 fn readme_fleet_overlay_renders_fleet_mode_and_its_rules_fire_once_for_a_dead_fleet() {
-    let text = readme_overlay("fleet/kustomization.yaml");
-    let tree = overlay_tree(&[("fleet/kustomization.yaml".into(), text.clone())]);
-    let objects = render(&tree.path().join("fleet"));
+    let (text, objects) = render_readme_overlay("fleet");
     for object in &objects {
         assert_eq!(object["metadata"]["namespace"], "consumers", "{object}");
     }
@@ -970,9 +976,7 @@ fn metrics_labels(value: &str) -> Vec<(String, String)> {
 
 #[test]
 fn readme_cluster_overlay_expects_its_rebalancer_with_the_cluster_its_metrics_carry() {
-    let text = readme_overlay("prod-eu-1/kustomization.yaml");
-    let tree = overlay_tree(&[("prod-eu-1/kustomization.yaml".into(), text)]);
-    let objects = render(&tree.path().join("prod-eu-1"));
+    let (_, objects) = render_readme_overlay("prod-eu-1");
     let (data, _) = environment(&objects);
     let labels = metrics_labels(data["METRICS_LABELS"].as_str().expect("METRICS_LABELS"));
     assert_eq!(labels, [("cluster".to_owned(), "prod-eu-1".to_owned())]);

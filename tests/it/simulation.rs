@@ -45,6 +45,16 @@ fn sticky(case: Case, policy: Policy, days: i64) -> Report {
     check(case, Assignor::STICKY, policy, SEED, days)
 }
 
+/// Left alone for two days, the case is over the threshold every minute.
+fn unbalanced_without_a_rebalancer(case: &Case, assignor: Assignor, what: &str) {
+    let none = check(case.clone(), assignor, Policy::None, SEED, 2);
+    assert_eq!(
+        none.minutes_over(),
+        none.minutes(),
+        "{what}: unbalanced without a rebalancer"
+    );
+}
+
 fn label(case: &Case, assignor: Assignor) -> String {
     format!("{} {}, {}", case.label, case.name, assignor.name())
 }
@@ -234,12 +244,7 @@ fn where_no_eviction_can_help_the_memory_stops_and_the_stateless_rules_churn() {
     ];
     for (case, assignor) in cases {
         let what = label(&case, assignor);
-        let none = check(case.clone(), assignor, Policy::None, SEED, 2);
-        assert_eq!(
-            none.minutes_over(),
-            none.minutes(),
-            "{what}: unbalanced without a rebalancer"
-        );
+        unbalanced_without_a_rebalancer(&case, assignor, &what);
         let stateless = check(case.clone(), assignor, Policy::Stateless, SEED, 2);
         assert_eq!(stateless.first_balanced(), None, "{what}: no eviction balances it");
         for (day, &removed) in stateless.removals_by_day.iter().enumerate() {
@@ -470,12 +475,7 @@ fn with_the_signal_a_hot_partition_and_idle_consumers_cost_no_removal_from_the_f
     ];
     for (case, assignor) in cases {
         let what = label(&case, assignor);
-        let none = check(case.clone(), assignor, Policy::None, SEED, 2);
-        assert_eq!(
-            none.minutes_over(),
-            none.minutes(),
-            "{what}: unbalanced without a rebalancer"
-        );
+        unbalanced_without_a_rebalancer(&case, assignor, &what);
         // The memory alone: three actions open the breaker, then probes after the holds.
         let memory = check(case.clone(), assignor, Policy::ClosedLoop, SEED, 2);
         assert_eq!(memory.removals_by_day, vec![14, 2], "{what}: the memory alone");
