@@ -1972,27 +1972,27 @@ mod tests {
         );
     }
 
+    /// An action's pods: "hot" (2.0 cores, the hottest) and "cold" (0.1, the coldest).
+    fn hot_and_cold(hot: PodResult, cold: PodResult) -> Vec<ActionPod> {
+        let pod = |name: &str, role, result, cpu| ActionPod {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            role,
+            result,
+            cpu: Some(cpu),
+        };
+        vec![
+            pod("hot", Role::HighestCpu, hot, 2.0),
+            pod("cold", Role::LowestCpu, cold, 0.1),
+        ]
+    }
+
     #[test]
     fn a_settled_actions_unasked_pod_is_not_settled_again() {
         // The hottest's eviction got no answer and the coldest was never asked (the
         // pair rule). Both are gone now: only the hottest's answer was open.
         let mut memory = pending(0.9, 8);
-        memory.actions[0].pods = vec![
-            ActionPod {
-                name: "hot".into(),
-                uid: "uid-hot".into(),
-                role: Role::HighestCpu,
-                result: PodResult::Unknown,
-                cpu: Some(2.0),
-            },
-            ActionPod {
-                name: "cold".into(),
-                uid: "uid-cold".into(),
-                role: Role::LowestCpu,
-                result: PodResult::Intended,
-                cpu: Some(0.1),
-            },
-        ];
+        memory.actions[0].pods = hot_and_cold(PodResult::Unknown, PodResult::Intended);
         let plan = plan_of(&borrowed(&spread_of(0.5)), NOW);
         let j = judge(&memory, &plan, TEMPLATE, &settings());
         assert_eq!(j.resolved, vec![("hot".to_string(), PodResult::Removed)]);
@@ -2003,22 +2003,7 @@ mod tests {
     fn without_its_hottest_removed_an_action_names_no_hot_spot() {
         // Settled from the cluster: the hottest still there, the coldest gone.
         let mut memory = pending(0.9, 8);
-        memory.actions[0].pods = vec![
-            ActionPod {
-                name: "hot".into(),
-                uid: "uid-hot".into(),
-                role: Role::HighestCpu,
-                result: PodResult::Intended,
-                cpu: Some(2.0),
-            },
-            ActionPod {
-                name: "cold".into(),
-                uid: "uid-cold".into(),
-                role: Role::LowestCpu,
-                result: PodResult::Removed,
-                cpu: Some(0.1),
-            },
-        ];
+        memory.actions[0].pods = hot_and_cold(PodResult::Intended, PodResult::Removed);
         let mut cpus = spread_of(0.5);
         cpus[1].1 = 1.9;
         let e = judge(&memory, &plan_of(&borrowed(&cpus), NOW), TEMPLATE, &settings())
