@@ -1549,3 +1549,18 @@ fn a_fleet_run_in_process_ends_each_target_as_its_metrics_say() {
     );
     assert_eq!(world.outcomes(), map(&[("alpha", "acted"), ("bravo", "balanced")]));
 }
+
+/// A paused target is decided from its Deployment alone; with every target paused
+/// the run lists no pod and sends no query (README "Pause one").
+#[test]
+fn a_fleet_whose_every_target_is_paused_lists_no_pod_and_sends_no_query() {
+    let specs = [
+        target("alpha", &IMBALANCED).annotated("paused", "true"),
+        target("bravo", &BALANCED).annotated("paused", "yes"),
+    ];
+    let world = World::new("fleet-all-paused", &specs);
+    check(&world, &[], 0, &[("alpha", "paused"), ("bravo", "paused")]);
+    let paths: Vec<String> = world.kube.requests().iter().map(|r| r.path().to_string()).collect();
+    assert!(paths.iter().all(|p| !p.ends_with("/pods")), "{paths:?}");
+    assert_eq!(world.queries(), Vec::<String>::new());
+}
